@@ -1,0 +1,350 @@
+// HTTP and HTTPS checks: Consul's CheckHTTP over Go's http.Client, on Beast.
+//
+// Differences from Consul, on purpose: the body is sent (consul-esm drops it, W10); header
+// names are matched case-insensitively for the Host / User-Agent / Accept overrides; the body
+// read stops after probe_limits::max_body_bytes instead of at the timeout; HTTP/1.1 only (Go
+// may negotiate HTTP/2 over TLS, where the reason phrase comes from Go's own table); no
+// "Accept-Encoding: gzip" is sent, so the body arrives as the server sends it uncompressed.
+
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url.hpp>
+
+#include "esm/probe/net.hpp"
+#include "esm/probe/probes.hpp"
+#include "esm/probe/tls_client.hpp"
+
+namespace esm::probe::detail {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace urls = boost::urls;
+using boost::system::error_code;
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+
+constexpr int max_redirects = 10;  // Go's http.Client default policy
+constexpr std::string_view user_agent = "Consul Health Check";
+constexpr std::string_view default_accept = "text/plain, text/*, */*";
+constexpr std::string_view timeout_suffix = " (Client.Timeout exceeded while awaiting headers)";
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+// Go's url.Error Op: "Get", "Post", "Head"...
+std::string url_error_op(std::string_view method) {
+  std::string s(method);
+  for (std::size_t i = 1; i < s.size(); ++i)
+    s[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(s[i])));
+  return s;
+}
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
+
+const std::string* find_header(const header_list& h, std::string_view name) {
+  for (const auto& [k, v] : h)
+    if (iequals(k, name)) return &v;
+  return nullptr;
+}
+
+void remove_header(header_list& h, std::string_view name) {
+  std::erase_if(h, [&](const auto& kv) { return iequals(kv.first, name); });
+}
+
+struct target {
+  bool tls = false;
+  std::string host;       // for dialling and TLS, unbracketed
+  std::string port;
+  std::string authority;  // Host header: host[:port] as in the URL
+  std::string request_target;
+};
+
+std::optional<target> target_of(const urls::url_view& u, std::string& err) {
+  target t;
+  std::string scheme(u.scheme());
+  for (auto& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (scheme == "https") {
+    t.tls = true;
+  } else if (scheme != "http") {
+    err = "unsupported protocol scheme \"" + scheme + "\"";
+    return std::nullopt;
+  }
+  if (!u.has_authority() || u.encoded_host().empty()) {
+    err = "http: no Host in request URL";
+    return std::nullopt;
+  }
+  t.host = u.host_address();
+  t.port = u.has_port() ? std::string(u.port()) : std::string(t.tls ? "443" : "80");
+  t.authority = u.encoded_host_and_port();
+  t.request_target = u.encoded_path().empty() ? std::string("/") : std::string(u.encoded_path());
+  if (u.has_query()) {
+    t.request_target += '?';
+    t.request_target += u.encoded_query();
+  }
+  return t;
+}
+
+// One request/response on a fresh connection.
+struct exchange {
+  std::string error;  // Go's text of a transport failure before a status line
+  bool timed_out = false;
+  unsigned status = 0;
+  std::string status_text;  // "200 OK", as Go's Response.Status
+  std::optional<std::string> location;
+  std::string body_tail;  // the last output_max_bytes of the body
+};
+
+std::string read_error_text(const error_code& ec, beast::tcp_stream& lowest,
+                            const probe_limits& lim) {
+  if (ec == http::error::end_of_stream) return "EOF";
+  if (ec == http::error::partial_message) return "unexpected EOF";
+  if (ec == http::error::header_limit || ec == http::error::buffer_overflow)
+    return "net/http: server response headers exceeded " + std::to_string(lim.max_header_bytes) +
+           " bytes; aborted";
+  if (ec.category() == http::make_error_code(http::error::bad_version).category())
+    return "net/http: HTTP/1.x transport connection broken: malformed HTTP response (" +
+           ec.message() + ")";
+  error_code e1, e2;
+  auto local = lowest.socket().local_endpoint(e1);
+  auto remote = lowest.socket().remote_endpoint(e2);
+  if (!e1 && !e2)
+    return "read tcp " + endpoint_text(local.address(), local.port()) + "->" +
+           endpoint_text(remote.address(), remote.port()) + ": read: " + go_error_text(ec);
+  return go_error_text(ec);
+}
+
+template <class Stream>
+asio::awaitable<void> talk(Stream& stream, beast::tcp_stream& lowest, SSL* ssl,
+                           const std::string& server_name,
+                           const http::request<http::string_body>& req, bool want_body,
+                           const probe_limits& lim, exchange& out) {
+  auto [wec, wn] = co_await http::async_write(stream, req, token);
+  (void)wn;
+  if (wec) {
+    out.timed_out = wec == beast::error::timeout;
+    std::string t = ssl ? tls_error_text(wec, ssl, server_name) : std::string();
+    out.error = t.empty() ? go_error_text(wec) : t;
+    co_return;
+  }
+  beast::flat_buffer buf(lim.max_header_bytes + 16 * 1024);
+  http::response_parser<http::buffer_body> p;
+  p.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
+      lim.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
+  // The body is bounded by our own count (max_body_bytes), not by the parser: a long body
+  // is cut, not an error.
+  p.body_limit(std::numeric_limits<std::uint64_t>::max());
+  if (req.method() == http::verb::head) p.skip(true);
+  auto [hec, hn] = co_await http::async_read_header(stream, buf, p, token);
+  (void)hn;
+  if (hec) {
+    out.timed_out = hec == beast::error::timeout;
+    std::string t = ssl ? tls_error_text(hec, ssl, server_name) : std::string();
+    out.error = t.empty() ? read_error_text(hec, lowest, lim) : t;
+    co_return;
+  }
+  const auto& res = p.get();
+  out.status = res.result_int();
+  out.status_text = std::to_string(out.status);
+  if (!res.reason().empty()) {
+    out.status_text += ' ';
+    out.status_text += res.reason();
+  }
+  if (auto it = res.find(http::field::location); it != res.end())
+    out.location = std::string(it->value());
+  if (!want_body) co_return;
+
+  // Like Consul's circular buffer: keep the tail. A read error or our deadline ends the
+  // body; the status already received still decides the result, as in Consul.
+  std::size_t total = 0;
+  char chunk[8192];
+  while (!p.is_done() && total < lim.max_body_bytes) {
+    p.get().body().data = chunk;
+    p.get().body().size = sizeof chunk;
+    auto [bec, bn] = co_await http::async_read(stream, buf, p, token);
+    (void)bn;
+    std::size_t got = sizeof chunk - p.get().body().size;
+    total += got;
+    out.body_tail.append(chunk, got);
+    if (out.body_tail.size() > lim.output_max_bytes)
+      out.body_tail.erase(0, out.body_tail.size() - lim.output_max_bytes);
+    if (bec && bec != http::error::need_buffer) break;
+  }
+}
+
+}  // namespace
+
+asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx) {
+  const auto deadline = clock::now() + effective_timeout(spec.timeout);
+  const auto& lim = ctx.limits;
+  const std::string first_method = spec.method.empty() ? std::string("GET") : spec.method;
+  const std::string op = url_error_op(first_method);
+  auto critical = [](std::string text) { return probe_result{check_status::critical, std::move(text)}; };
+
+  auto parsed = urls::parse_uri_reference(spec.url);
+  if (!parsed || !parsed->has_scheme())
+    co_return critical("parse \"" + spec.url + "\": " +
+                       (parsed ? std::string("invalid URI for request")
+                               : parsed.error().message()));
+
+  // Headers as Consul builds them: the definition's, a Host header taken as the request
+  // host, then the default User-Agent and Accept when absent.
+  header_list headers;
+  for (const auto& [k, vs] : spec.headers)
+    for (const auto& v : vs) headers.emplace_back(k, v);
+  std::optional<std::string> host_override;
+  if (auto* h = find_header(headers, "Host"); h && !h->empty()) host_override = *h;
+  remove_header(headers, "Host");
+  if (auto* ua = find_header(headers, "User-Agent"); !ua || ua->empty()) {
+    remove_header(headers, "User-Agent");
+    headers.emplace_back("User-Agent", std::string(user_agent));
+  }
+  if (auto* a = find_header(headers, "Accept"); !a || a->empty()) {
+    remove_header(headers, "Accept");
+    headers.emplace_back("Accept", std::string(default_accept));
+  }
+
+  urls::url current(*parsed);
+  std::string current_text = spec.url;  // the URL Go names in a url.Error
+  std::string method = first_method;
+  bool send_body = true;
+  auto ex = co_await asio::this_coro::executor;
+
+  for (int hop = 0;; ++hop) {
+    std::string err;
+    auto t = target_of(current, err);
+    if (!t) co_return critical(op + " \"" + current_text + "\": " + err);
+
+    http::request<http::string_body> req;
+    req.method_string(method);
+    req.target(t->request_target);
+    req.version(11);
+    req.set(http::field::host, host_override ? *host_override : t->authority);
+    for (const auto& [k, v] : headers) req.insert(k, v);
+    req.set(http::field::connection, "close");  // Consul disables keep-alives
+    if (send_body && !spec.body.empty()) {
+      req.body() = spec.body;
+      req.content_length(spec.body.size());
+    } else if (method == "POST" || method == "PUT" || method == "PATCH") {
+      req.content_length(0);
+    }
+
+    const std::string server_name = spec.tls_server_name.empty() ? t->host : spec.tls_server_name;
+    exchange x;
+    {
+      beast::tcp_stream tcp(ex);
+      std::string dial_err = co_await dial_tcp(tcp, t->host, t->port, deadline);
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cancelled(cs.cancelled())) co_return canceled_result();
+      if (!dial_err.empty()) {
+        if (clock::now() >= deadline) dial_err += timeout_suffix;
+        co_return critical(op + " \"" + current_text + "\": " + dial_err);
+      }
+      const bool want_body = true;
+      if (t->tls) {
+        beast::ssl_stream<beast::tcp_stream> s(std::move(tcp), ctx.tls());
+        if (!prepare_tls_client(s.native_handle(), server_name, spec.tls_skip_verify, {}))
+          co_return critical(op + " \"" + current_text + "\": tls: cannot configure the connection");
+        s.next_layer().expires_at(deadline);
+        auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, token);
+        cs = co_await asio::this_coro::cancellation_state;
+        if (cancelled(cs.cancelled())) co_return canceled_result();
+        if (hec) {
+          if (hec == beast::error::timeout)
+            co_return critical(op + " \"" + current_text + "\": context deadline exceeded" +
+                               std::string(timeout_suffix));
+          std::string text = tls_error_text(hec, s.native_handle(), server_name);
+          if (text.empty()) text = go_error_text(hec);
+          co_return critical(op + " \"" + current_text + "\": " + text);
+        }
+        co_await talk(s, s.next_layer(), s.native_handle(), server_name, req, want_body, lim, x);
+      } else {
+        co_await talk(tcp, tcp, nullptr, server_name, req, want_body, lim, x);
+      }
+      cs = co_await asio::this_coro::cancellation_state;
+      if (cancelled(cs.cancelled())) co_return canceled_result();
+    }  // the connection is closed here, before any redirect is followed
+
+    if (x.status == 0) {
+      std::string text = x.timed_out ? std::string("context deadline exceeded") + std::string(timeout_suffix)
+                                     : x.error;
+      co_return critical(op + " \"" + current_text + "\": " + text);
+    }
+
+    // Go's redirect policy (net/http client.go redirectBehavior).
+    const unsigned s = x.status;
+    const bool redirect = s == 301 || s == 302 || s == 303 || s == 307 || s == 308;
+    if (redirect && !spec.disable_redirects && x.location) {
+      const std::string& loc = *x.location;
+      auto ref = urls::parse_uri_reference(loc);
+      if (!ref)
+        co_return critical(op + " \"" + current_text + "\": failed to parse Location header \"" +
+                           loc + "\": " + ref.error().message());
+      if (hop + 1 >= max_redirects)
+        co_return critical(op + " \"" + loc + "\": stopped after " +
+                           std::to_string(max_redirects) + " redirects");
+      urls::url next;
+      if (auto r = urls::resolve(current, *ref, next); !r)
+        co_return critical(op + " \"" + current_text + "\": failed to parse Location header \"" +
+                           loc + "\": " + r.error().message());
+      next.remove_fragment();
+      // Sensitive headers do not follow a redirect to another host; a custom Host only
+      // follows a relative redirect; Referer names the previous URL unless https -> http.
+      if (!iequals(next.host_address(), current.host_address())) {
+        remove_header(headers, "Authorization");
+        remove_header(headers, "Www-Authenticate");
+        remove_header(headers, "Cookie");
+        remove_header(headers, "Cookie2");
+      }
+      if (ref->has_scheme() || ref->has_authority()) host_override.reset();
+      remove_header(headers, "Referer");
+      if (!(iequals(current.scheme(), "https") && iequals(next.scheme(), "http"))) {
+        urls::url referer(current);
+        referer.remove_userinfo();
+        referer.remove_fragment();
+        headers.emplace_back("Referer", std::string(referer.buffer()));
+      }
+      if (s == 301 || s == 302 || s == 303) {
+        if (method != "GET" && method != "HEAD") method = "GET";
+        send_body = false;
+        remove_header(headers, "Content-Type");
+      }
+      current = std::move(next);
+      current_text = std::string(current.buffer());
+      continue;
+    }
+
+    std::string output = "HTTP " + first_method + " " + spec.url + ": " + x.status_text +
+                         " Output: " + x.body_tail;
+    if (s >= 200 && s <= 299) co_return probe_result{check_status::passing, std::move(output)};
+    if (s == 429) co_return probe_result{check_status::warning, std::move(output)};
+    co_return critical(std::move(output));
+  }
+}
+
+}  // namespace esm::probe::detail
