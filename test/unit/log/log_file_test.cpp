@@ -177,3 +177,18 @@ TEST_CASE("rotation through the logger: JSON lines land in the file") {
   CHECK(read_file(archives[0]).find("\"@message\":\"second\"") != std::string::npos);
   CHECK(read_file(dir.path() / "esmd.json").find("\"@message\":\"third\"") != std::string::npos);
 }
+
+TEST_CASE("a failed rotation loses no later records once the directory is back") {
+  temp_dir dir;
+  fake_clock clock;
+  const fs::path sub = dir.path() / "logs";
+  fs::create_directory(sub);
+  rotating_file f({sub / "esmd.log", 1, std::chrono::hours(24), 0, clock.fn()});
+  f.write("a\n");
+  fs::remove_all(sub);
+  CHECK_NOTHROW(f.write("lost\n"));  // rename and reopen fail; reported once on stderr
+  CHECK_NOTHROW(f.write("lost too\n"));
+  fs::create_directory(sub);
+  f.write("back\n");
+  CHECK(read_file(sub / "esmd.log") == "back\n");
+}
