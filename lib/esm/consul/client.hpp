@@ -1,0 +1,154 @@
+// The typed Consul HTTP API that esmd uses. Every call is a coroutine returning
+// result<...>: a non-2xx answer is an error carrying the status and Consul's text. Each call
+// honours the caller's cancellation slot (terminal/partial/total all abort the request and
+// close its connection) and a deadline: the client's request timeout, or for a blocking query
+// its wait plus wait/16 (Consul's jitter) plus a margin, so a connection a load balancer
+// dropped silently cannot hang a watch.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include "esm/consul/error.hpp"
+#include "esm/consul/options.hpp"
+#include "esm/consul/transport.hpp"
+#include "esm/consul/types.hpp"
+
+namespace esm::consul {
+
+using boost::asio::awaitable;
+
+enum class consistency { default_mode, stale, consistent };
+
+// Option structs have a user-provided constructor on purpose: g++ 12 destroys a
+// brace-initialised aggregate temporary twice when it is an argument in a co_await expression
+// (`co_await c.kv_get(k, {})`); non-aggregates are handled correctly.
+struct query_options {
+  query_options() {}
+  std::string datacenter;  // overrides the client's
+  std::string partition;   // overrides the client's
+  std::string name_space;  // overrides the client's; "*" for every namespace
+  std::string filter;      // Consul's filter expression
+  std::vector<std::pair<std::string, std::string>> node_meta;  // ANDed node-meta=k:v
+  consistency mode = consistency::default_mode;
+  std::uint64_t index = 0;            // > 0 makes a blocking query
+  std::chrono::milliseconds wait{0};  // blocking query's wait; 0: Consul's default (5 min)
+  std::chrono::milliseconds timeout{0};  // 0: derived as described above
+};
+
+struct write_options {
+  write_options() {}
+  std::string datacenter;
+  std::string partition;
+  std::string name_space;
+  std::chrono::milliseconds timeout{0};
+};
+
+template <class T>
+struct query_result {
+  T value;
+  query_meta meta;
+};
+
+struct kv_write {
+  kv_write() {}
+  std::uint64_t flags = 0;
+  std::optional<std::uint64_t> cas;  // check-and-set on ModifyIndex (0: only if absent)
+  std::string acquire;               // session to acquire the key with
+  std::string release;               // session to release the key from
+};
+
+// Margin added to a blocking query's wait for its deadline.
+inline constexpr std::chrono::milliseconds blocking_margin{5'000};
+
+class client {
+ public:
+  // Throws std::runtime_error (naming the file) when TLS material cannot be loaded.
+  client(boost::asio::any_io_executor ex, connection_options opts);
+
+  const connection_options& options() const { return transport_.options(); }
+  transport& http() { return transport_; }
+
+  // Raw call: path under /v1 with its query string; used by the typed calls below.
+  awaitable<result<http_response>> call(method m, std::string path_and_query, std::string body,
+                                        std::chrono::milliseconds timeout);
+
+  // --- status and agent
+  awaitable<result<std::string>> status_leader();
+  awaitable<result<agent_self>> agent_self_info();
+  awaitable<result<std::map<std::string, agent_service>>> agent_services(const query_options& q = {});
+  awaitable<result<std::optional<agent_service>>> agent_service_by_id(const std::string& id, const query_options& q = {});
+  awaitable<result<void>> agent_service_register(const agent_service_registration& r, const write_options& w = {});
+  awaitable<result<void>> agent_service_deregister(const std::string& id, const write_options& w = {});
+  awaitable<result<void>> agent_check_register(const agent_check_registration& r, const write_options& w = {});
+  awaitable<result<void>> agent_check_update(const std::string& id, const std::string& status,
+                                             const std::string& output, const write_options& w = {});
+  awaitable<result<void>> agent_check_deregister(const std::string& id, const write_options& w = {});
+
+  // --- catalog
+  awaitable<result<query_result<std::vector<node>>>> catalog_nodes(const query_options& q = {});
+  // value is nullopt when the node does not exist.
+  awaitable<result<query_result<std::optional<catalog_node>>>> catalog_node_info(const std::string& name, const query_options& q = {});
+  awaitable<result<query_result<std::vector<catalog_service>>>> catalog_service_instances(
+      const std::string& service, const std::string& tag = {}, const query_options& q = {});
+  awaitable<result<void>> catalog_register(const catalog_registration& r, const write_options& w = {});
+  awaitable<result<void>> catalog_deregister(const catalog_deregistration& d, const write_options& w = {});
+
+  // --- health
+  awaitable<result<query_result<std::vector<service_entry>>>> health_service(
+      const std::string& service, const std::string& tag = {}, bool passing_only = false,
+      const query_options& q = {});
+  awaitable<result<query_result<std::vector<health_check>>>> health_node(const std::string& node, const query_options& q = {});
+  // state: "any", "passing", "warning", "critical".
+  awaitable<result<query_result<std::vector<health_check>>>> health_state(const std::string& state, const query_options& q = {});
+
+  // --- KV
+  awaitable<result<query_result<std::optional<kv_pair>>>> kv_get(const std::string& key, const query_options& q = {});
+  awaitable<result<query_result<std::vector<kv_pair>>>> kv_list(const std::string& prefix, const query_options& q = {});
+  // Returns Consul's true/false (false: a CAS, acquire or release that did not apply).
+  awaitable<result<bool>> kv_put(const std::string& key, std::string value, const kv_write& how = {}, const write_options& w = {});
+  awaitable<result<bool>> kv_delete(const std::string& key, bool recurse = false,
+                                    std::optional<std::uint64_t> cas = std::nullopt, const write_options& w = {});
+
+  // --- sessions
+  awaitable<result<std::string>> session_create(const session_request& r, const write_options& w = {});
+  // nullopt: the session no longer exists (404), so renewing is pointless.
+  awaitable<result<std::optional<session>>> session_renew(const std::string& id, const write_options& w = {});
+  awaitable<result<bool>> session_destroy(const std::string& id, const write_options& w = {});
+  awaitable<result<query_result<std::optional<session>>>> session_info(const std::string& id, const query_options& q = {});
+  awaitable<result<query_result<std::vector<session>>>> session_list(const query_options& q = {});
+
+  // --- transactions: 200 gives committed=true; 409 gives committed=false with Consul's
+  // errors (OpIndex, What); anything else (413 for more than 64 operations) is an error.
+  awaitable<result<txn_response>> txn(const std::vector<txn_op>& ops, const write_options& w = {});
+
+  // --- coordinates
+  awaitable<result<query_result<std::vector<coordinate_entry>>>> coordinate_node(const std::string& node, const query_options& q = {});
+  awaitable<result<void>> coordinate_update(const coordinate_entry& e, const write_options& w = {});
+
+  // Query strings, exposed for tests: path + '?' + parameters from the options and defaults.
+  std::string build_query(std::string path, const query_options& q,
+                          std::vector<std::pair<std::string, std::string>> extra = {}) const;
+  std::string build_write(std::string path, const write_options& w,
+                          std::vector<std::pair<std::string, std::string>> extra = {}) const;
+  std::chrono::milliseconds query_timeout(const query_options& q) const;
+
+ private:
+  template <class T>
+  awaitable<result<query_result<T>>> get_json(std::string target, std::chrono::milliseconds timeout);
+
+  transport transport_;
+};
+
+// Percent-encoding for query values and path segments ('/' kept in paths).
+std::string url_encode(std::string_view s, bool keep_slash = false);
+
+}  // namespace esm::consul

@@ -1,0 +1,282 @@
+// The Consul API objects esmd reads and writes, mapped to and from Boost.JSON with
+// value_to / value_from (tag_invoke overloads in json.cpp). Field names follow Consul's JSON.
+// Objects that esmd writes back (checks, definitions) keep the members they do not model in
+// `extra`, so a compare-and-set never drops a field a newer Consul added.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/json/fwd.hpp>
+#include <boost/json/object.hpp>
+
+namespace esm::consul {
+
+using string_map = std::map<std::string, std::string>;
+
+// Lock flag value of Consul's api package: esmd and consul-esm recognise each other's locks.
+inline constexpr std::uint64_t lock_flag_value = 0x2ddccbc058a50c18ULL;
+
+struct node {
+  std::string id;
+  std::string name;  // "Node"
+  std::string address;
+  std::string datacenter;
+  std::string partition;
+  string_map tagged_addresses;
+  string_map meta;
+  std::uint64_t create_index = 0;
+  std::uint64_t modify_index = 0;
+};
+
+// A check's Definition as Consul stores it in the catalog. Durations arrive as Go duration
+// strings ("10s") or integer nanoseconds; both are accepted, strings are written.
+struct check_definition {
+  std::string http;
+  std::map<std::string, std::vector<std::string>> header;
+  std::string method;
+  std::string body;
+  bool disable_redirects = false;
+  std::string tls_server_name;
+  bool tls_skip_verify = false;
+  std::string tcp;
+  bool tcp_use_tls = false;
+  std::string udp;
+  std::string grpc;
+  bool grpc_use_tls = false;
+  std::string h2ping;
+  bool h2ping_use_tls = true;
+  std::string os_service;
+  std::vector<std::string> script_args;
+  std::string docker_container_id;
+  std::string alias_node;
+  std::string alias_service;
+  std::chrono::nanoseconds interval{0};
+  std::chrono::nanoseconds timeout{0};
+  std::chrono::nanoseconds ttl{0};
+  std::chrono::nanoseconds deregister_critical_service_after{0};
+  boost::json::object extra;  // members not modelled above, written back unchanged
+
+  bool operator==(const check_definition&) const = default;
+};
+
+struct health_check {
+  std::string node;
+  std::string check_id;
+  std::string name;
+  std::string status;  // "passing", "warning", "critical", "maintenance"
+  std::string notes;
+  std::string output;
+  std::string service_id;
+  std::string service_name;
+  std::vector<std::string> service_tags;
+  std::string type;
+  std::string name_space;  // "Namespace" (Enterprise)
+  std::string partition;   // "Partition" (Enterprise)
+  check_definition definition;
+  std::uint64_t create_index = 0;
+  std::uint64_t modify_index = 0;
+  boost::json::object extra;
+};
+
+struct agent_service {
+  std::string id;
+  std::string service;
+  std::vector<std::string> tags;
+  string_map meta;
+  std::string address;
+  int port = 0;
+  std::string name_space;
+  std::string partition;
+  std::uint64_t create_index = 0;
+  std::uint64_t modify_index = 0;
+};
+
+// One row of /v1/catalog/service/<name>.
+struct catalog_service {
+  std::string id;  // node ID
+  std::string node;
+  std::string address;
+  std::string datacenter;
+  string_map node_meta;
+  std::string service_id;
+  std::string service_name;
+  std::vector<std::string> service_tags;
+  string_map service_meta;
+  std::string service_address;
+  int service_port = 0;
+  std::string name_space;
+  std::string partition;
+  std::uint64_t create_index = 0;
+  std::uint64_t modify_index = 0;
+};
+
+// One entry of /v1/health/service/<name>.
+struct service_entry {
+  struct node node;
+  agent_service service;
+  std::vector<health_check> checks;
+};
+
+// /v1/catalog/node/<name>
+struct catalog_node {
+  struct node node;
+  std::map<std::string, agent_service> services;
+};
+
+struct kv_pair {
+  std::string key;
+  std::string value;  // decoded from base64
+  std::uint64_t flags = 0;
+  std::string session;
+  std::uint64_t create_index = 0;
+  std::uint64_t modify_index = 0;
+  std::uint64_t lock_index = 0;
+};
+
+struct session_request {
+  std::string name;
+  std::string node;  // empty: the agent's node
+  std::chrono::nanoseconds lock_delay{-1};  // negative: Consul's default (15 s)
+  std::string behavior;                      // "release" or "delete"; empty: release
+  std::chrono::nanoseconds ttl{0};           // 0: no TTL
+  std::optional<std::vector<std::string>> checks;  // unset: Consul's default (serfHealth)
+  std::vector<std::string> node_checks;
+};
+
+struct session {
+  std::string id;
+  std::string name;
+  std::string node;
+  std::chrono::nanoseconds lock_delay{0};
+  std::string behavior;
+  std::chrono::nanoseconds ttl{0};
+  std::vector<std::string> checks;
+  std::vector<std::string> node_checks;
+  std::uint64_t create_index = 0;
+  std::uint64_t modify_index = 0;
+};
+
+struct coordinate_vec {
+  std::vector<double> vec;
+  double error = 0;
+  double adjustment = 0;
+  double height = 0;
+};
+
+struct coordinate_entry {
+  std::string node;
+  std::string segment;
+  std::string partition;
+  coordinate_vec coord;
+};
+
+struct agent_self {
+  std::string datacenter;
+  std::string node_name;
+  std::string node_id;
+  std::string version;  // Config.Version; empty when absent or not a string
+  bool server = false;
+  std::optional<coordinate_vec> coord;
+  std::string member_addr;
+};
+
+struct agent_service_registration {
+  std::string id;
+  std::string name;
+  std::vector<std::string> tags;
+  string_map meta;
+  std::string address;
+  int port = 0;
+  std::string partition;
+  std::string name_space;
+};
+
+struct agent_check_registration {
+  std::string id;
+  std::string name;
+  std::string notes;
+  std::string service_id;
+  std::chrono::nanoseconds ttl{0};
+  std::string status;
+  std::chrono::nanoseconds deregister_critical_service_after{0};
+  std::string partition;
+  std::string name_space;
+};
+
+struct catalog_registration {
+  std::string id;
+  std::string node;
+  std::string address;
+  std::string datacenter;
+  std::string partition;
+  string_map tagged_addresses;
+  string_map node_meta;
+  std::optional<agent_service> service;
+  std::vector<health_check> checks;
+  bool skip_node_update = false;
+};
+
+struct catalog_deregistration {
+  std::string node;
+  std::string service_id;
+  std::string check_id;
+  std::string datacenter;
+  std::string partition;
+  std::string name_space;
+};
+
+// Transactions (/v1/txn).
+struct txn_kv_op {
+  std::string verb;  // set, cas, lock, unlock, get, delete, delete-tree, delete-cas, check-session...
+  std::string key;
+  std::optional<std::string> value;  // raw bytes; base64-encoded on the wire
+  std::uint64_t flags = 0;
+  std::uint64_t index = 0;
+  std::string session;
+  std::string partition;
+  std::string name_space;
+};
+
+struct txn_check_op {
+  std::string verb;  // set, cas, delete, delete-cas
+  health_check check;
+};
+
+struct txn_node_op {
+  std::string verb;  // set, cas, delete, delete-cas
+  struct node node;
+};
+
+struct txn_op {
+  std::optional<txn_kv_op> kv;
+  std::optional<txn_check_op> check;
+  std::optional<txn_node_op> node;
+};
+
+struct txn_result {
+  std::optional<kv_pair> kv;
+  std::optional<health_check> check;
+  std::optional<struct node> node;
+};
+
+struct txn_error {
+  int op_index = 0;
+  std::string what;
+};
+
+// A transaction Consul accepted (200) or rolled back (409, with errors).
+struct txn_response {
+  bool committed = false;
+  std::vector<txn_result> results;
+  std::vector<txn_error> errors;
+};
+
+// Consul refuses more operations per transaction.
+inline constexpr std::size_t max_txn_ops = 64;
+
+}  // namespace esm::consul
