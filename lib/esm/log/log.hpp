@@ -56,7 +56,9 @@ struct field {
     requires(!std::same_as<T, bool>)
   field(std::string_view k, T v) : key(k), value(std::to_string(v)), kind(field_kind::integer) {}
   field(std::string_view k, double v);                    // Go %v text ("1.5", "1e+06")
-  field(std::string_view k, std::chrono::nanoseconds v);  // Go duration text ("1m30s")
+  // Go duration text ("1m30s"), also in JSON, where hclog would write Go's integer
+  // nanoseconds: the text is what operators read and what the config files use.
+  field(std::string_view k, std::chrono::nanoseconds v);
   template <class Rep, class Period>
     requires(!std::same_as<std::chrono::duration<Rep, Period>, std::chrono::nanoseconds>)
   field(std::string_view k, std::chrono::duration<Rep, Period> v)

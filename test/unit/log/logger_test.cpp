@@ -91,7 +91,10 @@ TEST_CASE("JSON mode writes one parsable object per line") {
   auto s = c.make();
   s.json = true;
   init(s);
-  info("Connecting to Consul", {{"address", "127.0.0.1:8500"}, {"attempt", 2}, {"tls", false}});
+  info("Connecting to Consul", {{"address", "127.0.0.1:8500"},
+                                {"attempt", 2},
+                                {"tls", false},
+                                {"wait", std::chrono::seconds(5)}});
   warn("odd \"value\"", {{"output", "line1\nline2\t\\"}});
   const std::string out = c.take();
   std::vector<std::string> lines;
@@ -107,7 +110,8 @@ TEST_CASE("JSON mode writes one parsable object per line") {
   CHECK(a.at("address").as_string() == "127.0.0.1:8500");
   CHECK(a.at("attempt").as_int64() == 2);
   CHECK(a.at("tls").as_bool() == false);
-  CHECK(a.size() == 7);
+  CHECK(a.at("wait").as_string() == "5s");
+  CHECK(a.size() == 8);
 
   auto b = boost::json::parse(lines[1]).as_object();
   CHECK(b.at("@level").as_string() == "warn");
