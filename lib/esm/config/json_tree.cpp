@@ -3,6 +3,7 @@
 // stamped with the offset of the byte that produced it (configuration files are small).
 #include <boost/json/basic_parser_impl.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -50,7 +51,7 @@ class tree_builder {
   static constexpr std::size_t max_string_size = std::size_t(-1);
   static constexpr std::size_t max_key_size = std::size_t(-1);
 
-  explicit tree_builder(std::string_view text) : where_(text) {}
+  explicit tree_builder(std::string_view text) : text_(text), where_(text) {}
 
   void set_offset(std::size_t o) { offset_ = o; }
   node take_root() { return std::move(root_); }
@@ -64,12 +65,12 @@ class tree_builder {
   bool on_array_end(std::size_t, json::error_code&) { return close(); }
 
   bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
-    mark();
+    mark_quoted();
     part_.append(s.data(), s.size());
     return true;
   }
   bool on_key(json::string_view s, std::size_t, json::error_code&) {
-    mark();
+    mark_quoted();
     part_.append(s.data(), s.size());
     frame& f = stack_.back();
     f.key = std::move(part_);
@@ -78,15 +79,16 @@ class tree_builder {
     return true;
   }
   bool on_string_part(json::string_view s, std::size_t, json::error_code&) {
-    mark();
+    mark_quoted();
     part_.append(s.data(), s.size());
     return true;
   }
   bool on_string(json::string_view s, std::size_t, json::error_code&) {
-    mark();
+    mark_quoted();
     part_.append(s.data(), s.size());
+    std::string text = std::move(part_);
     node n = scalar(kind::string);
-    n.text = std::move(part_);
+    n.text = std::move(text);
     return add(std::move(n));
   }
   bool on_number_part(json::string_view, json::error_code&) {
@@ -111,11 +113,15 @@ class tree_builder {
     return add(std::move(n));
   }
   bool on_bool(bool b, json::error_code&) {
+    mark_literal(b ? 4 : 5);
     node n = scalar(kind::boolean);
     n.boolean = b;
     return add(std::move(n));
   }
-  bool on_null(json::error_code&) { return add(scalar(kind::null)); }
+  bool on_null(json::error_code&) {
+    mark_literal(4);
+    return add(scalar(kind::null));
+  }
   bool on_comment_part(json::string_view, json::error_code&) { return true; }
   bool on_comment(json::string_view, json::error_code&) { return true; }
 
@@ -125,6 +131,23 @@ class tree_builder {
       started_ = true;
       start_ = where_.at(offset_);
     }
+  }
+  // Strings are reported from their first content byte (or closing quote) on; the opening quote
+  // is the nearest '"' before it, since only part of an escape sequence can lie in between.
+  void mark_quoted() {
+    if (started_) return;
+    // The byte at offset_ is content or the closing quote, never the opening one.
+    std::size_t o = std::min(offset_, text_.size());
+    if (o > 0) --o;
+    while (o > 0 && text_[o] != '"') --o;
+    started_ = true;
+    start_ = where_.at(o);
+  }
+  // true, false and null are reported at their last byte.
+  void mark_literal(std::size_t length) {
+    if (started_) return;
+    started_ = true;
+    start_ = where_.at(offset_ >= length - 1 ? offset_ - (length - 1) : 0);
   }
   void reset() {
     started_ = false;
@@ -165,6 +188,7 @@ class tree_builder {
     return true;
   }
 
+  std::string_view text_;
   position_tracker where_;
   std::size_t offset_ = 0;
   bool started_ = false;
