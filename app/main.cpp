@@ -1,2 +1,168 @@
-#include <cstdio>
-int main() { std::puts("esmd " ESMD_VERSION); }
+// esmd: flags, configuration, logging, then the daemon on one io_context until SIGINT or
+// SIGTERM. Exit codes: 0 normal stop, -help, -version, a valid -validate; 11 flag,
+// configuration, logging and startup errors (consul-esm's code).
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <optional>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "esm/config/cli.hpp"
+#include "esm/config/config.hpp"
+#include "esm/consul/client.hpp"
+#include "esm/consul/compat.hpp"
+#include "esm/log/banner.hpp"
+#include "esm/log/log.hpp"
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto shutdown_grace = 5s;
+
+struct daemon_state {
+  esm::config::config cfg;
+  std::vector<std::string> config_paths;
+  std::optional<int> exit_code;  // set when the daemon decides to stop by itself
+};
+
+std::chrono::milliseconds ms(std::chrono::nanoseconds d) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(d);
+}
+
+// Startup against Consul, then run until cancelled. Honours terminal/total cancellation at
+// every wait.
+asio::awaitable<void> run_daemon(daemon_state& st) {
+  auto ex = co_await asio::this_coro::executor;
+  auto& cfg = st.cfg;
+  esm::consul::client consul(ex, cfg.consul);
+  esm::log::info("Connecting to Consul", {{"address", cfg.consul.scheme + "://" + cfg.consul.address}});
+  auto leader = co_await esm::consul::wait_for_leader(consul, ms(cfg.retry_interval));
+  if (!leader) co_return;  // cancelled by a signal
+  esm::log::info("Consul has a leader", {{"leader", *leader}});
+
+  auto incompatible = co_await esm::consul::verify_consul_compatibility(consul, ESMD_VERSION,
+                                                                        ms(cfg.retry_interval));
+  if (incompatible) {
+    if (*incompatible == "cancelled") co_return;
+    esm::log::error("Consul is not compatible", {{"error", *incompatible}});
+    std::cerr << *incompatible << "\n";
+    st.exit_code = esm::config::exit_code_error;
+    co_return;
+  }
+
+  if (!cfg.log_json) {
+    esm::log::banner_info b;
+    b.version = ESMD_VERSION;
+    b.datacenter = cfg.datacenter;
+    b.partition = cfg.partition;
+    b.service = cfg.consul_service;
+    b.service_tag = cfg.consul_service_tag;
+    b.service_id = cfg.consul_service + ":" + cfg.instance_id;
+    b.node_reconnect_timeout = cfg.node_reconnect_timeout;
+    b.disable_coordinates = cfg.disable_coordinate_updates;
+    b.statsd_address = cfg.telemetry.statsd_address;
+    b.metrics_prefix = cfg.telemetry.metrics_prefix;
+    esm::log::print_banner(std::cout, b);
+    std::cout.flush();
+  }
+  for (auto& w : cfg.warnings) esm::log::warn(w);
+
+  // Membership, leader election, the check runner and the node prober attach here as they
+  // land; until then the daemon stays connected and idle until it is stopped.
+  asio::steady_timer forever(ex, asio::steady_timer::time_point::max());
+  co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+void reload(daemon_state& st) {
+  try {
+    auto next = esm::config::reload_config(st.config_paths, esm::config::process_environment(), st.cfg);
+    auto changed = esm::config::describe_changes(st.cfg, next);
+    if (changed.empty()) {
+      esm::log::info("Reloaded configuration: nothing changed");
+      return;
+    }
+    std::string applied, pending;
+    for (auto& key : changed) {
+      auto& list = esm::config::applies_at_runtime(key) ? applied : pending;
+      list += (list.empty() ? "" : ",") + key;
+    }
+    if (auto lvl = esm::log::parse_level(next.log_level)) esm::log::set_level(*lvl);
+    st.cfg.log_level = next.log_level;
+    esm::log::info("Reloaded configuration", {{"applied", applied}, {"needs_restart", pending}});
+  } catch (const std::exception& e) {
+    esm::log::error("Reloading the configuration failed; keeping the running one", {{"error", e.what()}});
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const auto version = esm::config::version_text(ESMD_VERSION, ESMD_GIT_COMMIT);
+  daemon_state st;
+  try {
+    auto cli = esm::config::parse_cli(std::span<const char* const>(argv, std::size_t(argc)));
+    if (auto code = esm::config::handle_early_flags(cli, version, std::cout, std::cerr,
+                                                    esm::config::process_environment()))
+      return *code;
+    st.config_paths = cli.config_paths;
+    st.cfg = esm::config::load_config(cli.config_paths, esm::config::process_environment());
+  } catch (const esm::config::config_error& e) {
+    std::cerr << e.what() << "\n";
+    return esm::config::exit_code_error;
+  }
+  try {
+    esm::log::init(esm::config::log_settings(st.cfg));
+  } catch (const std::exception& e) {
+    std::cerr << "Error setting up logging: " << e.what() << "\n";
+    return esm::config::exit_code_error;
+  }
+
+  asio::io_context io(1);
+  asio::cancellation_signal stop;
+  bool finished = false;
+  asio::co_spawn(io, run_daemon(st), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
+    finished = true;
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        esm::log::error("esmd stopped on an unexpected error", {{"error", ex.what()}});
+        std::cerr << "esmd: " << ex.what() << "\n";
+      }
+      st.exit_code = esm::config::exit_code_error;
+    }
+    io.stop();
+  }));
+
+  asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
+  std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    if (sig == SIGHUP) {
+      reload(st);
+      signals.async_wait(on_signal);
+      return;
+    }
+    esm::log::info("Shutting down...");
+    stop.emit(asio::cancellation_type::terminal);
+    // Whatever has not finished cleanly by then is abandoned; the process exits regardless.
+    auto deadline = std::make_shared<asio::steady_timer>(io, shutdown_grace);
+    deadline->async_wait([&, deadline](boost::system::error_code) {
+      if (!finished) esm::log::warn("Shutdown grace period over; exiting");
+      io.stop();
+    });
+  };
+  signals.async_wait(on_signal);
+  io.run();
+  return st.exit_code.value_or(0);
+}
