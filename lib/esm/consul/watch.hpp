@@ -38,19 +38,15 @@ class index_tracker {
 
   decision on_result(std::uint64_t returned, std::chrono::milliseconds elapsed) {
     decision d;
-    if (!primed_) {
-      primed_ = true;
+    if (!primed_ || returned != delivered_) {
       d.changed = true;
-    } else if (returned < index_) {
-      d.changed = true;  // went backwards: deliver the state and restart from scratch
-      index_ = 0;
-      return d;
-    } else if (returned != index_) {
-      d.changed = true;
-    } else if (elapsed < min_interval_) {
-      d.pause = min_interval_ - elapsed;
+      delivered_ = returned;
+    } else if (index_ != 0 && elapsed < min_interval_) {
+      d.pause = min_interval_ - elapsed;  // a blocking call came back at once with nothing new
     }
-    index_ = returned == 0 ? 1 : returned;
+    bool backwards = primed_ && returned < index_;
+    primed_ = true;
+    index_ = backwards ? 0 : (returned == 0 ? 1 : returned);
     return d;
   }
 
@@ -61,7 +57,8 @@ class index_tracker {
   }
 
  private:
-  std::uint64_t index_ = 0;
+  std::uint64_t index_ = 0;      // sent with the next call
+  std::uint64_t delivered_ = 0;  // index of the state last returned to the caller
   bool primed_ = false;
   std::chrono::milliseconds min_interval_;
 };

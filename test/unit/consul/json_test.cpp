@@ -1,0 +1,181 @@
+#include <doctest/doctest.h>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_to.hpp>
+
+#include "esm/consul/json.hpp"
+
+using namespace esm::consul;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+TEST_CASE("a health check with its definition decodes, durations as strings or nanoseconds") {
+  auto v = json::parse(R"({
+    "Node": "ext1", "CheckID": "c1", "Name": "web", "Status": "passing", "Notes": "",
+    "Output": "ok", "ServiceID": "web1", "ServiceName": "web", "ServiceTags": ["a"],
+    "Type": "http", "Namespace": "ns1", "Partition": "p1",
+    "Definition": {"HTTP": "http://x/", "Header": {"A": ["1", "2"]}, "Method": "PUT",
+                   "Interval": "10s", "TimeoutDuration": 2000000000,
+                   "DeregisterCriticalServiceAfter": "1m30s", "TLSSkipVerify": true,
+                   "SuccessBeforePassing": 3},
+    "CreateIndex": 5, "ModifyIndex": 9, "ExposedPort": 0
+  })");
+  auto c = json::value_to<health_check>(v);
+  CHECK(c.node == "ext1");
+  CHECK(c.check_id == "c1");
+  CHECK(c.service_tags == std::vector<std::string>{"a"});
+  CHECK(c.name_space == "ns1");
+  CHECK(c.partition == "p1");
+  CHECK(c.definition.http == "http://x/");
+  CHECK(c.definition.header.at("A") == std::vector<std::string>{"1", "2"});
+  CHECK(c.definition.interval == 10s);
+  CHECK(c.definition.timeout == 2s);
+  CHECK(c.definition.deregister_critical_service_after == 90s);
+  CHECK(c.definition.tls_skip_verify);
+  CHECK(c.modify_index == 9);
+  // Members esmd does not model survive a round trip, so a CAS never drops them.
+  auto back = json::value_from(c).as_object();
+  CHECK(back.at("ExposedPort") == 0);
+  CHECK(back.at("Definition").at("SuccessBeforePassing") == 3);
+  CHECK(back.at("Definition").at("Interval") == "10s");
+  CHECK(back.at("Definition").at("Timeout") == "2s");
+  CHECK(back.at("Definition").at("DeregisterCriticalServiceAfter") == "1m30s");
+  CHECK_FALSE(back.at("Definition").as_object().contains("TimeoutDuration"));
+  CHECK(back.at("ModifyIndex") == 9);
+  CHECK(json::value_to<health_check>(json::value(back)).definition == c.definition);
+}
+
+TEST_CASE("a malformed duration or type is an error, not a crash") {
+  CHECK_THROWS(json::value_to<health_check>(json::parse(R"({"Definition": {"Interval": "10x"}})")));
+  CHECK_THROWS(json::value_to<health_check>(json::parse(R"({"CheckID": 5})")));
+  CHECK_THROWS(json::value_to<node>(json::parse(R"([1, 2])")));
+}
+
+TEST_CASE("KV pairs decode base64 values, null as empty") {
+  auto p = json::value_to<kv_pair>(json::parse(
+      R"({"Key": "k", "Value": "eyJOb2RlcyI6bnVsbH0=", "Flags": 3304740253564472344,
+          "Session": "s", "LockIndex": 1, "CreateIndex": 2, "ModifyIndex": 3})"));
+  CHECK(p.value == R"({"Nodes":null})");
+  CHECK(p.flags == lock_flag_value);
+  CHECK(p.session == "s");
+  CHECK(p.lock_index == 1);
+  auto empty = json::value_to<kv_pair>(json::parse(R"({"Key": "k", "Value": null})"));
+  CHECK(empty.value.empty());
+  CHECK_THROWS(json::value_to<kv_pair>(json::parse(R"({"Key": "k", "Value": "***"})")));
+}
+
+TEST_CASE("transaction operations encode as Consul expects") {
+  txn_op kv;
+  kv.kv = txn_kv_op{"check-session", "esm/leader", {}, 0, 0, "sess", {}, {}};
+  txn_op set;
+  set.kv = txn_kv_op{"set", "esm/agents/a", std::string("{}"), 0, 0, {}, "part", {}};
+  txn_op chk;
+  chk.check = txn_check_op{"cas", health_check{}};
+  chk.check->check.node = "n";
+  chk.check->check.check_id = "c";
+  chk.check->check.modify_index = 7;
+  txn_op del;
+  del.node = txn_node_op{"delete-cas", node{}};
+  del.node->node.name = "n";
+  del.node->node.modify_index = 4;
+  auto v = json::value_from(std::vector<txn_op>{kv, set, chk, del});
+  auto& a = v.as_array();
+  CHECK(a[0].at("KV").at("Verb") == "check-session");
+  CHECK(a[0].at("KV").at("Session") == "sess");
+  CHECK_FALSE(a[0].at("KV").as_object().contains("Value"));
+  CHECK(a[1].at("KV").at("Value") == "e30=");
+  CHECK(a[1].at("KV").at("Partition") == "part");
+  CHECK(a[2].at("Check").at("Verb") == "cas");
+  CHECK(a[2].at("Check").at("Check").at("ModifyIndex") == 7);
+  CHECK(a[3].at("Node").at("Node").at("Node") == "n");
+  CHECK(a[3].at("Node").at("Node").at("ModifyIndex") == 4);
+  auto round = json::value_to<std::vector<txn_op>>(v);
+  CHECK(round[1].kv->value == "{}");
+  CHECK(round[2].check->check.check_id == "c");
+}
+
+TEST_CASE("transaction results and errors decode") {
+  auto results = json::value_to<std::vector<txn_result>>(json::parse(
+      R"([{"KV": {"Key": "a", "Value": null, "ModifyIndex": 5}},
+          {"Check": {"Node": "n", "CheckID": "c", "Status": "passing"}},
+          {"Node": {"Node": "n", "ModifyIndex": 3}}])"));
+  REQUIRE(results.size() == 3);
+  CHECK(results[0].kv->modify_index == 5);
+  CHECK(results[1].check->status == "passing");
+  CHECK(results[2].node->modify_index == 3);
+  auto errors = json::value_to<std::vector<txn_error>>(json::parse(
+      R"([{"OpIndex": 2, "What": "failed to set check \"c\" on node \"n\", index is stale"}])"));
+  CHECK(errors[0].op_index == 2);
+  CHECK(errors[0].what.find("index is stale") != std::string::npos);
+}
+
+TEST_CASE("sessions encode their request and decode LockDelay in nanoseconds") {
+  session_request r;
+  r.name = "lock";
+  r.node = "n";
+  r.ttl = 30s;
+  r.lock_delay = 15s;
+  r.behavior = "release";
+  r.node_checks = {"c"};
+  auto o = json::value_from(r).as_object();
+  CHECK(o.at("TTL") == "30s");
+  CHECK(o.at("LockDelay") == "15s");
+  CHECK(o.at("NodeChecks").as_array().size() == 1);
+  CHECK_FALSE(o.contains("Checks"));  // unset: Consul's default (serfHealth)
+  r.checks = std::vector<std::string>{};
+  CHECK(json::value_from(r).as_object().at("Checks").as_array().empty());
+  session_request d;
+  CHECK_FALSE(json::value_from(d).as_object().contains("LockDelay"));
+
+  auto s = json::value_to<session>(json::parse(
+      R"({"ID": "x", "Name": "lock", "Node": "n", "LockDelay": 15000000000,
+          "Behavior": "release", "TTL": "30s", "Checks": ["serfHealth"], "CreateIndex": 1})"));
+  CHECK(s.lock_delay == 15s);
+  CHECK(s.ttl == 30s);
+  CHECK(s.checks == std::vector<std::string>{"serfHealth"});
+  auto no_ttl = json::value_to<session>(json::parse(R"({"ID": "y", "TTL": ""})"));
+  CHECK(no_ttl.ttl == 0s);
+}
+
+TEST_CASE("agent self: version, coordinates; a non-string version is reported empty") {
+  auto s = json::value_to<agent_self>(json::parse(
+      R"({"Config": {"Datacenter": "dc1", "NodeName": "a", "Version": "1.8.7", "Server": true},
+          "Coord": {"Vec": [0,0,0,0,0,0,0,0], "Error": 1.5, "Adjustment": 0, "Height": 1e-05},
+          "Member": {"Addr": "127.0.0.1"}})"));
+  CHECK(s.version == "1.8.7");
+  CHECK(s.server);
+  REQUIRE(s.coord);
+  CHECK(s.coord->error == doctest::Approx(1.5));
+  CHECK(s.member_addr == "127.0.0.1");
+  auto odd = json::value_to<agent_self>(json::parse(R"({"Config": {"Version": 187}})"));
+  CHECK(odd.version.empty());
+}
+
+TEST_CASE("registrations encode only what is set") {
+  agent_check_registration c;
+  c.id = "consul-esm:i:agent-ttl";
+  c.name = "Consul External Service Monitor Alive";
+  c.service_id = "consul-esm:i";
+  c.ttl = 30s;
+  c.status = "passing";
+  c.deregister_critical_service_after = 30min;
+  auto o = json::value_from(c).as_object();
+  CHECK(o.at("TTL") == "30s");
+  CHECK(o.at("DeregisterCriticalServiceAfter") == "30m0s");
+  CHECK_FALSE(o.contains("Partition"));
+
+  catalog_registration r;
+  r.node = "consul-esm:i:node";
+  r.address = "esm-consul-esm:i";
+  agent_service s;
+  s.id = "consul-esm:i";
+  s.service = "consul-esm";
+  s.meta = {{"external-source", "consul-esm"}};
+  r.service = s;
+  auto ro = json::value_from(r).as_object();
+  CHECK(ro.at("Service").at("Meta").at("external-source") == "consul-esm");
+  CHECK_FALSE(ro.contains("Checks"));
+  CHECK_FALSE(ro.contains("NodeMeta"));
+}
