@@ -143,7 +143,7 @@ template <class Stream>
 asio::awaitable<void> talk(Stream& stream, beast::tcp_stream& lowest, SSL* ssl,
                            const std::string& server_name,
                            const http::request<http::string_body>& req, bool want_body,
-                           const probe_limits& lim, exchange& out) {
+                           const probe_limits& lim, clock::time_point deadline, exchange& out) {
   auto [wec, wn] = co_await http::async_write(stream, req, token);
   (void)wn;
   if (wec) {
@@ -183,7 +183,9 @@ asio::awaitable<void> talk(Stream& stream, beast::tcp_stream& lowest, SSL* ssl,
   // body; the status already received still decides the result, as in Consul.
   std::size_t total = 0;
   char chunk[8192];
-  while (!p.is_done() && total < lim.max_body_bytes) {
+  // The clock is checked here too: the stream's expiry only fires while a read waits, and a
+  // peer that streams fast never makes a read wait.
+  while (!p.is_done() && total < lim.max_body_bytes && clock::now() < deadline) {
     p.get().body().data = chunk;
     p.get().body().size = sizeof chunk;
     auto [bec, bn] = co_await http::async_read(stream, buf, p, token);
@@ -282,9 +284,9 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
           if (text.empty()) text = go_error_text(hec);
           co_return critical(op + " \"" + current_text + "\": " + text);
         }
-        co_await talk(s, s.next_layer(), s.native_handle(), server_name, req, want_body, lim, x);
+        co_await talk(s, s.next_layer(), s.native_handle(), server_name, req, want_body, lim, deadline, x);
       } else {
-        co_await talk(tcp, tcp, nullptr, server_name, req, want_body, lim, x);
+        co_await talk(tcp, tcp, nullptr, server_name, req, want_body, lim, deadline, x);
       }
       cs = co_await asio::this_coro::cancellation_state;
       if (cancelled(cs.cancelled())) co_return canceled_result();

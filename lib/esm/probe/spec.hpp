@@ -16,11 +16,11 @@ inline constexpr std::chrono::milliseconds default_timeout{10'000};
 // Consul CheckHTTP: Definition.HTTP, Method, Header, Body, TLSServerName, TLSSkipVerify,
 // DisableRedirects, Timeout.
 struct http_spec {
-  std::string url;
-  std::string method;  // empty: GET
-  std::map<std::string, std::vector<std::string>> headers;
-  std::string body;
-  std::string tls_server_name;
+  std::string url{};
+  std::string method{};  // empty: GET
+  std::map<std::string, std::vector<std::string>> headers{};
+  std::string body{};
+  std::string tls_server_name{};
   bool tls_skip_verify = false;
   bool disable_redirects = false;
   std::chrono::milliseconds timeout{0};  // 0: default_timeout
@@ -28,33 +28,33 @@ struct http_spec {
 
 // Consul CheckTCP: Definition.TCP (host:port), TCPUseTLS (+ TLSServerName, TLSSkipVerify).
 struct tcp_spec {
-  std::string address;
+  std::string address{};
   bool use_tls = false;
-  std::string tls_server_name;
+  std::string tls_server_name{};
   bool tls_skip_verify = false;
   std::chrono::milliseconds timeout{0};
 };
 
 // Consul CheckUDP: Definition.UDP (host:port). An empty datagram is sent, as Consul does.
 struct udp_spec {
-  std::string address;
+  std::string address{};
   std::chrono::milliseconds timeout{0};
 };
 
 // Consul CheckGRPC: Definition.GRPC (host:port[/service]), GRPCUseTLS.
 struct grpc_spec {
-  std::string target;
+  std::string target{};
   bool use_tls = false;
-  std::string tls_server_name;
+  std::string tls_server_name{};
   bool tls_skip_verify = false;
   std::chrono::milliseconds timeout{0};
 };
 
 // Consul CheckH2PING: Definition.H2PING (host:port), H2PingUseTLS (Consul's default: true).
 struct h2ping_spec {
-  std::string address;
+  std::string address{};
   bool use_tls = true;
-  std::string tls_server_name;
+  std::string tls_server_name{};
   bool tls_skip_verify = false;
   std::chrono::milliseconds timeout{0};
 };

@@ -89,6 +89,9 @@ std::unique_ptr<boost::asio::ssl::context> make_base_tls_context(const tls_files
     ctx->use_certificate_chain_file(files.cert_file, ec);
     if (ec) fail("https_cert_file", files.cert_file, "is not a usable PEM certificate: " + ec.message());
     ctx->use_private_key_file(files.key_file, ssl::context::pem, ec);
+    if (ec && ec.message().find("key values mismatch") != std::string::npos)
+      fail("https_key_file", files.key_file,
+           "does not match the certificate in https_cert_file \"" + files.cert_file + "\"");
     if (ec) fail("https_key_file", files.key_file, "is not a usable PEM private key: " + ec.message());
     if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
       ERR_clear_error();
@@ -140,6 +143,28 @@ std::string join_sans(X509* cert, bool ip) {
   return out;
 }
 
+// The peer's leaf certificate, kept by the verify callback: OpenSSL does not keep it in the
+// session when verification fails, and the mismatch text names its SANs.
+void free_leaf(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+  if (ptr) X509_free(static_cast<X509*>(ptr));
+}
+
+int leaf_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, free_leaf);
+  return index;
+}
+
+int keep_leaf(int preverify_ok, X509_STORE_CTX* store) {
+  if (X509_STORE_CTX_get_error_depth(store) == 0) {
+    auto* ssl = static_cast<SSL*>(
+        X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    X509* cert = X509_STORE_CTX_get_current_cert(store);
+    if (ssl && cert && !SSL_get_ex_data(ssl, leaf_index()) && X509_up_ref(cert) == 1)
+      SSL_set_ex_data(ssl, leaf_index(), cert);
+  }
+  return preverify_ok;
+}
+
 std::string verify_text(long result, SSL* ssl, std::string_view server_name) {
   switch (result) {
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
@@ -154,9 +179,8 @@ std::string verify_text(long result, SSL* ssl, std::string_view server_name) {
     case X509_V_ERR_HOSTNAME_MISMATCH:
     case X509_V_ERR_IP_ADDRESS_MISMATCH: {
       bool ip = result == X509_V_ERR_IP_ADDRESS_MISMATCH;
-      X509* cert = SSL_get1_peer_certificate(ssl);
+      auto* cert = static_cast<X509*>(SSL_get_ex_data(ssl, leaf_index()));
       std::string sans = cert ? join_sans(cert, ip) : std::string();
-      if (cert) X509_free(cert);
       if (ip && sans.empty())
         return "x509: cannot validate certificate for " + std::string(server_name) +
                " because it doesn't contain any IP SANs";
@@ -180,7 +204,7 @@ bool prepare_tls_client(SSL* ssl, std::string_view server_name, bool skip_verify
   if (skip_verify) {
     SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
   } else {
-    SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
+    SSL_set_verify(ssl, SSL_VERIFY_PEER, keep_leaf);
     X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
     if (ip) {
       if (X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str()) != 1) return false;

@@ -13,10 +13,10 @@ class context;
 namespace esm::probe {
 
 struct tls_files {
-  std::string ca_file;    // https_ca_file: PEM bundle of trusted CAs
-  std::string ca_path;    // https_ca_path: directory whose every file is a PEM CA certificate
-  std::string cert_file;  // https_cert_file: client certificate (chain), PEM
-  std::string key_file;   // https_key_file: its private key, PEM
+  std::string ca_file{};    // https_ca_file: PEM bundle of trusted CAs
+  std::string ca_path{};    // https_ca_path: directory whose every file is a PEM CA certificate
+  std::string cert_file{};  // https_cert_file: client certificate (chain), PEM
+  std::string key_file{};   // https_key_file: its private key, PEM
 };
 
 // Without CA settings the system's trust store is used, as Go does. Throws
