@@ -1,0 +1,2 @@
+telemetry {}
+telemetry {}
