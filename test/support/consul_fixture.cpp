@@ -218,13 +218,14 @@ std::vector<std::string> port_args(const agent_ports& p) {
 
 }  // namespace
 
-consul_dev_agent::consul_dev_agent() {
+consul_dev_agent::consul_dev_agent(std::vector<std::string> extra) {
   // A port picked free can be taken before consul binds it: try a few sets.
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto ports = pick_ports("127.0.0.1");
     std::vector<std::string> args = {"-dev", "-node=esmd-test", "-bind=127.0.0.1",
                                      "-client=127.0.0.1", "-log-level=warn"};
     for (auto& a : port_args(ports)) args.push_back(a);
+    args.insert(args.end(), extra.begin(), extra.end());
     proc_ = std::make_unique<consul_process>("127.0.0.1", ports, args, dir_.path() + "/consul.log");
     proc_->start();
     if (!proc_->wait_for_leader(std::chrono::seconds(20)).empty()) return;

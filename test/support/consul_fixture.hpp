@@ -76,7 +76,8 @@ class consul_process {
 // `consul agent -dev` on 127.0.0.1 with free ports, started and led on construction.
 class consul_dev_agent {
  public:
-  consul_dev_agent();
+  // `extra` is appended to the agent's arguments (e.g. "-hcl=...").
+  explicit consul_dev_agent(std::vector<std::string> extra = {});
   ~consul_dev_agent();
   consul_process& process() { return *proc_; }
   std::string http_address() const { return proc_->http_address(); }
