@@ -253,16 +253,6 @@ TEST_CASE("syslog: facility (case-insensitive) and level give the priority, tag 
   CHECK(daemon.receive() == "<132>Nov 26 10:20:30 esmd[" + pid + "]: w");
 }
 
-TEST_CASE("syslog through the system socket initialises when a daemon listens") {
-  if (::access("/dev/log", F_OK) != 0) return;  // no syslog daemon on this machine
-  capture c;
-  auto s = c.make();
-  s.syslog = true;
-  s.syslog_facility = "DAEMON";
-  CHECK_NOTHROW(init(s));
-  info("esmd unit test");
-}
-
 TEST_CASE("logging from several threads keeps lines whole") {
   capture c;
   init(c.make());
