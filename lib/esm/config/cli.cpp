@@ -2,6 +2,8 @@
 
 #include <ostream>
 
+#include "esm/config/environment.hpp"
+
 namespace esm::config {
 namespace {
 
@@ -10,14 +12,6 @@ namespace {
 }
 
 std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
-
-// Go's strconv.ParseBool, which the flag package uses for `-x=value` on boolean flags.
-std::optional<bool> parse_go_bool(std::string_view s) {
-  if (s == "1" || s == "t" || s == "T" || s == "TRUE" || s == "true" || s == "True") return true;
-  if (s == "0" || s == "f" || s == "F" || s == "FALSE" || s == "false" || s == "False")
-    return false;
-  return std::nullopt;
-}
 
 bool* bool_flag(cli_options& o, std::string_view name) {
   if (name == "version" || name == "v") return &o.version;
