@@ -77,6 +77,7 @@ figures run_client(const std::string& address, long total, int concurrency) {
 figures run_wrk(const std::string& url, int concurrency, int seconds) {
   std::string out_path = "/tmp/esmd-bench-wrk-" + std::to_string(::getpid());
   double cpu0 = cpu_ms(RUSAGE_CHILDREN);
+  std::fflush(stdout);  // or the child would print our buffered lines again
   pid_t pid = ::fork();
   if (pid == 0) {
     FILE* out = std::freopen(out_path.c_str(), "w", stdout);
