@@ -17,11 +17,17 @@ std::string_view to_string(check_kind k) noexcept;
 
 // The fields of a Consul check definition that decide its kind.
 struct definition_kind_fields {
-  std::string http, tcp, udp, grpc, h2ping, os_service;
-  std::vector<std::string> script_args;
-  std::string script;  // the old single-string form
-  std::string docker_container_id;
-  std::string alias_node, alias_service;
+  std::string http{};
+  std::string tcp{};
+  std::string udp{};
+  std::string grpc{};
+  std::string h2ping{};
+  std::string os_service{};
+  std::vector<std::string> script_args{};
+  std::string script{};  // the old single-string form
+  std::string docker_container_id{};
+  std::string alias_node{};
+  std::string alias_service{};
   std::chrono::nanoseconds ttl{0};
 };
 
