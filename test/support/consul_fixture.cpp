@@ -290,8 +290,9 @@ int consul_cluster::leader_index() const {
     if (!s->running()) continue;
     auto r = http_request(s->ip(), s->ports().http, "GET", "/v1/status/leader", {}, std::chrono::seconds(1));
     if (r.status != 200 || r.body.size() <= 2) continue;
+    // Right after a kill the others still name the dead leader for a while: not a leader.
     for (std::size_t i = 0; i < servers_.size(); ++i)
-      if (r.body.find("\"" + servers_[i]->ip() + ":") == 0) return int(i);
+      if (servers_[i]->running() && r.body.find("\"" + servers_[i]->ip() + ":") == 0) return int(i);
   }
   return -1;
 }

@@ -18,6 +18,7 @@
 #include "result_string.hpp"
 #include "consul_fixture.hpp"
 #include "esm/consul/client.hpp"
+#include "esm/consul/retry.hpp"
 #include "esm/consul/watch.hpp"
 
 namespace asio = boost::asio;
@@ -577,4 +578,57 @@ TEST_CASE("cancelling an in-flight blocking query completes at once and closes i
     CHECK(c.http().stats().open_connections == 0);
     REQUIRE(co_await c.kv_delete("esm-cancel/", true));
   }());
+}
+
+TEST_CASE("retry: transient failures are retried with backoff, permanent ones are not") {
+  asio::io_context io;
+  auto o = opts_for("127.0.0.1:" + std::to_string(esm::test::free_port()));  // nobody listens
+  o.request_timeout = 1s;
+  client refused(io.get_executor(), o);
+  client c(io.get_executor(), opts_for(agent().http_address()));
+  run(io, [&]() -> asio::awaitable<void> {
+    int calls = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = co_await retry([&] { ++calls; return refused.status_leader(); }, backoff(50ms, 200ms, 7), 4);
+    REQUIRE_FALSE(r);
+    CHECK(calls == 4);
+    CHECK(r.error().is_transient());
+    CHECK(std::chrono::steady_clock::now() - t0 >= 25ms + 50ms + 100ms);  // three pauses, jitter >= d/2
+
+    // A 404 is permanent for session renewals' callers: one call only.
+    calls = 0;
+    auto missing = co_await retry([&] {
+      ++calls;
+      return c.call(method::get, "/no-such-endpoint", {}, std::chrono::milliseconds(0));
+    }, backoff(50ms, 200ms, 7), 4);
+    REQUIRE(missing);  // the raw call succeeds at the transport level
+    CHECK(calls == 1);
+    CHECK(missing->status == 404);
+  }());
+}
+
+TEST_CASE("the three-server test cluster elects a leader and another after kill -9") {
+  esm::test::consul_cluster cluster;
+  int first = cluster.leader_index();
+  REQUIRE(first >= 0);
+  cluster.server(std::size_t(first)).kill9();
+  auto next = cluster.wait_for_leader(30s);
+  REQUIRE_FALSE(next.empty());
+  CHECK(next != cluster.server(std::size_t(first)).ip());
+  cluster.server(std::size_t(first)).start();  // rejoins with its data directory
+  asio::io_context io;
+  client c(io.get_executor(), opts_for(cluster.server(std::size_t(first)).http_address()));
+  run(io, [&]() -> asio::awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    bool ok = false;
+    for (int i = 0; i < 100 && !ok; ++i) {
+      auto r = co_await c.kv_put("cluster/k", "v");
+      ok = r && *r;
+      if (!ok) {
+        asio::steady_timer t(ex, 200ms);
+        co_await t.async_wait(asio::use_awaitable);
+      }
+    }
+    CHECK(ok);
+  }(), 60s);
 }
