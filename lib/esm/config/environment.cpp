@@ -143,8 +143,8 @@ esm::consul::connection_options connection_options(const config& c, const env_lo
     o.address = address;
   }
   if (o.address.empty())
-    throw config_error("Error parsing config: " + address_source + ": " + quote(address) +
-                       " names no host or socket");
+    throw config_error("Error parsing config: " + address_source +
+                       ": no host or socket path given");
   return o;
 }
 

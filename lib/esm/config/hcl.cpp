@@ -550,7 +550,8 @@ class parser {
         n.boolean = v.boolean;
         return n;
       case tok::ident:
-        fail(v.pos, "expected a value, got " + describe(v) + " (strings must be quoted)");
+        // The word itself is not echoed: an unquoted token or password would end up in logs.
+        fail(v.pos, "expected a value, got an unquoted word (strings must be quoted)");
       default:
         fail(v.pos, "expected a value, got " + describe(v));
     }

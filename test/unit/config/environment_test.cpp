@@ -141,7 +141,7 @@ TEST_CASE("environment: address schemes and path prefix") {
   e = error_of([] { conn({{"CONSUL_HTTP_ADDR", "gopher://x"}}); });
   CHECK(contains(e, "CONSUL_HTTP_ADDR: unknown protocol scheme"));
   e = error_of([] { conn({}, R"(http_addr = "https://")"); });
-  CHECK(contains(e, "names no host"));
+  CHECK(contains(e, "http_addr: no host or socket path given"));
 }
 
 TEST_CASE("environment: tls server name loses its port, IPv6 brackets too") {
