@@ -155,15 +155,15 @@ awaitable<result<agent_self>> client::agent_self_info() {
   co_return std::move(r->value);
 }
 
-awaitable<result<std::map<std::string, agent_service>>> client::agent_services(const query_options& q) {
+awaitable<result<std::map<std::string, agent_service>>> client::agent_services(query_options q) {
   auto r = co_await get_json<std::map<std::string, agent_service>>(build_query("/agent/services", q),
                                                                    query_timeout(q));
   if (!r) co_return r.error();
   co_return std::move(r->value);
 }
 
-awaitable<result<std::optional<agent_service>>> client::agent_service_by_id(const std::string& id,
-                                                                      const query_options& q) {
+awaitable<result<std::optional<agent_service>>> client::agent_service_by_id(std::string id,
+                                                                      query_options q) {
   auto r = co_await get_json<agent_service>(build_query("/agent/service/" + url_encode(id), q),
                                             query_timeout(q));
   if (!r) {
@@ -173,44 +173,44 @@ awaitable<result<std::optional<agent_service>>> client::agent_service_by_id(cons
   co_return std::optional<agent_service>{std::move(r->value)};
 }
 
-awaitable<result<void>> client::agent_service_register(const agent_service_registration& reg,
-                                                       const write_options& w) {
+awaitable<result<void>> client::agent_service_register(agent_service_registration reg,
+                                                       write_options w) {
   co_return co_await expect_ok(call(method::put, build_write("/agent/service/register", w),
                                     to_body(json::value_from(reg)), w.timeout));
 }
 
-awaitable<result<void>> client::agent_service_deregister(const std::string& id, const write_options& w) {
+awaitable<result<void>> client::agent_service_deregister(std::string id, write_options w) {
   co_return co_await expect_ok(
       call(method::put, build_write("/agent/service/deregister/" + url_encode(id), w), {}, w.timeout));
 }
 
-awaitable<result<void>> client::agent_check_register(const agent_check_registration& reg,
-                                                     const write_options& w) {
+awaitable<result<void>> client::agent_check_register(agent_check_registration reg,
+                                                     write_options w) {
   co_return co_await expect_ok(call(method::put, build_write("/agent/check/register", w),
                                     to_body(json::value_from(reg)), w.timeout));
 }
 
-awaitable<result<void>> client::agent_check_update(const std::string& id, const std::string& status,
-                                                   const std::string& output, const write_options& w) {
+awaitable<result<void>> client::agent_check_update(std::string id, std::string status,
+                                                   std::string output, write_options w) {
   json::object body{{"Status", status}, {"Output", output}};
   co_return co_await expect_ok(call(method::put,
                                     build_write("/agent/check/update/" + url_encode(id), w),
                                     to_body(body), w.timeout));
 }
 
-awaitable<result<void>> client::agent_check_deregister(const std::string& id, const write_options& w) {
+awaitable<result<void>> client::agent_check_deregister(std::string id, write_options w) {
   co_return co_await expect_ok(
       call(method::put, build_write("/agent/check/deregister/" + url_encode(id), w), {}, w.timeout));
 }
 
 // --- catalog ------------------------------------------------------------------------------
 
-awaitable<result<query_result<std::vector<node>>>> client::catalog_nodes(const query_options& q) {
+awaitable<result<query_result<std::vector<node>>>> client::catalog_nodes(query_options q) {
   co_return co_await get_json<std::vector<node>>(build_query("/catalog/nodes", q), query_timeout(q));
 }
 
 awaitable<result<query_result<std::optional<catalog_node>>>> client::catalog_node_info(
-    const std::string& name, const query_options& q) {
+    std::string name, query_options q) {
   // Consul answers 200 with `null` for a node it does not know.
   auto r = co_await get_json<json::value>(build_query("/catalog/node/" + url_encode(name), q),
                                           query_timeout(q));
@@ -230,19 +230,19 @@ awaitable<result<query_result<std::optional<catalog_node>>>> client::catalog_nod
 }
 
 awaitable<result<query_result<std::vector<catalog_service>>>> client::catalog_service_instances(
-    const std::string& service, const std::string& tag, const query_options& q) {
+    std::string service, std::string tag, query_options q) {
   params extra;
   if (!tag.empty()) extra.emplace_back("tag", tag);
   co_return co_await get_json<std::vector<catalog_service>>(
       build_query("/catalog/service/" + url_encode(service), q, std::move(extra)), query_timeout(q));
 }
 
-awaitable<result<void>> client::catalog_register(const catalog_registration& reg, const write_options& w) {
+awaitable<result<void>> client::catalog_register(catalog_registration reg, write_options w) {
   co_return co_await expect_ok(call(method::put, build_write("/catalog/register", w),
                                     to_body(json::value_from(reg)), w.timeout));
 }
 
-awaitable<result<void>> client::catalog_deregister(const catalog_deregistration& d, const write_options& w) {
+awaitable<result<void>> client::catalog_deregister(catalog_deregistration d, write_options w) {
   co_return co_await expect_ok(call(method::put, build_write("/catalog/deregister", w),
                                     to_body(json::value_from(d)), w.timeout));
 }
@@ -250,7 +250,7 @@ awaitable<result<void>> client::catalog_deregister(const catalog_deregistration&
 // --- health -------------------------------------------------------------------------------
 
 awaitable<result<query_result<std::vector<service_entry>>>> client::health_service(
-    const std::string& service, const std::string& tag, bool passing_only, const query_options& q) {
+    std::string service, std::string tag, bool passing_only, query_options q) {
   params extra;
   if (passing_only) extra.emplace_back("passing", "1");
   if (!tag.empty()) extra.emplace_back("tag", tag);
@@ -258,22 +258,22 @@ awaitable<result<query_result<std::vector<service_entry>>>> client::health_servi
       build_query("/health/service/" + url_encode(service), q, std::move(extra)), query_timeout(q));
 }
 
-awaitable<result<query_result<std::vector<health_check>>>> client::health_node(const std::string& n,
-                                                                               const query_options& q) {
+awaitable<result<query_result<std::vector<health_check>>>> client::health_node(std::string n,
+                                                                               query_options q) {
   co_return co_await get_json<std::vector<health_check>>(
       build_query("/health/node/" + url_encode(n), q), query_timeout(q));
 }
 
-awaitable<result<query_result<std::vector<health_check>>>> client::health_state(const std::string& state,
-                                                                                const query_options& q) {
+awaitable<result<query_result<std::vector<health_check>>>> client::health_state(std::string state,
+                                                                                query_options q) {
   co_return co_await get_json<std::vector<health_check>>(
       build_query("/health/state/" + url_encode(state), q), query_timeout(q));
 }
 
 // --- KV -----------------------------------------------------------------------------------
 
-awaitable<result<query_result<std::optional<kv_pair>>>> client::kv_get(const std::string& key,
-                                                                       const query_options& q) {
+awaitable<result<query_result<std::optional<kv_pair>>>> client::kv_get(std::string key,
+                                                                       query_options q) {
   auto r = co_await call(method::get, build_query("/kv/" + url_encode(key, true), q), {}, query_timeout(q));
   if (!r) co_return r.error();
   query_result<std::optional<kv_pair>> out{{}, r->meta};
@@ -285,8 +285,8 @@ awaitable<result<query_result<std::optional<kv_pair>>>> client::kv_get(const std
   co_return out;
 }
 
-awaitable<result<query_result<std::vector<kv_pair>>>> client::kv_list(const std::string& prefix,
-                                                                      const query_options& q) {
+awaitable<result<query_result<std::vector<kv_pair>>>> client::kv_list(std::string prefix,
+                                                                      query_options q) {
   params recurse;
   recurse.emplace_back("recurse", "");
   auto target = build_query("/kv/" + url_encode(prefix, true), q, std::move(recurse));
@@ -301,8 +301,8 @@ awaitable<result<query_result<std::vector<kv_pair>>>> client::kv_list(const std:
   co_return out;
 }
 
-awaitable<result<bool>> client::kv_put(const std::string& key, std::string value, const kv_write& how,
-                                       const write_options& w) {
+awaitable<result<bool>> client::kv_put(std::string key, std::string value, kv_write how,
+                                       write_options w) {
   params extra;
   if (how.flags) extra.emplace_back("flags", std::to_string(how.flags));
   if (how.cas) extra.emplace_back("cas", std::to_string(*how.cas));
@@ -312,8 +312,8 @@ awaitable<result<bool>> client::kv_put(const std::string& key, std::string value
                                       std::move(value), w.timeout));
 }
 
-awaitable<result<bool>> client::kv_delete(const std::string& key, bool recurse,
-                                          std::optional<std::uint64_t> cas, const write_options& w) {
+awaitable<result<bool>> client::kv_delete(std::string key, bool recurse,
+                                          std::optional<std::uint64_t> cas, write_options w) {
   params extra;
   if (recurse) extra.emplace_back("recurse", "");
   if (cas) extra.emplace_back("cas", std::to_string(*cas));
@@ -323,7 +323,7 @@ awaitable<result<bool>> client::kv_delete(const std::string& key, bool recurse,
 
 // --- sessions -----------------------------------------------------------------------------
 
-awaitable<result<std::string>> client::session_create(const session_request& req, const write_options& w) {
+awaitable<result<std::string>> client::session_create(session_request req, write_options w) {
   auto r = co_await call(method::put, build_write("/session/create", w), to_body(json::value_from(req)),
                          w.timeout);
   if (!r) co_return r.error();
@@ -336,7 +336,7 @@ awaitable<result<std::string>> client::session_create(const session_request& req
   }
 }
 
-awaitable<result<std::optional<session>>> client::session_renew(const std::string& id, const write_options& w) {
+awaitable<result<std::optional<session>>> client::session_renew(std::string id, write_options w) {
   auto r = co_await call(method::put, build_write("/session/renew/" + url_encode(id), w), {}, w.timeout);
   if (!r) co_return r.error();
   if (r->status == 404) co_return std::optional<session>{};
@@ -347,13 +347,13 @@ awaitable<result<std::optional<session>>> client::session_renew(const std::strin
   co_return std::optional<session>{std::move(v->front())};
 }
 
-awaitable<result<bool>> client::session_destroy(const std::string& id, const write_options& w) {
+awaitable<result<bool>> client::session_destroy(std::string id, write_options w) {
   co_return co_await expect_bool(
       call(method::put, build_write("/session/destroy/" + url_encode(id), w), {}, w.timeout));
 }
 
-awaitable<result<query_result<std::optional<session>>>> client::session_info(const std::string& id,
-                                                                             const query_options& q) {
+awaitable<result<query_result<std::optional<session>>>> client::session_info(std::string id,
+                                                                             query_options q) {
   auto r = co_await get_json<json::value>(build_query("/session/info/" + url_encode(id), q), query_timeout(q));
   if (!r) co_return r.error();
   query_result<std::optional<session>> out{{}, r->meta};
@@ -366,7 +366,7 @@ awaitable<result<query_result<std::optional<session>>>> client::session_info(con
   co_return out;
 }
 
-awaitable<result<query_result<std::vector<session>>>> client::session_list(const query_options& q) {
+awaitable<result<query_result<std::vector<session>>>> client::session_list(query_options q) {
   auto r = co_await get_json<json::value>(build_query("/session/list", q), query_timeout(q));
   if (!r) co_return r.error();
   query_result<std::vector<session>> out{{}, r->meta};
@@ -380,7 +380,7 @@ awaitable<result<query_result<std::vector<session>>>> client::session_list(const
 
 // --- transactions -------------------------------------------------------------------------
 
-awaitable<result<txn_response>> client::txn(const std::vector<txn_op>& ops, const write_options& w) {
+awaitable<result<txn_response>> client::txn(std::vector<txn_op> ops, write_options w) {
   auto r = co_await call(method::put, build_write("/txn", w), to_body(json::value_from(ops)), w.timeout);
   if (!r) co_return r.error();
   if (r->status != 200 && r->status != 409) co_return status_error(*r);
@@ -402,7 +402,7 @@ awaitable<result<txn_response>> client::txn(const std::vector<txn_op>& ops, cons
 // --- coordinates --------------------------------------------------------------------------
 
 awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinate_node(
-    const std::string& n, const query_options& q) {
+    std::string n, query_options q) {
   auto r = co_await get_json<json::value>(build_query("/coordinate/node/" + url_encode(n), q), query_timeout(q));
   if (!r) {
     if (r.error().status == 404) co_return query_result<std::vector<coordinate_entry>>{};
@@ -417,7 +417,7 @@ awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinat
   co_return out;
 }
 
-awaitable<result<void>> client::coordinate_update(const coordinate_entry& e, const write_options& w) {
+awaitable<result<void>> client::coordinate_update(coordinate_entry e, write_options w) {
   co_return co_await expect_ok(call(method::put, build_write("/coordinate/update", w),
                                     to_body(json::value_from(e)), w.timeout));
 }

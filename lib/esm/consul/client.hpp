@@ -3,7 +3,8 @@
 // honours the caller's cancellation slot (terminal/partial/total all abort the request and
 // close its connection) and a deadline: the client's request timeout, or for a blocking query
 // its wait plus wait/16 (Consul's jitter) plus a margin, so a connection a load balancer
-// dropped silently cannot hang a watch.
+// dropped silently cannot hang a watch. Parameters are taken by value: the returned awaitable
+// is lazy, and a caller may start it after its own temporaries are gone.
 #pragma once
 
 #include <chrono>
@@ -84,55 +85,55 @@ class client {
   // --- status and agent
   awaitable<result<std::string>> status_leader();
   awaitable<result<agent_self>> agent_self_info();
-  awaitable<result<std::map<std::string, agent_service>>> agent_services(const query_options& q = {});
-  awaitable<result<std::optional<agent_service>>> agent_service_by_id(const std::string& id, const query_options& q = {});
-  awaitable<result<void>> agent_service_register(const agent_service_registration& r, const write_options& w = {});
-  awaitable<result<void>> agent_service_deregister(const std::string& id, const write_options& w = {});
-  awaitable<result<void>> agent_check_register(const agent_check_registration& r, const write_options& w = {});
-  awaitable<result<void>> agent_check_update(const std::string& id, const std::string& status,
-                                             const std::string& output, const write_options& w = {});
-  awaitable<result<void>> agent_check_deregister(const std::string& id, const write_options& w = {});
+  awaitable<result<std::map<std::string, agent_service>>> agent_services(query_options q = {});
+  awaitable<result<std::optional<agent_service>>> agent_service_by_id(std::string id, query_options q = {});
+  awaitable<result<void>> agent_service_register(agent_service_registration r, write_options w = {});
+  awaitable<result<void>> agent_service_deregister(std::string id, write_options w = {});
+  awaitable<result<void>> agent_check_register(agent_check_registration r, write_options w = {});
+  awaitable<result<void>> agent_check_update(std::string id, std::string status,
+                                             std::string output, write_options w = {});
+  awaitable<result<void>> agent_check_deregister(std::string id, write_options w = {});
 
   // --- catalog
-  awaitable<result<query_result<std::vector<node>>>> catalog_nodes(const query_options& q = {});
+  awaitable<result<query_result<std::vector<node>>>> catalog_nodes(query_options q = {});
   // value is nullopt when the node does not exist.
-  awaitable<result<query_result<std::optional<catalog_node>>>> catalog_node_info(const std::string& name, const query_options& q = {});
+  awaitable<result<query_result<std::optional<catalog_node>>>> catalog_node_info(std::string name, query_options q = {});
   awaitable<result<query_result<std::vector<catalog_service>>>> catalog_service_instances(
-      const std::string& service, const std::string& tag = {}, const query_options& q = {});
-  awaitable<result<void>> catalog_register(const catalog_registration& r, const write_options& w = {});
-  awaitable<result<void>> catalog_deregister(const catalog_deregistration& d, const write_options& w = {});
+      std::string service, std::string tag = {}, query_options q = {});
+  awaitable<result<void>> catalog_register(catalog_registration r, write_options w = {});
+  awaitable<result<void>> catalog_deregister(catalog_deregistration d, write_options w = {});
 
   // --- health
   awaitable<result<query_result<std::vector<service_entry>>>> health_service(
-      const std::string& service, const std::string& tag = {}, bool passing_only = false,
-      const query_options& q = {});
-  awaitable<result<query_result<std::vector<health_check>>>> health_node(const std::string& node, const query_options& q = {});
+      std::string service, std::string tag = {}, bool passing_only = false,
+      query_options q = {});
+  awaitable<result<query_result<std::vector<health_check>>>> health_node(std::string node, query_options q = {});
   // state: "any", "passing", "warning", "critical".
-  awaitable<result<query_result<std::vector<health_check>>>> health_state(const std::string& state, const query_options& q = {});
+  awaitable<result<query_result<std::vector<health_check>>>> health_state(std::string state, query_options q = {});
 
   // --- KV
-  awaitable<result<query_result<std::optional<kv_pair>>>> kv_get(const std::string& key, const query_options& q = {});
-  awaitable<result<query_result<std::vector<kv_pair>>>> kv_list(const std::string& prefix, const query_options& q = {});
+  awaitable<result<query_result<std::optional<kv_pair>>>> kv_get(std::string key, query_options q = {});
+  awaitable<result<query_result<std::vector<kv_pair>>>> kv_list(std::string prefix, query_options q = {});
   // Returns Consul's true/false (false: a CAS, acquire or release that did not apply).
-  awaitable<result<bool>> kv_put(const std::string& key, std::string value, const kv_write& how = {}, const write_options& w = {});
-  awaitable<result<bool>> kv_delete(const std::string& key, bool recurse = false,
-                                    std::optional<std::uint64_t> cas = std::nullopt, const write_options& w = {});
+  awaitable<result<bool>> kv_put(std::string key, std::string value, kv_write how = {}, write_options w = {});
+  awaitable<result<bool>> kv_delete(std::string key, bool recurse = false,
+                                    std::optional<std::uint64_t> cas = std::nullopt, write_options w = {});
 
   // --- sessions
-  awaitable<result<std::string>> session_create(const session_request& r, const write_options& w = {});
+  awaitable<result<std::string>> session_create(session_request r, write_options w = {});
   // nullopt: the session no longer exists (404), so renewing is pointless.
-  awaitable<result<std::optional<session>>> session_renew(const std::string& id, const write_options& w = {});
-  awaitable<result<bool>> session_destroy(const std::string& id, const write_options& w = {});
-  awaitable<result<query_result<std::optional<session>>>> session_info(const std::string& id, const query_options& q = {});
-  awaitable<result<query_result<std::vector<session>>>> session_list(const query_options& q = {});
+  awaitable<result<std::optional<session>>> session_renew(std::string id, write_options w = {});
+  awaitable<result<bool>> session_destroy(std::string id, write_options w = {});
+  awaitable<result<query_result<std::optional<session>>>> session_info(std::string id, query_options q = {});
+  awaitable<result<query_result<std::vector<session>>>> session_list(query_options q = {});
 
   // --- transactions: 200 gives committed=true; 409 gives committed=false with Consul's
   // errors (OpIndex, What); anything else (413 for more than 64 operations) is an error.
-  awaitable<result<txn_response>> txn(const std::vector<txn_op>& ops, const write_options& w = {});
+  awaitable<result<txn_response>> txn(std::vector<txn_op> ops, write_options w = {});
 
   // --- coordinates
-  awaitable<result<query_result<std::vector<coordinate_entry>>>> coordinate_node(const std::string& node, const query_options& q = {});
-  awaitable<result<void>> coordinate_update(const coordinate_entry& e, const write_options& w = {});
+  awaitable<result<query_result<std::vector<coordinate_entry>>>> coordinate_node(std::string node, query_options q = {});
+  awaitable<result<void>> coordinate_update(coordinate_entry e, write_options w = {});
 
   // Query strings, exposed for tests: path + '?' + parameters from the options and defaults.
   std::string build_query(std::string path, const query_options& q,
