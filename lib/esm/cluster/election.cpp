@@ -1,0 +1,355 @@
+#include "esm/cluster/election.hpp"
+
+#include <memory>
+
+#include "esm/cluster/task.hpp"
+#include "esm/config/config.hpp"
+#include "esm/consul/backoff.hpp"
+#include "esm/consul/watch.hpp"
+#include "esm/log/log.hpp"
+
+namespace esm::cluster {
+
+using namespace std::chrono_literals;
+using asio::awaitable;
+
+namespace {
+
+milliseconds ms(nanoseconds d) { return std::chrono::duration_cast<milliseconds>(d); }
+
+enum class keeper_end { none, gone, unconfirmed, cancelled };
+enum class acquire_end { none, held, cancelled };
+struct monitor_end {
+  bool cancelled = false;
+  std::string reason;
+};
+
+// One term's shared state: children and parent all hold it, so nothing dangles whatever
+// finishes first.
+struct term {
+  term(std::string id, const lock_timing& t) : session(std::move(id)), fence(t.session_ttl, t.fence_margin()) {}
+  std::string session;
+  session_fence fence;
+};
+
+class election {
+ public:
+  election(consul::client& c, election_options o, leader_work_fn w, election_status& st,
+           asio::any_io_executor ex)
+      : c_(c), o_(std::move(o)), work_(std::move(w)), st_(st), ex_(ex) {}
+
+  awaitable<void> run() {
+    consul::backoff retry(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
+    for (;;) {
+      if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+      log::info("Trying to obtain leadership...");
+      consul::session_request req;
+      req.name = o_.session_name;
+      req.node = o_.session_node;
+      req.ttl = o_.timing.session_ttl;
+      req.lock_delay = o_.timing.lock_delay;
+      req.behavior = "release";
+      req.checks = o_.session_checks;
+      req.node_checks = o_.session_node_checks;
+      consul::write_options w;
+      w.timeout = ms(o_.timing.request_timeout);
+      auto sent = clock::now();
+      auto id = co_await c_.session_create(req, w);
+      if (!id) {
+        if (classify(id.error()) == failure_kind::cancelled) co_return;
+        log::error("Failed to create the leader session", {{"error", id.error().to_string()}});
+        if (!co_await sleep_for(retry.next())) co_return;
+        continue;
+      }
+      retry.reset();
+      if (is_cancelled(co_await asio::this_coro::cancellation_state)) {
+        // Cancelled while the session was being created: do not leave it to its TTL.
+        co_await asio::this_coro::throw_if_cancelled(false);
+        co_await destroy(*id);
+        co_await asio::this_coro::throw_if_cancelled(true);
+        co_return;
+      }
+      bool shutdown = co_await run_term(std::make_shared<term>(*id, o_.timing), sent);
+      if (shutdown) co_return;
+    }
+  }
+
+ private:
+  void confirmed(term& t, clock::time_point sent) {
+    t.fence.confirm(sent);
+    st_.last_confirmed = t.fence.last_confirmed();
+    st_.last_confirmed_wall = std::chrono::system_clock::now() - (clock::now() - t.fence.last_confirmed());
+  }
+
+  // Renews the session until it is gone, cannot be confirmed before the fencing deadline, or
+  // the term cancels it (terminal).
+  awaitable<keeper_end> keep_session(std::shared_ptr<term> t) {
+    renew_schedule schedule(o_.timing);
+    auto next = schedule.after_success(t->fence.last_confirmed());
+    for (;;) {
+      if (!co_await sleep_until(std::min(next, t->fence.deadline()))) co_return keeper_end::cancelled;
+      auto now = clock::now();
+      if (t->fence.expired(now)) co_return keeper_end::unconfirmed;
+      if (now < next) continue;
+      consul::write_options w;
+      w.timeout = std::max(1ms, t->fence.cap(ms(o_.timing.request_timeout), now));
+      auto r = co_await c_.session_renew(t->session, w);
+      if (r && *r) {
+        confirmed(*t, now);
+        next = schedule.after_success(now);
+        continue;
+      }
+      if (r) co_return keeper_end::gone;
+      if (classify(r.error()) == failure_kind::cancelled) co_return keeper_end::cancelled;
+      ++st_.session_renew_failures;
+      next = schedule.after_failure(clock::now());
+      log::warn("Failed to renew the leader session",
+                {{"error", r.error().to_string()}, {"attempt", schedule.consecutive_failures()}});
+    }
+  }
+
+  // Waits until the key can be taken and takes it.
+  awaitable<acquire_end> acquire(std::shared_ptr<term> t) {
+    consul::index_tracker tracker;
+    consul::backoff errors(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
+    for (;;) {
+      consul::query_options q;
+      q.index = tracker.index();
+      q.wait = ms(o_.timing.blocking_wait);
+      auto start = clock::now();
+      auto r = co_await c_.kv_get(o_.key, q);
+      if (!r) {
+        if (classify(r.error()) == failure_kind::cancelled) co_return acquire_end::cancelled;
+        log::warn("Failed to read the leader key", {{"key", o_.key}, {"error", r.error().to_string()}});
+        if (!co_await sleep_for(errors.next())) co_return acquire_end::cancelled;
+        continue;
+      }
+      errors.reset();
+      auto d = tracker.on_result(r->meta.last_index, ms(clock::now() - start));
+      switch (classify_key(r->value, t->session)) {
+        case key_state::ours:
+          co_return acquire_end::held;
+        case key_state::other:
+          if (d.pause.count() > 0 && !co_await sleep_for(d.pause)) co_return acquire_end::cancelled;
+          continue;
+        case key_state::conflict:
+          log::error("Existing key does not match lock use; retrying",
+                     {{"key", o_.key}, {"flags", std::to_string(r->value->flags)}});
+          tracker.reset();
+          if (!co_await sleep_for(o_.timing.retry_interval)) co_return acquire_end::cancelled;
+          continue;
+        case key_state::free:
+          break;
+      }
+      consul::kv_write how;
+      how.flags = consul::lock_flag_value;
+      how.acquire = t->session;
+      consul::write_options w;
+      w.timeout = ms(o_.timing.request_timeout);
+      std::string empty;
+      auto a = co_await c_.kv_put(o_.key, empty, how, w);
+      if (!a) {
+        if (classify(a.error()) == failure_kind::cancelled) co_return acquire_end::cancelled;
+        log::warn("Failed to acquire the leader key", {{"key", o_.key}, {"error", a.error().to_string()}});
+        tracker.reset();
+        if (!co_await sleep_for(errors.next())) co_return acquire_end::cancelled;
+        continue;
+      }
+      if (*a) co_return acquire_end::held;
+      // Free but not granted: a lock-delay after an invalidated holder (or another instance
+      // won the race, which the next read shows). The key will not change when the delay
+      // ends, so poll instead of blocking.
+      tracker.reset();
+      if (!co_await sleep_for(o_.timing.lock_delay_poll())) co_return acquire_end::cancelled;
+    }
+  }
+
+  awaitable<monitor_end> monitor(std::shared_ptr<term> t) {
+    consul::index_tracker tracker;
+    monitor_policy policy(o_.timing.monitor_retries, o_.timing.monitor_retry_time);
+    for (;;) {
+      consul::query_options q;
+      q.mode = consul::consistency::consistent;
+      q.index = tracker.index();
+      q.wait = ms(o_.timing.monitor_wait());
+      auto start = clock::now();
+      auto r = co_await c_.kv_get(o_.key, q);
+      if (!r) {
+        if (classify(r.error()) == failure_kind::cancelled) co_return monitor_end{true, {}};
+        auto v = policy.on_error(r.error());
+        if (v.lost) co_return monitor_end{false, v.reason};
+        log::warn("Lock monitor read failed; retrying",
+                  {{"error", r.error().to_string()}, {"attempt", policy.failures()}});
+        if (!co_await sleep_for(v.pause)) co_return monitor_end{true, {}};
+        continue;
+      }
+      auto d = tracker.on_result(r->meta.last_index, ms(clock::now() - start));
+      auto v = policy.on_read(r->value, t->session);
+      if (v.lost) co_return monitor_end{false, v.reason};
+      if (d.pause.count() > 0 && !co_await sleep_for(d.pause)) co_return monitor_end{true, {}};
+    }
+  }
+
+  static awaitable<int> run_work(leader_work_fn work, std::string session, consul::txn_op op) {
+    co_await work(std::move(session), std::move(op));
+    co_return 0;
+  }
+
+  // Waits until every listed child has completed (the caller is in a cleanup scope or not
+  // cancelled).
+  template <class... C>
+  static awaitable<void> join(event& wake, const C&... children) {
+    for (int guard = 0; guard < 1'000'000; ++guard) {
+      wake.reset();
+      bool all = ((!children || children->done()) && ...);
+      if (all) co_return;
+      co_await wake.wait();
+    }
+  }
+
+  awaitable<void> release(const term& t) {
+    consul::kv_write how;
+    how.flags = consul::lock_flag_value;
+    how.release = t.session;
+    consul::write_options w;
+    w.timeout = ms(o_.timing.cleanup_timeout);
+    std::string empty;
+    auto r = co_await c_.kv_put(o_.key, empty, how, w);
+    if (!r) log::warn("Failed to release the leader key", {{"key", o_.key}, {"error", r.error().to_string()}});
+  }
+
+  awaitable<void> destroy(const std::string& session) {
+    consul::write_options w;
+    w.timeout = ms(o_.timing.cleanup_timeout);
+    auto r = co_await c_.session_destroy(session, w);
+    if (!r) log::warn("Failed to destroy the leader session", {{"error", r.error().to_string()}});
+  }
+
+  // One session's life. Returns true on shutdown.
+  awaitable<bool> run_term(std::shared_ptr<term> t, clock::time_point created_sent) {
+    confirmed(*t, created_sent);
+    st_.session_id = t->session;
+    auto wake = std::make_shared<event>(ex_);
+    auto keeper = child<keeper_end>::spawn(ex_, keep_session(t), wake);
+    auto acquirer = child<acquire_end>::spawn(ex_, acquire(t), wake);
+    std::shared_ptr<child<monitor_end>> mon;
+    std::shared_ptr<child<int>> work;
+    bool holding = false;
+    std::string reason;
+
+    for (;;) {
+      if (keeper->done()) {
+        auto k = keeper->value().value_or(keeper_end::cancelled);
+        reason = k == keeper_end::gone ? "the session was invalidated"
+                 : k == keeper_end::unconfirmed
+                     ? "the session could not be renewed before the fencing deadline"
+                     : "the session keeper stopped";
+        break;
+      }
+      if (!holding && acquirer->done()) {
+        if (acquirer->value() != acquire_end::held) {
+          reason = "acquisition stopped";
+          break;
+        }
+        if (t->fence.expired(clock::now())) {  // a very slow acquire: not safe to act
+          holding = true;
+          reason = "the session could not be confirmed before the fencing deadline";
+          break;
+        }
+        holding = true;
+        st_.is_leader = true;
+        ++st_.leadership_changes;
+        log::info("Obtained leadership");
+        mon = child<monitor_end>::spawn(ex_, monitor(t), wake);
+        work = child<int>::spawn(ex_, run_work(work_, t->session, check_session_op(o_.key, t->session)), wake);
+        continue;
+      }
+      if (mon && mon->done()) {
+        reason = mon->value() ? mon->value()->reason : std::string("the lock monitor stopped");
+        break;
+      }
+      if (work && work->done() && work->error()) {
+        try {
+          std::rethrow_exception(work->error());
+        } catch (const std::exception& e) {
+          reason = std::string("the leader work failed: ") + e.what();
+        } catch (...) {
+          reason = "the leader work failed";
+        }
+        break;
+      }
+      // No suspension since the checks above, so no completion was missed.
+      wake->reset();
+      if (!co_await wake->wait()) break;  // our own cancellation: shutdown
+    }
+
+    // End of term: stop the leader work first, at once; then the rest.
+    bool shutdown = is_cancelled(co_await asio::this_coro::cancellation_state);
+    bool rethrow = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
+    if (work) work->cancel();
+    if (holding) st_.last_step_down = clock::now();
+    if (mon) mon->cancel();
+    acquirer->cancel();
+    co_await join(*wake, work, mon, acquirer);
+    if (holding) {
+      st_.is_leader = false;
+      ++st_.leadership_changes;
+      if (shutdown) {
+        log::info("Releasing leadership on shutdown");
+      } else {
+        st_.last_loss_reason = reason;
+        log::warn("Leader lock lost", {{"reason", reason}});
+        log::info("Lost leadership");
+      }
+      co_await release(*t);  // before the destroy: a successor needs no lock-delay
+    }
+    keeper->cancel();
+    co_await join(*wake, keeper);
+    if (keeper->value() != keeper_end::gone) co_await destroy(t->session);
+    st_.session_id.clear();
+    co_await asio::this_coro::throw_if_cancelled(rethrow);
+    co_return shutdown;
+  }
+
+  consul::client& c_;
+  election_options o_;
+  leader_work_fn work_;
+  election_status& st_;
+  asio::any_io_executor ex_;
+};
+
+}  // namespace
+
+lock_timing make_lock_timing(const config::config& cfg) {
+  lock_timing t;
+  t.session_ttl = cfg.session_ttl;
+  t.lock_delay = cfg.lock_delay;
+  t.monitor_retries = cfg.lock_monitor_retries;
+  t.monitor_retry_time = cfg.lock_monitor_retry_time;
+  t.blocking_wait = cfg.blocking_query_wait;
+  t.retry_interval = cfg.retry_interval;
+  t.request_timeout = cfg.consul.request_timeout;
+  return t;
+}
+
+election_options make_election_options(const config::config& cfg) {
+  instance_names n(cfg.consul_service, cfg.instance_id, cfg.consul_kv_path);
+  election_options o;
+  o.key = n.leader_key();
+  o.timing = make_lock_timing(cfg);
+  if (cfg.enable_agentless) {
+    o.session_node = n.node_name();
+    o.session_checks = std::vector<std::string>{};
+  }
+  return o;
+}
+
+awaitable<void> run_leader_election(consul::client& c, election_options opts, leader_work_fn work,
+                                    election_status& status) {
+  auto ex = co_await asio::this_coro::executor;
+  election e(c, std::move(opts), std::move(work), status, ex);
+  co_await e.run();
+}
+
+}  // namespace esm::cluster
