@@ -1,0 +1,174 @@
+// The esmd binary as an operator runs it: startup against a real Consul, waiting for a leader,
+// signals, SIGHUP reload, and the Consul version check.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "consul_fixture.hpp"
+#include "process.hpp"
+
+using namespace std::chrono_literals;
+using esm::test::child_process;
+
+namespace {
+
+std::string esmd_bin() {
+  const char* p = std::getenv("ESMD_BIN");
+  REQUIRE_MESSAGE(p, "ESMD_BIN is not set");
+  return p;
+}
+
+esm::test::consul_dev_agent& agent() {
+  static esm::test::consul_dev_agent a;
+  return a;
+}
+
+// Answers what consul-esm's startup asks with fixed bodies: only to produce what a real
+// Consul 1.8.7 cannot, an old or malformed version.
+class canned_consul {
+ public:
+  explicit canned_consul(std::map<std::string, std::string> bodies) : bodies_(std::move(bodies)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    ::listen(fd_, 16);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~canned_consul() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    ::close(fd_);
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      std::string req;
+      char buf[4096];
+      for (int i = 0; i < 100 && req.find("\r\n\r\n") == std::string::npos; ++i) {
+        auto n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        req.append(buf, std::size_t(n));
+      }
+      auto path = req.substr(req.find(' ') + 1);
+      path = path.substr(0, path.find_first_of(" ?"));
+      auto it = bodies_.find(path);
+      std::string body = it == bodies_.end() ? "not found" : it->second;
+      std::string resp = std::string(it == bodies_.end() ? "HTTP/1.1 404 Not Found" : "HTTP/1.1 200 OK") +
+                         "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: " +
+                         std::to_string(body.size()) + "\r\n\r\n" + body;
+      ::send(c, resp.data(), resp.size(), MSG_NOSIGNAL);
+      ::close(c);
+    }
+  }
+  std::map<std::string, std::string> bodies_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("esmd starts against a real Consul, prints the banner and stops on SIGTERM with 0") {
+  esm::test::temp_dir dir;
+  child_process esmd({esmd_bin()}, {{"CONSUL_HTTP_ADDR", agent().http_address()}}, dir.path() + "/out");
+  REQUIRE(esmd.wait_for_output("Log data will now stream in as it occurs:", 20s));
+  auto out = esmd.output();
+  CHECK(out.find("[INFO]  esmd: Connecting to Consul: address=http://" + agent().http_address()) != std::string::npos);
+  CHECK(out.find("esmd v") != std::string::npos);
+  CHECK(out.find("Service: \"consul-esm\"") != std::string::npos);
+  esmd.signal(SIGTERM);
+  CHECK(esmd.wait(5s) == 0);
+  CHECK(esmd.output().find("Shutting down...") != std::string::npos);
+}
+
+TEST_CASE("while no Consul answers, esmd retries and still stops on SIGINT with 0") {
+  esm::test::temp_dir dir;
+  std::ofstream(dir.path() + "/fast.hcl") << "retry_interval = \"200ms\"\n";
+  auto nobody = "127.0.0.1:" + std::to_string(esm::test::free_port());
+  child_process esmd({esmd_bin(), "-config-file", dir.path() + "/fast.hcl"},
+                     {{"CONSUL_HTTP_ADDR", nobody}, {"CONSUL_HTTP_TOKEN", "s3cr3t-token"}},
+                     dir.path() + "/out");
+  // Two failed attempts at least: it keeps retrying instead of exiting.
+  REQUIRE(esmd.wait_for_output("Error getting leader status", 10s));
+  std::this_thread::sleep_for(500ms);
+  auto out = esmd.output();
+  auto first = out.find("Error getting leader status");
+  CHECK(out.find("Error getting leader status", first + 1) != std::string::npos);
+  esmd.signal(SIGINT);
+  CHECK(esmd.wait(3s) == 0);
+  CHECK(esmd.output().find("s3cr3t") == std::string::npos);  // the token never reaches a log
+}
+
+TEST_CASE("SIGHUP reloads the configuration: the log level applies, other keys need a restart") {
+  esm::test::temp_dir dir;
+  auto file = dir.path() + "/esmd.hcl";
+  std::ofstream(file) << "log_level = \"INFO\"\nconsul_service = \"esm-a\"\n";
+  child_process esmd({esmd_bin(), "-config-file", file}, {{"CONSUL_HTTP_ADDR", agent().http_address()}},
+                     dir.path() + "/out");
+  REQUIRE(esmd.wait_for_output("Log data will now stream in as it occurs:", 20s));
+  CHECK(esmd.output().find("[DEBUG]") == std::string::npos);
+  std::ofstream(file) << "log_level = \"DEBUG\"\nconsul_service = \"esm-b\"\n";
+  esmd.signal(SIGHUP);
+  REQUIRE(esmd.wait_for_output("Reloaded configuration", 10s));
+  auto out = esmd.output();
+  CHECK(out.find("applied=log_level") != std::string::npos);
+  CHECK(out.find("needs_restart=consul_service") != std::string::npos);
+
+  // A broken file is reported and the running configuration kept.
+  std::ofstream(file) << "log_level = \n";
+  esmd.signal(SIGHUP);
+  REQUIRE(esmd.wait_for_output("keeping the running one", 10s));
+  CHECK(esmd.output().find(file) != std::string::npos);  // names the file at fault
+  esmd.signal(SIGTERM);
+  CHECK(esmd.wait(5s) == 0);
+}
+
+TEST_CASE("an old or malformed Consul version stops esmd with exit code 11 and a message") {
+  const std::string leader = "\"127.0.0.1:8300\"";
+  canned_consul old({{"/v1/status/leader", leader},
+                     {"/v1/agent/self", R"({"Config": {"Version": "1.3.0", "Datacenter": "dc1"}})"},
+                     {"/v1/catalog/service/consul", R"([{"ServiceMeta": {"version": "1.8.7"}}])"}});
+  esm::test::temp_dir dir;
+  child_process a({esmd_bin()}, {{"CONSUL_HTTP_ADDR", old.address()}}, dir.path() + "/a");
+  REQUIRE(a.wait(10s) == 11);
+  CHECK(a.output().find("requires Consul >= 1.4.1") != std::string::npos);
+  CHECK(a.output().find("1.3.0") != std::string::npos);
+
+  canned_consul odd({{"/v1/status/leader", leader},
+                     {"/v1/agent/self", R"({"Config": {"Version": "1.8.7"}})"},
+                     {"/v1/catalog/service/consul", R"([{"ServiceMeta": {"version": "banana"}}])"}});
+  child_process b({esmd_bin()}, {{"CONSUL_HTTP_ADDR", odd.address()}}, dir.path() + "/b");
+  REQUIRE(b.wait(10s) == 11);
+  CHECK(b.output().find("\"banana\" (not a version)") != std::string::npos);
+}
+
+TEST_CASE("a configuration error exits 11 naming the file") {
+  esm::test::temp_dir dir;
+  auto file = dir.path() + "/bad.hcl";
+  std::ofstream(file) << "node_probe_interval = \"500ms\"\n";
+  child_process esmd({esmd_bin(), "-config-file", file}, {}, dir.path() + "/out");
+  REQUIRE(esmd.wait(10s) == 11);
+  CHECK(esmd.output().find("node_probe_interval cannot be lower than 1 second") != std::string::npos);
+  CHECK(esmd.output().find("bad.hcl") != std::string::npos);
+}
