@@ -232,10 +232,14 @@ std::ostream& operator<<(std::ostream& os, const go_time& t) {
 }
 
 std::string encode_go_time(std::chrono::sys_time<std::chrono::nanoseconds> t) {
-  const auto secs = std::chrono::floor<std::chrono::seconds>(t);
-  const auto nsec = static_cast<std::uint32_t>((t - secs).count());
+  // Floor division by hand: chrono's floor overflows near the ends of the range.
+  const std::int64_t total_ns = t.time_since_epoch().count();
+  std::int64_t secs = total_ns / 1'000'000'000;
+  std::int64_t rem = total_ns % 1'000'000'000;
+  if (rem < 0) rem += 1'000'000'000, --secs;
+  const auto nsec = static_cast<std::uint32_t>(rem);
   // Cannot overflow: a nanosecond time point spans about ±292 years around 1970.
-  const auto go_secs = static_cast<std::uint64_t>(secs.time_since_epoch().count() + unix_to_go_seconds);
+  const auto go_secs = static_cast<std::uint64_t>(secs + unix_to_go_seconds);
   std::string out(15, '\0');
   out[0] = 1;
   for (int b = 0; b < 8; ++b) out[1 + b] = static_cast<char>(go_secs >> (56 - 8 * b));

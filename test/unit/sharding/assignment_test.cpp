@@ -200,6 +200,43 @@ TEST_CASE("balanced assignment is deterministic and independent of input order a
   }
 }
 
+TEST_CASE("cold start: the result is the stable matching of rendezvous weights per class") {
+  // No blocking pair: a node never prefers (higher weight) another instance that holds a node
+  // of the same class it values less than this one.
+  std::mt19937_64 rng(21);
+  for (int round = 0; round < 40; ++round) {
+    const auto nodes = make_nodes(rng() % 120, 0.3, rng);
+    const auto ids = make_ids(1 + rng() % 12);
+    const auto r = balanced_assignment(nodes, ids);
+    auto weight = [](const std::string& node, const std::string& id) {
+      return rendezvous_weight(fnv1a64(node), mix64(fnv1a64(id)));
+    };
+    for (bool probe : {false, true}) {
+      const std::size_t class_size = probe ? count_probes(nodes) : nodes.size() - count_probes(nodes);
+      // Lowest weight each instance accepted in this class.
+      std::map<std::string, std::uint64_t> worst_held;
+      for (const auto& [id, a] : r)
+        for (const auto& n : probe ? a.probes : a.nodes)
+          if (!worst_held.contains(id) || weight(n, id) < worst_held[id])
+            worst_held[id] = weight(n, id);
+      for (const auto& [id, a] : r) {
+        for (const auto& n : probe ? a.probes : a.nodes) {
+          for (const auto& other : ids) {
+            if (other == id || weight(n, other) <= weight(n, id)) continue;
+            // n prefers `other`; `other` must hold only nodes it values more than n, or have
+            // a quota of 0 in this class (fewer nodes of the class than instances).
+            if (worst_held.contains(other)) {
+              CHECK(worst_held[other] > weight(n, other));
+            } else {
+              CHECK(class_size < ids.size());
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("a duplicated node is a probe node if any copy says so") {
   std::vector<external_node> nodes{{"n1", false}, {"n1", true}, {"n2", false}};
   const auto r = balanced_assignment(nodes, std::vector<std::string>{"consul-esm:a"});
@@ -230,14 +267,16 @@ TEST_CASE("a node listed under two instances in the previous assignment stays wi
 }
 
 // The bound the header documents, given a previous result for the same nodes:
-// joining:  ceil(P/k') + ceil(N/k') + k_old, leaving: ceil(P/k_old) + ceil(N/k_old) + k'.
+// joining:  ceil(P/k') + ceil(N/k') + 2 k_old, leaving: ceil(P/k_old) + ceil(N/k_old) + 2 k'.
 // The fair share is the part no algorithm can avoid; the slack is measured and printed.
 TEST_CASE("movement under random joins and leaves stays within the documented bound") {
   std::mt19937_64 rng(2024);
   std::size_t steps = 0, slack_total = 0, slack_max = 0, moved_total = 0, share_total = 0;
   double worst_fraction_over_ideal = 0;
-  for (int run = 0; run < 12; ++run) {
-    const std::size_t n = 200 + rng() % 3000;
+  // Runs 0-11 have many nodes per instance; runs 12-29 have few (n < k^2), where quota
+  // floors often do not change on a join or leave and the slack term can appear.
+  for (int run = 0; run < 30; ++run) {
+    const std::size_t n = run < 12 ? 200 + rng() % 3000 : rng() % 150;
     const auto nodes = make_nodes(n, 0.1 + 0.1 * static_cast<double>(run % 5), rng);
     const std::size_t p = count_probes(nodes), plain = n - p;
     std::vector<std::string> ids = make_ids(1 + rng() % 10);
@@ -263,8 +302,8 @@ TEST_CASE("movement under random joins and leaves stays within the documented bo
         for (const auto& [id, a] : current)
           if (!next.contains(id)) share = a.size();
       }
-      const std::size_t bound = join ? ceil_div(p, k_new) + ceil_div(plain, k_new) + k_old
-                                     : ceil_div(p, k_old) + ceil_div(plain, k_old) + k_new;
+      const std::size_t bound = join ? ceil_div(p, k_new) + ceil_div(plain, k_new) + 2 * k_old
+                                     : ceil_div(p, k_old) + ceil_div(plain, k_old) + 2 * k_new;
       CAPTURE(n);
       CAPTURE(k_old);
       CAPTURE(k_new);
@@ -286,14 +325,17 @@ TEST_CASE("movement under random joins and leaves stays within the documented bo
                            << share_total << ", slack total " << slack_total << " (max "
                            << slack_max << " in one step); worst moved/n - 1/max(k,k') = "
                            << worst_fraction_over_ideal);
-  CHECK(slack_total * 100 <= moved_total);  // the slack is rare: under 1 % of all moves
+  // Far inside the proven bound (measured: 0). Choosing quota +1s without looking at the
+  // previous counts gives 0.18 % and up to 9 per step on these seeds: this catches that.
+  CHECK(slack_total * 1000 <= moved_total);
+  CHECK(slack_max <= 2);
 }
 
 TEST_CASE("adding or removing nodes moves almost no other node") {
   std::mt19937_64 rng(99);
   std::size_t steps = 0, moved_total = 0, moved_max = 0;
-  for (int run = 0; run < 10; ++run) {
-    auto nodes = make_nodes(300 + rng() % 2000, 0.3, rng);
+  for (int run = 0; run < 30; ++run) {
+    auto nodes = make_nodes(run < 10 ? 300 + rng() % 2000 : 5 + rng() % 100, 0.3, rng);
     const auto ids = make_ids(2 + rng() % 20);
     auto current = balanced_assignment(nodes, ids);
     std::size_t next_name = 0;
