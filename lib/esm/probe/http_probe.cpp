@@ -65,6 +65,14 @@ std::string url_error_op(std::string_view method) {
   return s;
 }
 
+// The URL as Go's client names it in errors: a password is shown as "***".
+std::string error_url(const urls::url_view& u, const std::string& text) {
+  if (!u.has_password()) return text;
+  urls::url copy(u);
+  copy.set_password("***");
+  return std::string(copy.buffer());
+}
+
 using header_list = std::vector<std::pair<std::string, std::string>>;
 
 const std::string* find_header(const header_list& h, std::string_view name) {
@@ -232,7 +240,7 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
   }
 
   urls::url current(*parsed);
-  std::string current_text = spec.url;  // the URL Go names in a url.Error
+  std::string current_text = error_url(current, spec.url);  // the URL Go names in a url.Error
   std::string method = first_method;
   bool send_body = true;
   auto ex = co_await asio::this_coro::executor;
@@ -337,7 +345,7 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
         remove_header(headers, "Content-Type");
       }
       current = std::move(next);
-      current_text = std::string(current.buffer());
+      current_text = error_url(current, std::string(current.buffer()));
       continue;
     }
 

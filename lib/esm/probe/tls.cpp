@@ -124,7 +124,6 @@ std::string join_sans(X509* cert, bool ip) {
     } else if (ip && gn->type == GEN_IPADD) {
       const unsigned char* d = ASN1_STRING_get0_data(gn->d.iPAddress);
       int len = ASN1_STRING_length(gn->d.iPAddress);
-      boost::system::error_code ec;
       if (len == 4) {
         boost::asio::ip::address_v4::bytes_type b;
         std::copy(d, d + 4, b.begin());

@@ -228,6 +228,14 @@ TEST_CASE("http: refused, silent and malformed targets are critical with Go's te
     CHECK(r.output == "Put \"http://127.0.0.1:" + port + "/health\": dial tcp 127.0.0.1:" + port +
                           ": connect: connection refused");
   }
+  SUBCASE("a password in the URL is masked in error texts, as Go does") {
+    auto port = std::to_string(refused_tcp_port());
+    http_spec s{.url = "http://user:secret@127.0.0.1:" + port + "/"};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "Get \"http://user:***@127.0.0.1:" + port + "/\": dial tcp 127.0.0.1:" + port +
+                          ": connect: connection refused");
+  }
   SUBCASE("accepts and never answers: timeout") {
     silent_tcp_server silent(ioc);
     auto url = "http://127.0.0.1:" + std::to_string(silent.port()) + "/";
