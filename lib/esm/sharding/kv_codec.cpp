@@ -166,7 +166,9 @@ std::string encode_assignment(const assignment& a) {
 
 decode_result<assignment> decode_assignment(std::string_view json) {
   boost::system::error_code ec;
-  const boost::json::value root = boost::json::parse(json, ec);
+  boost::json::parse_options options;
+  options.max_depth = 10000;  // Go's decoder limit; unknown members may nest deeply
+  const boost::json::value root = boost::json::parse(json, ec, {}, options);
   if (ec) return decode_error{"assignment value is not valid JSON: " + ec.message()};
   assignment out;
   if (root.is_null()) return out;

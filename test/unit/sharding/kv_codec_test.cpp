@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <random>
+#include <sstream>
 #include <string>
 
 #include "esm/sharding/kv_codec.hpp"
@@ -82,6 +83,17 @@ TEST_CASE("assignment decoding accepts null, missing and empty lists and ignores
   r = decode_assignment(R"({"Extra":{"deep":[1,2,{"x":null}]},"Nodes":["a"],"Version":3})");
   REQUIRE(r);
   CHECK(r->nodes == std::vector<std::string>{"a"});
+
+  // Deeply nested unknown members are fine, as in Go (whose limit is 10000 levels).
+  r = decode_assignment("{\"Deep\":" + std::string(500, '[') + std::string(500, ']') +
+                        ",\"Nodes\":[\"a\"]}");
+  REQUIRE(r);
+  CHECK(r->nodes == std::vector<std::string>{"a"});
+
+  // An exact duplicate member: the later one wins, as in Go.
+  r = decode_assignment(R"({"Nodes":["a"],"Probes":null,"Nodes":["b"]})");
+  REQUIRE(r);
+  CHECK(r->nodes == std::vector<std::string>{"b"});
 
   // Top-level null is an empty value for Go's decoder.
   r = decode_assignment(" null ");
@@ -224,6 +236,22 @@ TEST_CASE("Go time: malformed values are errors") {
   CHECK(err("01" "0000000edd257425" "3b9aca00" "ffff") ==
         "Go time value has 1000000000 nanoseconds (must be below 1 000 000 000)");
   CHECK(err("01" "8000000000000000" "00000000" "ffff") == "Go time value is out of range");
+}
+
+TEST_CASE("Go time and decode errors print readably") {
+  std::ostringstream os;
+  os << *decode_go_time(from_hex("010000000edd257425075bca00ffff"));
+  CHECK(os.str() == "2024-01-02T03:04:05.123456000Z");
+  os.str("");
+  os << *decode_go_time(from_hex("020000000edd257425075bca00014a0f"));
+  CHECK(os.str() == "2024-01-02T03:04:05.123456000Z (zone +05:30:15)");
+  os.str("");
+  os << decode_go_time(encode_go_time(std::chrono::sys_days{std::chrono::year{1960} / 2 / 29}))
+            .value();
+  CHECK(os.str() == "1960-02-29T00:00:00.000000000Z");
+  os.str("");
+  os << decode_go_time("").error();
+  CHECK(os.str() == "Go time value is empty");
 }
 
 TEST_CASE("Go time: instants beyond nanosecond time points saturate") {
