@@ -176,7 +176,7 @@ class election {
       auto r = co_await c_.kv_get(o_.key, q);
       if (!r) {
         if (classify(r.error()) == failure_kind::cancelled) co_return monitor_end{true, {}};
-        auto v = policy.on_error(r.error());
+        auto v = policy.on_error(r.error(), clock::now() - start);
         if (v.lost) co_return monitor_end{false, v.reason};
         log::warn("Lock monitor read failed; retrying",
                   {{"error", r.error().to_string()}, {"attempt", policy.failures()}});

@@ -60,9 +60,10 @@ monitor_policy::verdict monitor_policy::on_read(const std::optional<consul::kv_p
   return v;
 }
 
-monitor_policy::verdict monitor_policy::on_error(const consul::error& e) {
+monitor_policy::verdict monitor_policy::on_error(const consul::error& e, nanoseconds in_flight) {
   verdict v;
   auto kind = classify(e);
+  if (in_flight >= retry_time_) failures_ = 0;
   if (kind == failure_kind::transient && failures_ < retries_) {
     ++failures_;
     v.pause = retry_time_;

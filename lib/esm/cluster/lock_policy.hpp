@@ -120,7 +120,10 @@ key_state classify_key(const std::optional<consul::kv_pair>& kv, const std::stri
 
 // The lock monitor: consistent blocking reads of the key while holding it. Tolerates
 // `retries` consecutive transient failures, `retry_time` apart; a successful read that still
-// shows our session resets the count.
+// shows our session resets the count. A blocking read on a quiet key returns only after its
+// wait, so an outage usually kills a read that Consul had been holding open: such a read (in
+// flight for at least `retry_time` before it failed) proves the path worked when it was sent
+// and starts a new count, so separate short outages do not add up to a loss.
 class monitor_policy {
  public:
   monitor_policy(int retries, nanoseconds retry_time) : retries_(retries), retry_time_(retry_time) {}
@@ -131,7 +134,7 @@ class monitor_policy {
     std::string reason;    // when lost
   };
   verdict on_read(const std::optional<consul::kv_pair>& kv, const std::string& session);
-  verdict on_error(const consul::error& e);
+  verdict on_error(const consul::error& e, nanoseconds in_flight = nanoseconds(0));
   int failures() const { return failures_; }
 
  private:

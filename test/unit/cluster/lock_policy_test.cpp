@@ -166,6 +166,17 @@ TEST_CASE("monitor: tolerates N consecutive transient failures, a good read rese
   CHECK(v.reason.find("4 times") != std::string::npos);
 }
 
+TEST_CASE("monitor: a blocking read that Consul held open before it failed starts a new count") {
+  monitor_policy m(3, 1s);
+  for (int round = 0; round < 5; ++round) {
+    CHECK_FALSE(m.on_error(http_error(500), 4s).lost);  // the long read killed by an outage
+    CHECK_FALSE(m.on_error(http_error(500), 1ms).lost);
+    CHECK_FALSE(m.on_error(http_error(500), 2ms).lost);
+    CHECK(m.failures() == 3);
+  }
+  CHECK(m.on_error(http_error(500), 999ms).lost);  // quick failures do add up
+}
+
 TEST_CASE("monitor: loss on another holder, a free or missing key, foreign flags, fatal errors") {
   monitor_policy m(6, 2s);
   CHECK(m.on_read(lock_key("s2"), "s1").lost);

@@ -1,0 +1,116 @@
+// An in-process TCP proxy on loopback, run on the test's io_context, that the test can switch
+// between forwarding, refusing (every connection closed at once) and black-holing (connections
+// stay open but no byte gets through in either direction), to cut one client off from Consul.
+#pragma once
+
+#include <array>
+#include <list>
+#include <memory>
+#include <string>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+namespace esm::test {
+
+class tcp_proxy {
+ public:
+  enum class mode { forward, refuse, blackhole };
+
+  tcp_proxy(boost::asio::io_context& io, std::string target_ip, int target_port)
+      : io_(io), target_(boost::asio::ip::make_address(target_ip), std::uint16_t(target_port)),
+        acceptor_(io, {boost::asio::ip::make_address("127.0.0.1"), 0}) {
+    boost::asio::co_spawn(io_, accept_loop(state_), boost::asio::detached);
+  }
+  ~tcp_proxy() { stop(); }
+
+  std::string address() const { return "127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()); }
+
+  void set_mode(mode m) {
+    state_->m = m;
+    if (m == mode::refuse) close_all();
+  }
+  mode current() const { return state_->m; }
+
+  void stop() {
+    state_->stopped = true;
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    close_all();
+  }
+
+ private:
+  using tcp = boost::asio::ip::tcp;
+  struct pair {
+    explicit pair(boost::asio::io_context& io) : client(io), server(io) {}
+    tcp::socket client, server;
+  };
+  struct state {
+    mode m = mode::forward;
+    bool stopped = false;
+    std::list<std::weak_ptr<pair>> pairs;
+  };
+
+  void close_all() {
+    for (auto& w : state_->pairs) {
+      if (auto p = w.lock()) {
+        boost::system::error_code ec;
+        p->client.close(ec);
+        p->server.close(ec);
+      }
+    }
+    state_->pairs.clear();
+  }
+
+  boost::asio::awaitable<void> accept_loop(std::shared_ptr<state> st) {
+    auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+    for (;;) {
+      auto [ec, sock] = co_await acceptor_.async_accept(tok);
+      if (ec || st->stopped) co_return;
+      if (st->m == mode::refuse) {
+        boost::system::error_code ignored;
+        sock.close(ignored);
+        continue;
+      }
+      auto p = std::make_shared<pair>(io_);
+      p->client = std::move(sock);
+      auto [cec] = co_await p->server.async_connect(target_, tok);
+      if (cec) continue;
+      st->pairs.push_back(p);
+      boost::asio::co_spawn(io_, pump(st, p, true), boost::asio::detached);
+      boost::asio::co_spawn(io_, pump(st, p, false), boost::asio::detached);
+    }
+  }
+
+  // Copies one direction. Black-holed bytes are read and dropped, so the peer's writes never
+  // block and nothing arrives: what a silently broken network path looks like.
+  static boost::asio::awaitable<void> pump(std::shared_ptr<state> st, std::shared_ptr<pair> p, bool upstream) {
+    auto tok = boost::asio::as_tuple(boost::asio::use_awaitable);
+    auto& from = upstream ? p->client : p->server;
+    auto& to = upstream ? p->server : p->client;
+    std::array<char, 16384> buf;
+    for (;;) {
+      auto [ec, n] = co_await from.async_read_some(boost::asio::buffer(buf), tok);
+      if (ec) break;
+      if (st->m == mode::blackhole) continue;
+      auto [wec, wn] = co_await boost::asio::async_write(to, boost::asio::buffer(buf.data(), n), tok);
+      if (wec) break;
+    }
+    if (st->m == mode::blackhole) co_return;  // keep the other side hanging
+    boost::system::error_code ignored;
+    p->client.close(ignored);
+    p->server.close(ignored);
+  }
+
+  boost::asio::io_context& io_;
+  tcp::endpoint target_;
+  tcp::acceptor acceptor_;
+  std::shared_ptr<state> state_ = std::make_shared<state>();
+};
+
+}  // namespace esm::test
