@@ -53,6 +53,15 @@ void put_duration_if(json::object& o, std::string_view key, nanoseconds d) {
   if (d.count() != 0) o[key] = util::format_go_duration(d);
 }
 
+// A base64 member (KV values); null or absent leaves `out` empty.
+void get_base64(const json::object& o, std::string_view key, const std::string& what, std::string& out) {
+  auto* v = o.if_contains(key);
+  if (!v || v->is_null()) return;
+  auto decoded = util::base64_decode(v->as_string());
+  if (!decoded) throw std::invalid_argument("KV value of " + what + " is not base64");
+  out = std::move(*decoded);
+}
+
 // The members of `o` not in `known`, kept for writing back.
 json::object rest(const json::object& o, std::initializer_list<std::string_view> known) {
   json::object r;
@@ -335,11 +344,7 @@ kv_pair tag_invoke(json::value_to_tag<kv_pair>, const json::value& jv) {
   auto& o = as_object(jv);
   kv_pair p;
   get(o, "Key", p.key);
-  std::string encoded;
-  get(o, "Value", encoded);
-  auto decoded = util::base64_decode(encoded);
-  if (!decoded) throw std::invalid_argument("KV value of " + p.key + " is not base64");
-  p.value = std::move(*decoded);
+  get_base64(o, "Value", p.key, p.value);
   get(o, "Flags", p.flags);
   get(o, "Session", p.session);
   get(o, "CreateIndex", p.create_index);
@@ -538,10 +543,9 @@ txn_op tag_invoke(json::value_to_tag<txn_op>, const json::value& jv) {
     txn_kv_op x;
     get(k, "Verb", x.verb);
     get(k, "Key", x.key);
-    if (auto* val = k.if_contains("Value"); val && val->is_string()) {
-      auto decoded = util::base64_decode(val->get_string());
-      if (!decoded) throw std::invalid_argument("KV value of " + x.key + " is not base64");
-      x.value = std::move(*decoded);
+    if (auto* val = k.if_contains("Value"); val && !val->is_null()) {
+      x.value.emplace();
+      get_base64(k, "Value", x.key, *x.value);
     }
     get(k, "Flags", x.flags);
     get(k, "Index", x.index);
@@ -576,23 +580,8 @@ void tag_invoke(json::value_from_tag, json::value& jv, const txn_result& v) {
 txn_result tag_invoke(json::value_to_tag<txn_result>, const json::value& jv) {
   auto& o = as_object(jv);
   txn_result r;
-  if (auto* kv = o.if_contains("KV"); kv && kv->is_object()) {
-    // KV results of verbs without a value (check-session, delete) carry Value null.
-    auto& k = kv->get_object();
-    kv_pair p;
-    get(k, "Key", p.key);
-    if (auto* val = k.if_contains("Value"); val && val->is_string()) {
-      auto decoded = util::base64_decode(val->get_string());
-      if (!decoded) throw std::invalid_argument("KV value of " + p.key + " is not base64");
-      p.value = std::move(*decoded);
-    }
-    get(k, "Flags", p.flags);
-    get(k, "Session", p.session);
-    get(k, "CreateIndex", p.create_index);
-    get(k, "ModifyIndex", p.modify_index);
-    get(k, "LockIndex", p.lock_index);
-    r.kv = std::move(p);
-  }
+  // KV results of verbs without a value (check-session, delete) carry Value null.
+  if (auto* kv = o.if_contains("KV"); kv && kv->is_object()) r.kv = json::value_to<kv_pair>(*kv);
   if (auto* c = o.if_contains("Check"); c && c->is_object()) r.check = json::value_to<health_check>(*c);
   if (auto* n = o.if_contains("Node"); n && n->is_object()) r.node = json::value_to<node>(*n);
   return r;
