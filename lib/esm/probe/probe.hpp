@@ -45,8 +45,12 @@ class probe_context {
   std::unique_ptr<boost::asio::ssl::context> tls_;
 };
 
-// Dispatches on the spec's type. Runs the probe in a coroutine of its own, so the caller's
-// cancellation filter and throw-if-cancelled setting are left untouched.
+// Dispatches on the spec's type. `spec` and `ctx` must outlive the returned awaitable (they
+// are used by reference until it completes), as they do in `co_await run_probe(spec, ctx)`.
+// Runs the probe in a coroutine of its own, so the caller's cancellation filter and
+// throw-if-cancelled setting are left untouched. Resolving a host name (not an IP literal)
+// uses Asio's resolver, which runs getaddrinfo on Asio's own background thread; everything
+// else runs on the caller's executor.
 boost::asio::awaitable<probe_result> run_probe(const probe_spec& spec, probe_context& ctx);
 
 }  // namespace esm::probe

@@ -41,6 +41,12 @@ TEST_CASE("tcp: a listening port passes, a refused one is critical with Go's dia
   // Loopback IPv6 may be disabled on the test machine; either way the text is Go's form.
   CHECK(r.output.rfind("dial tcp [::1]:" + port + ": connect: ", 0) == 0);
 
+  // A name (from /etc/hosts: no DNS traffic); every address is tried, as Go does.
+  tcp_spec named{.address = "localhost:" + std::to_string(srv.port())};
+  r = run_one(ioc, named, ctx);
+  CHECK(r.status == check_status::passing);
+  CHECK(r.output == "TCP connect localhost:" + std::to_string(srv.port()) + ": Success");
+
   tcp_spec noport{.address = "127.0.0.1"};
   r = run_one(ioc, noport, ctx);
   CHECK(r.status == check_status::critical);
