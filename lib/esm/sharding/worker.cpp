@@ -1,0 +1,261 @@
+#include "esm/sharding/worker.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <set>
+#include <tuple>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include "esm/config/config.hpp"
+#include "esm/consul/backoff.hpp"
+#include "esm/consul/watch.hpp"
+#include "esm/log/log.hpp"
+#include "esm/sharding/flow.hpp"
+#include "esm/sharding/kv_codec.hpp"
+#include "esm/sharding/kv_plan.hpp"
+
+namespace esm::sharding {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+worker_settings make_worker_settings(const config::config& cfg) {
+  worker_settings s;
+  s.kv_path = cfg.consul_kv_path;
+  s.service_id = cfg.consul_service + ":" + cfg.instance_id;
+  s.node_meta.assign(cfg.external_node_meta.begin(), cfg.external_node_meta.end());
+  s.partition = cfg.partition;
+  s.stale_reads = cfg.stale_read_nodes;
+  s.wait = duration_cast<milliseconds>(cfg.blocking_query_wait);
+  s.retry_cap = std::max(duration_cast<milliseconds>(cfg.retry_interval), s.retry_base);
+  return s;
+}
+
+std::string node_name_filter(const std::vector<std::string>& names) {
+  // RE2 metacharacters are escaped with '\'; then the pattern is written as a bexpr string
+  // literal, where '\' and '"' need a '\' of their own.
+  std::string re = "^(";
+  bool first = true;
+  for (auto& n : names) {
+    if (!first) re += '|';
+    first = false;
+    for (char ch : n) {
+      if (std::string_view("\\.+*?()|[]{}^$").find(ch) != std::string_view::npos) re += '\\';
+      re += ch;
+    }
+  }
+  re += ")$";
+  std::string out = "Node matches \"";
+  for (char ch : re) {
+    if (ch == '\\' || ch == '"') out += '\\';
+    out += ch;
+  }
+  out += '"';
+  return out;
+}
+
+void logging_sink::on_nodes(std::vector<consul::node> health_nodes,
+                            std::vector<consul::node> ping_nodes) {
+  log::info("Assigned external nodes", {{"nodes", health_nodes.size()}, {"probes", ping_nodes.size()}});
+  if (log::enabled(log::level::debug)) {
+    std::string names;
+    for (auto& n : health_nodes) names += (names.empty() ? "" : " ") + n.name;
+    log::debug("Assigned node names", {{"nodes", names}});
+  }
+}
+
+void logging_sink::on_checks(std::vector<consul::health_check> checks) {
+  log::info("Health checks of the assigned nodes", {{"checks", checks.size()}});
+}
+
+namespace {
+
+struct worker_state {
+  explicit worker_state(asio::any_io_executor ex) : changed(ex) {}
+  std::optional<assignment> current;  // nullopt until the key was read once
+  flow::wake changed;                 // a new assignment is in `current`
+
+  // What the sink holds, to deliver only changes.
+  std::vector<consul::node> nodes;  // node objects of the share, sorted by name
+  std::vector<consul::health_check> checks;
+  bool delivered_nodes = false;
+  bool delivered_checks = false;
+  std::vector<std::tuple<std::string, std::string, std::uint64_t>> check_print;
+};
+
+bool same_nodes(const std::vector<consul::node>& a, const std::vector<consul::node>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const consul::node& x, const consul::node& y) {
+                      return x.name == y.name && x.modify_index == y.modify_index &&
+                             x.address == y.address && x.meta == y.meta &&
+                             x.tagged_addresses == y.tagged_addresses;
+                    });
+}
+
+// Hands the node objects over when they or the assignment changed.
+void deliver_nodes(worker_state& st, assignment_sink& sink, worker_stats& stats,
+                   std::vector<consul::node> fetched, bool force) {
+  auto work = follower_sets(*st.current);
+  std::erase_if(fetched, [&](const consul::node& n) { return !work.health_nodes.count(n.name); });
+  std::sort(fetched.begin(), fetched.end(),
+            [](const consul::node& a, const consul::node& b) { return a.name < b.name; });
+  if (!force && st.delivered_nodes && same_nodes(fetched, st.nodes)) return;
+  st.nodes = std::move(fetched);
+  st.delivered_nodes = true;
+  std::vector<consul::node> ping;
+  for (auto& n : st.nodes)
+    if (work.ping_nodes.count(n.name)) ping.push_back(n);
+  ++stats.node_deliveries;
+  stats.nodes = st.nodes.size();
+  sink.on_nodes(st.nodes, std::move(ping));
+}
+
+void deliver_checks(worker_state& st, assignment_sink& sink, worker_stats& stats,
+                    std::vector<consul::health_check> fetched, bool force) {
+  auto work = follower_sets(*st.current);
+  std::erase_if(fetched, [&](const consul::health_check& c) {
+    return !work.health_nodes.count(c.node) || c.check_id == external_node_health_check_id;
+  });
+  std::sort(fetched.begin(), fetched.end(), [](const consul::health_check& a, const consul::health_check& b) {
+    return std::tie(a.node, a.check_id, a.service_id) < std::tie(b.node, b.check_id, b.service_id);
+  });
+  std::vector<std::tuple<std::string, std::string, std::uint64_t>> print;
+  print.reserve(fetched.size());
+  for (auto& c : fetched) print.emplace_back(c.node, c.check_id, c.modify_index);
+  if (!force && st.delivered_checks && print == st.check_print) return;
+  st.check_print = std::move(print);
+  st.checks = std::move(fetched);
+  st.delivered_checks = true;
+  ++stats.check_deliveries;
+  stats.checks = st.checks.size();
+  sink.on_checks(st.checks);
+}
+
+// Follows the own key. Honours terminal cancellation; errors are logged and retried.
+asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker_state& st,
+                                    worker_stats& stats) {
+  try {
+    auto key = assignment_key(s.kv_path, s.service_id);
+    consul::query_options q;
+    q.partition = s.partition;
+    consul::watch<std::optional<consul::kv_pair>> w(
+        [&c, key](const consul::query_options& o) { return c.kv_get(key, o); }, q, s.wait);
+    consul::backoff delays(s.retry_base, s.retry_cap);
+    for (;;) {
+      auto r = co_await w.next();
+      if (!r) {
+        if (r.error().is_cancelled()) co_return;
+        ++stats.errors;
+        log::warn("Error watching the assignment", {{"key", key}, {"error", r.error().to_string()}});
+        if (!co_await flow::pause(delays.next())) co_return;
+        continue;
+      }
+      delays.reset();
+      assignment next;  // an absent key: nothing assigned (the leader removed this instance)
+      if (r->value) {
+        auto d = decode_assignment(r->value->value);
+        if (!d) {
+          ++stats.malformed;
+          log::error("Error decoding the assignment: keeping the previous one",
+                     {{"key", key}, {"error", d.error().message}});
+          continue;
+        }
+        next = std::move(*d);
+      }
+      if (st.current && follower_sets(*st.current) == follower_sets(next)) continue;
+      auto work = follower_sets(next);
+      log::info("Updated assignment", {{"nodes", work.health_nodes.size()},
+                                        {"probes", work.ping_nodes.size()}});
+      st.current = std::move(next);
+      stats.current = *st.current;
+      ++stats.assignments;
+      st.changed.set();
+    }
+  } catch (const std::exception&) {
+    // Cancelled while awaiting.
+  }
+}
+
+// Keeps one blocking query's answer flowing into `deliver`. Returns only when cancelled.
+template <class T, class Deliver>
+asio::awaitable<void> follow(consul::watch<T> w, Deliver deliver, const char* what,
+                             worker_settings s, worker_stats& stats) {
+  consul::backoff delays(s.retry_base, s.retry_cap);
+  for (;;) {
+    auto r = co_await w.next();
+    if (!r) {
+      if (r.error().is_cancelled()) co_return;
+      ++stats.errors;
+      log::warn("Error watching the assigned nodes", {{"what", what}, {"error", r.error().to_string()}});
+      if (!co_await flow::pause(delays.next())) co_return;
+      continue;
+    }
+    delays.reset();
+    deliver(std::move(r->value));
+  }
+}
+
+// Reads and follows the node objects and checks of one assignment. Returns only when
+// cancelled (a new assignment, or the worker's end).
+asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_state& st,
+                                   assignment_sink& sink, worker_stats& stats) {
+  try {
+    auto work = follower_sets(*st.current);
+    std::vector<std::string> names(work.health_nodes.begin(), work.health_nodes.end());
+    consul::query_options q;
+    q.node_meta = s.node_meta;
+    q.partition = s.partition;
+    q.filter = node_name_filter(names);
+    if (s.stale_reads) q.mode = consul::consistency::stale;
+
+    consul::watch<std::vector<consul::node>> nodes_w(
+        [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
+    consul::watch<std::vector<consul::health_check>> checks_w(
+        [&c](const consul::query_options& o) { return c.health_state("any", o); }, q, s.wait);
+    auto on_nodes = [&st, &sink, &stats](std::vector<consul::node> v) {
+      deliver_nodes(st, sink, stats, std::move(v), false);
+    };
+    auto on_checks = [&st, &sink, &stats](std::vector<consul::health_check> v) {
+      deliver_checks(st, sink, stats, std::move(v), false);
+    };
+    co_await (follow(std::move(nodes_w), on_nodes, "nodes", s, stats) ||
+              follow(std::move(checks_w), on_checks, "checks", s, stats));
+  } catch (const std::exception&) {
+  }
+}
+
+// Applies each new assignment: drops what left at once, then follows the new share.
+asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, worker_state& st,
+                                        assignment_sink& sink, worker_stats& stats) {
+  try {
+    for (;;) {
+      if (!co_await st.changed.wait()) co_return;
+      st.changed.clear();
+      // Departed nodes and their checks leave what the sink holds before anything is fetched;
+      // arriving ones follow with the fetch below.
+      deliver_nodes(st, sink, stats, st.nodes, !st.delivered_nodes);
+      deliver_checks(st, sink, stats, st.checks, !st.delivered_checks);
+      if (st.current->empty()) continue;
+      co_await (st.changed.wait() || follow_share(c, s, st, sink, stats));
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (cs.cancelled() != asio::cancellation_type::none) co_return;
+    }
+  } catch (const std::exception&) {
+  }
+}
+
+}  // namespace
+
+asio::awaitable<void> run_assignment_worker(consul::client& c, worker_settings s,
+                                            assignment_sink& sink, worker_stats& stats) {
+  worker_state st(co_await asio::this_coro::executor);
+  log::info("Watching the assignment", {{"key", assignment_key(s.kv_path, s.service_id)}});
+  co_await (watch_own_key(c, s, st, stats) || apply_assignments(c, s, st, sink, stats));
+}
+
+}  // namespace esm::sharding

@@ -1,0 +1,116 @@
+// The follower's side of work sharding (reference §5.3, §6.1), run by every instance including
+// the leader: watch this instance's assignment at `K/agents/S:I`, and keep the node objects and
+// the health checks of exactly its own nodes current, handing them to a sink (the check runner
+// and the node prober implement it).
+//
+// How the share is read (DESIGN "Decisions" §4; W19, W20, W23). consul-esm lists every external
+// node on each assignment change and downloads every external check in the datacenter on each
+// check change anywhere, filtering locally. Here, two blocking queries per instance carry a
+// server-side filter naming exactly this instance's nodes (`Node matches "^(a|b|...)$"`;
+// Consul 1.8 has no `Node in [...]`):
+//   GET /v1/catalog/nodes?node-meta=...&filter=Node matches "^(...)$"&index=&wait=
+//   GET /v1/health/state/any?node-meta=...&filter=Node matches "^(...)$"&index=&wait=
+// A check change anywhere still wakes the checks query (its index is the checks table's), but
+// the answer holds only this instance's checks: about 1/k of consul-esm's bytes with k
+// instances. Alternatives measured with 10 000 external nodes, 2 checks each, 5 instances, on
+// Consul 1.8.7 (test/bench/sharding; figures in the report and below):
+//   * all checks with node-meta only, filtered locally (consul-esm): every instance downloads
+//     all 20 000 checks per change anywhere;
+//   * one blocking `/v1/health/node/<n>` per node: only the changed node's query wakes, but
+//     2 000 long-lived requests per instance exceed the client's connection cap and Consul's
+//     per-client connection limit (http_max_conns_per_client, 200 by default) and cost 2 000
+//     requests per wait period per instance: not viable;
+//   * a `ModifyIndex > N` delta filter: RaftIndex fields are not filterable in Consul.
+// See bench_sharding's output for the per-event requests and bytes of each.
+//
+// Latency: an assignment change is applied to what the sink holds at once (departed nodes and
+// their checks are dropped before anything is fetched), and the new share is fetched with
+// non-blocking queries right away; a check registered on an assigned node arrives with the
+// blocking query's return (tens of milliseconds).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "esm/consul/client.hpp"
+#include "esm/consul/types.hpp"
+#include "esm/sharding/assignment.hpp"
+
+namespace esm::config {
+struct config;
+}
+
+namespace esm::sharding {
+
+// Node-level check that the node prober owns; never handed to the check runner.
+inline constexpr std::string_view external_node_health_check_id = "externalNodeHealth";
+
+// Receives this instance's share. Called on the worker's executor, never concurrently; the
+// implementation must not block. Each call carries the complete current state (not a delta).
+class assignment_sink {
+ public:
+  virtual ~assignment_sink() = default;
+  // health_nodes: the node objects of Nodes ∪ Probes (run their checks); ping_nodes: those of
+  // Probes (ping them). Both sorted by name. Nodes of the assignment that the catalog does
+  // not have (yet) are absent. Called when the assignment or a node object changed.
+  virtual void on_nodes(std::vector<consul::node> health_nodes,
+                        std::vector<consul::node> ping_nodes) = 0;
+  // Every check on health_nodes except externalNodeHealth, sorted by (node, check ID).
+  // Called when a check was added, removed or modified (its ModifyIndex moved), and when the
+  // assignment changed.
+  virtual void on_checks(std::vector<consul::health_check> checks) = 0;
+};
+
+// Logs what it receives (counts at INFO, names at DEBUG); for the daemon until the check
+// runner and prober exist, and for tests.
+class logging_sink : public assignment_sink {
+ public:
+  void on_nodes(std::vector<consul::node> health_nodes,
+                std::vector<consul::node> ping_nodes) override;
+  void on_checks(std::vector<consul::health_check> checks) override;
+};
+
+struct worker_settings {
+  worker_settings() {}  // not an aggregate: see the g++ 12 note in consul/client.hpp
+  std::string kv_path = "consul-esm/";  // consul_kv_path
+  std::string service_id;               // S:I, this instance's service ID
+  std::vector<std::pair<std::string, std::string>> node_meta{{"external-node", "true"}};
+  std::string partition;                // empty: the client's
+  bool stale_reads = false;             // stale_read_nodes: node and check reads may be stale
+  std::chrono::milliseconds wait{45'000};       // blocking_query_wait
+  std::chrono::milliseconds retry_base{250};
+  std::chrono::milliseconds retry_cap{10'000};  // retry_interval
+};
+
+// service_id = consul_service + ":" + instance_id.
+worker_settings make_worker_settings(const config::config& cfg);
+
+// For tests and metrics (one thread: plain fields).
+struct worker_stats {
+  std::uint64_t assignments = 0;      // distinct assignments applied (the first one included)
+  std::uint64_t malformed = 0;        // assignment values that did not decode (kept the old)
+  std::uint64_t node_deliveries = 0;  // on_nodes calls
+  std::uint64_t check_deliveries = 0; // on_checks calls
+  std::uint64_t errors = 0;           // failed Consul reads (retried)
+  assignment current;                 // the assignment in force
+  std::size_t nodes = 0;              // health nodes last handed over
+  std::size_t checks = 0;             // checks last handed over
+};
+
+// Runs until cancelled (terminal). Never throws on Consul errors (logged, retried with
+// backoff). `sink` and `stats` must outlive the call.
+boost::asio::awaitable<void> run_assignment_worker(consul::client& c, worker_settings s,
+                                                   assignment_sink& sink, worker_stats& stats);
+
+// The filter expression selecting exactly `names` by their Node field, for Consul 1.8's
+// go-bexpr: `Node matches "^(a|b\\.c)$"` (regex metacharacters escaped for RE2, then the
+// string quoted for bexpr). Empty names give an expression that matches nothing. Exposed for
+// unit tests.
+std::string node_name_filter(const std::vector<std::string>& names);
+
+}  // namespace esm::sharding
