@@ -20,6 +20,8 @@ milliseconds ms(nanoseconds d) { return std::chrono::duration_cast<milliseconds>
 enum class keeper_end { none, gone, unconfirmed, cancelled };
 enum class acquire_end { none, held, cancelled };
 struct monitor_end {
+  monitor_end() {}
+  monitor_end(bool c, std::string r) : cancelled(c), reason(std::move(r)) {}
   bool cancelled = false;
   std::string reason;
 };
@@ -175,36 +177,24 @@ class election {
       auto start = clock::now();
       auto r = co_await c_.kv_get(o_.key, q);
       if (!r) {
-        if (classify(r.error()) == failure_kind::cancelled) co_return monitor_end{true, {}};
+        if (classify(r.error()) == failure_kind::cancelled) co_return monitor_end(true, std::string());
         auto v = policy.on_error(r.error(), clock::now() - start);
-        if (v.lost) co_return monitor_end{false, v.reason};
+        if (v.lost) co_return monitor_end(false, v.reason);
         log::warn("Lock monitor read failed; retrying",
                   {{"error", r.error().to_string()}, {"attempt", policy.failures()}});
-        if (!co_await sleep_for(v.pause)) co_return monitor_end{true, {}};
+        if (!co_await sleep_for(v.pause)) co_return monitor_end(true, std::string());
         continue;
       }
       auto d = tracker.on_result(r->meta.last_index, ms(clock::now() - start));
       auto v = policy.on_read(r->value, t->session);
-      if (v.lost) co_return monitor_end{false, v.reason};
-      if (d.pause.count() > 0 && !co_await sleep_for(d.pause)) co_return monitor_end{true, {}};
+      if (v.lost) co_return monitor_end(false, v.reason);
+      if (d.pause.count() > 0 && !co_await sleep_for(d.pause)) co_return monitor_end(true, std::string());
     }
   }
 
   static awaitable<int> run_work(leader_work_fn work, std::string session, consul::txn_op op) {
     co_await work(std::move(session), std::move(op));
     co_return 0;
-  }
-
-  // Waits until every listed child has completed (the caller is in a cleanup scope or not
-  // cancelled).
-  template <class... C>
-  static awaitable<void> join(event& wake, const C&... children) {
-    for (int guard = 0; guard < 1'000'000; ++guard) {
-      wake.reset();
-      bool all = ((!children || children->done()) && ...);
-      if (all) co_return;
-      co_await wake.wait();
-    }
   }
 
   awaitable<void> release(const term& t) {

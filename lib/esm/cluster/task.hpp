@@ -110,4 +110,21 @@ class child {
   std::exception_ptr error_;
 };
 
+// Waits until every listed child (null pointers allowed) has completed. `wake` is the event
+// the children were spawned with. Call it when not cancelled, or with throw_if_cancelled off.
+template <class... C>
+asio::awaitable<void> join(event& wake, const C&... children) {
+  for (;;) {
+    wake.reset();
+    if (((!children || children->done()) && ...)) co_return;
+    co_await wake.wait();
+  }
+}
+
+// Adapts a void coroutine for child<int>.
+inline asio::awaitable<int> as_child(asio::awaitable<void> body) {
+  co_await std::move(body);
+  co_return 0;
+}
+
 }  // namespace esm::cluster

@@ -1,0 +1,83 @@
+#include "esm/cluster/instance.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "esm/cluster/task.hpp"
+#include "esm/log/log.hpp"
+
+namespace esm::cluster {
+
+using namespace std::chrono_literals;
+using asio::awaitable;
+
+awaitable<void> idle_leader_work(std::string, consul::txn_op) {
+  log::info("Leading: no leader work to do yet");
+  asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
+  co_await forever.async_wait(tuple_awaitable);
+}
+
+namespace {
+
+nanoseconds reap_interval(const membership_options& o) {
+  return std::clamp<nanoseconds>(std::min(o.timing.session_ttl, o.deregister_after) / 2, 500ms, 30s);
+}
+
+awaitable<void> both(awaitable<void> a, awaitable<void> b) {
+  using namespace asio::experimental::awaitable_operators;
+  co_await (std::move(a) && std::move(b));
+}
+
+}  // namespace
+
+awaitable<run_outcome> run_instance(consul::client& c, const config::config& cfg, instance_hooks hooks,
+                                    instance_status& status) {
+  co_return co_await run_instance(c, make_membership_options(cfg), make_election_options(cfg), std::move(hooks),
+                                  status);
+}
+
+awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, election_options eo,
+                                    instance_hooks hooks, instance_status& status) {
+  auto ex = co_await asio::this_coro::executor;
+  auto reg = co_await register_instance(c, mo, status.membership);
+  if (reg.code) {
+    log::error("Failed to register the ESM instance", {{"error", reg.message}});
+    co_return reg;
+  }
+  if (!status.membership.registered) co_return reg;  // stopped while registering
+
+  leader_work_fn work = hooks.leader_work ? std::move(hooks.leader_work) : leader_work_fn(idle_leader_work);
+  if (mo.agentless) {
+    auto interval = reap_interval(mo);
+    work = [&c, mo, interval, inner = std::move(work)](std::string session, consul::txn_op fence) -> awaitable<void> {
+      co_await both(inner(session, fence), reap_dead_instances(c, mo, fence, interval));
+    };
+  }
+
+  auto wake = std::make_shared<event>(ex);
+  auto keeper = child<int>::spawn(ex, as_child(keep_registered(c, mo, status.membership)), wake);
+  auto election = child<int>::spawn(ex, as_child(run_leader_election(c, eo, work, status.election)), wake);
+  run_outcome out;
+  for (;;) {
+    if (keeper->done() || election->done()) {
+      log::error("ESM instance stopped unexpectedly: stopping");
+      out.code = make_error_code(cluster_errc::registration_failed);
+      out.message = "membership or leader election stopped unexpectedly";
+      break;
+    }
+    wake->reset();
+    if (!co_await wake->wait()) break;  // shutdown
+  }
+
+  // Graceful stop: the election releases the key, then destroys its session; then deregister.
+  bool rethrow = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  election->cancel();
+  keeper->cancel();
+  co_await join(*wake, election, keeper);
+  co_await deregister_instance(c, mo);
+  status.membership.registered = false;
+  co_await asio::this_coro::throw_if_cancelled(rethrow);
+  co_return out;
+}
+
+}  // namespace esm::cluster

@@ -1,0 +1,399 @@
+#include "esm/cluster/membership.hpp"
+
+#include <map>
+#include <set>
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+#include "esm/cluster/task.hpp"
+#include "esm/config/config.hpp"
+#include "esm/log/log.hpp"
+
+namespace esm::cluster {
+
+using namespace std::chrono_literals;
+using asio::awaitable;
+
+namespace {
+
+milliseconds ms(nanoseconds d) { return std::chrono::duration_cast<milliseconds>(d); }
+
+class category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "esm.cluster"; }
+  std::string message(int ev) const override {
+    switch (static_cast<cluster_errc>(ev)) {
+      case cluster_errc::duplicate_instance: return "an ESM instance with this service ID is already registered";
+      case cluster_errc::registration_failed: return "Consul refused the ESM instance's registration";
+    }
+    return "unknown cluster error";
+  }
+};
+
+const char* external_source = "consul-esm";
+
+consul::write_options timeout_of(nanoseconds d) {
+  consul::write_options w;
+  w.timeout = ms(d);
+  return w;
+}
+
+std::string partition_field(const membership_options& o) {
+  return o.partition == "default" ? std::string() : o.partition;
+}
+
+consul::agent_service_registration agent_service(const membership_options& o) {
+  consul::agent_service_registration r;
+  r.id = o.names.service_id;
+  r.name = o.names.service;
+  if (!o.tag.empty()) r.tags = {o.tag};
+  r.meta = {{"external-source", external_source}};
+  r.partition = partition_field(o);
+  return r;
+}
+
+consul::agent_check_registration agent_check(const membership_options& o) {
+  consul::agent_check_registration r;
+  r.id = o.names.agent_ttl_check_id();
+  r.name = alive_check_name;
+  r.notes = agent_ttl_check_notes;
+  r.service_id = o.names.service_id;
+  r.ttl = o.timing.session_ttl;
+  r.status = "passing";
+  r.deregister_critical_service_after = o.deregister_after;
+  r.partition = partition_field(o);
+  return r;
+}
+
+// The agentless self check of the instance `service_id`, as consul-esm registers it (a
+// session-type check naming the health session, which Consul >= 1.21 drives by itself) but
+// with the status esmd sets.
+consul::health_check self_check(const membership_options& o, const std::string& service_id,
+                                const std::string& status, const std::string& output) {
+  consul::health_check h;
+  h.node = service_id + ":node";
+  h.check_id = service_id + ":session-check";
+  h.name = alive_check_name;
+  h.status = status;
+  h.output = output;
+  h.type = "session";
+  h.partition = partition_field(o);
+  h.definition.deregister_critical_service_after = o.deregister_after;
+  h.definition.extra["SessionName"] = service_id + ":health-session";
+  return h;
+}
+
+consul::catalog_registration catalog_entry(const membership_options& o, const std::string& status,
+                                           const std::string& output) {
+  consul::catalog_registration r;
+  r.node = o.names.node_name();
+  r.address = o.names.node_address();
+  r.datacenter = o.datacenter;
+  r.partition = o.partition;
+  consul::agent_service s;
+  s.id = o.names.service_id;
+  s.service = o.names.service;
+  if (!o.tag.empty()) s.tags = {o.tag};
+  s.meta = {{"external-source", external_source}};
+  r.service = s;
+  r.checks.push_back(self_check(o, o.names.service_id, status, output));
+  return r;
+}
+
+bool is_health_session_of(const consul::session& s, const std::string& service_id) {
+  return s.name == service_id + ":health-session" && s.node == service_id + ":node";
+}
+
+// After a failed request: nullopt to retry (having slept retry_interval), or the outcome to
+// return (a refusal, or an empty outcome when cancelled).
+awaitable<std::optional<run_outcome>> after_failure(const consul::error& e, const char* what,
+                                                    const membership_options& o) {
+  auto kind = classify(e);
+  if (kind == failure_kind::cancelled) co_return run_outcome{};
+  if (kind == failure_kind::fatal) {
+    log::error(what, {{"error", e.to_string()}});
+    co_return run_outcome{make_error_code(cluster_errc::registration_failed),
+                          std::string(what) + ": " + e.to_string()};
+  }
+  log::warn(what, {{"error", e.to_string()}, {"retry_in", o.timing.retry_interval}});
+  if (!co_await sleep_for(o.timing.retry_interval)) co_return run_outcome{};
+  co_return std::nullopt;
+}
+
+awaitable<run_outcome> register_agent(consul::client& c, const membership_options& o, membership_status& st) {
+  for (;;) {
+    auto existing = co_await c.agent_service_by_id(o.names.service_id);
+    if (!existing) {
+      if (auto out = co_await after_failure(existing.error(), "Failed to look up the ESM instance on the agent", o))
+        co_return *out;
+      continue;
+    }
+    if (*existing) co_return run_outcome{make_error_code(cluster_errc::duplicate_instance),
+                                         duplicate_message(o.names.service_id)};
+    auto svc = agent_service(o);
+    auto r = co_await c.agent_service_register(svc);
+    if (!r) {
+      if (auto out = co_await after_failure(r.error(), "Failed to register the ESM service", o)) co_return *out;
+      continue;
+    }
+    auto chk = agent_check(o);
+    r = co_await c.agent_check_register(chk);
+    if (!r) {
+      if (auto out = co_await after_failure(r.error(), "Failed to register the ESM TTL check", o)) co_return *out;
+      continue;
+    }
+    st.registered = true;
+    co_return run_outcome{};
+  }
+}
+
+awaitable<run_outcome> register_agentless(consul::client& c, const membership_options& o, membership_status& st) {
+  for (;;) {
+    auto inst = co_await c.catalog_service_instances(o.names.service);
+    if (!inst) {
+      if (auto out = co_await after_failure(inst.error(), "Failed to list the ESM instances", o)) co_return *out;
+      continue;
+    }
+    bool exists = false;
+    for (auto& e : inst->value) exists = exists || e.service_id == o.names.service_id;
+    if (exists) {
+      auto sessions = co_await c.session_list();
+      if (!sessions) {
+        if (auto out = co_await after_failure(sessions.error(), "Failed to list the sessions", o)) co_return *out;
+        continue;
+      }
+      for (auto& s : sessions->value)
+        if (is_health_session_of(s, o.names.service_id))
+          co_return run_outcome{make_error_code(cluster_errc::duplicate_instance),
+                                duplicate_message(o.names.service_id)};
+      log::warn("Taking over the registration of a stopped ESM instance with this ID (its health session is gone)",
+                {{"service_id", o.names.service_id}});
+    }
+    auto reg = catalog_entry(o, "critical", "Waiting for the ESM instance's health session");
+    auto r = co_await c.catalog_register(reg);
+    if (!r) {
+      if (auto out = co_await after_failure(r.error(), "Failed to register the ESM instance in the catalog", o))
+        co_return *out;
+      continue;
+    }
+    st.registered = true;
+    co_return run_outcome{};
+  }
+}
+
+awaitable<void> keep_agent(consul::client& c, const membership_options& o, membership_status& st) {
+  auto tick = std::max<nanoseconds>(o.timing.session_ttl / 2, 100ms);
+  for (std::uint64_t n = 1;; ++n) {
+    if (!co_await sleep_for(tick)) co_return;
+    if (n % 2 == 0) {  // every TTL: is the registration still there?
+      auto services = co_await c.agent_services();
+      if (services && !services->count(o.names.service_id)) {
+        log::warn("Consul External Service Monitor registration was lost; registering again",
+                  {{"service_id", o.names.service_id}});
+        auto svc = agent_service(o);
+        auto chk = agent_check(o);
+        auto r = co_await c.agent_service_register(svc);
+        if (r) r = co_await c.agent_check_register(chk);
+        if (r) ++st.reregistrations;
+        else log::warn("Failed to register the ESM instance again", {{"error", r.error().to_string()}});
+        continue;
+      }
+    }
+    std::string passing = "passing", empty;
+    auto r = co_await c.agent_check_update(o.names.agent_ttl_check_id(), passing, empty);
+    if (r) continue;
+    if (classify(r.error()) == failure_kind::cancelled) co_return;
+    ++st.check_update_failures;
+    log::warn("Failed to update the ESM TTL check; registering it again", {{"error", r.error().to_string()}});
+    auto chk = agent_check(o);
+    auto again = co_await c.agent_check_register(chk);
+    if (!again) log::warn("Failed to register the ESM TTL check", {{"error", again.error().to_string()}});
+  }
+}
+
+awaitable<bool> set_self_passing(consul::client& c, const membership_options& o) {
+  auto reg = catalog_entry(o, "passing", "ESM instance alive: its health session is live");
+  auto r = co_await c.catalog_register(reg);
+  if (!r) log::warn("Failed to set the ESM instance's check passing", {{"error", r.error().to_string()}});
+  co_return bool(r);
+}
+
+awaitable<void> keep_agentless(consul::client& c, const membership_options& o, membership_status& st) {
+  auto tick = std::max<nanoseconds>(o.timing.session_ttl / 2, 100ms);
+  std::string session;
+  for (std::uint64_t n = 0;; ++n) {
+    if (session.empty()) {
+      consul::session_request req;
+      req.name = o.names.health_session_name();
+      req.node = o.names.node_name();
+      req.ttl = o.timing.session_ttl;
+      req.behavior = "delete";  // holds no keys; nothing to release
+      req.lock_delay = 0s;
+      req.checks = std::vector<std::string>{};  // the synthetic node has no serfHealth
+      auto w = timeout_of(o.timing.request_timeout);
+      auto id = co_await c.session_create(req, w);
+      if (id) {
+        session = *id;
+        st.health_session = session;
+        co_await set_self_passing(c, o);
+      } else {
+        if (classify(id.error()) == failure_kind::cancelled) co_return;
+        log::warn("Failed to create the ESM instance's health session", {{"error", id.error().to_string()}});
+      }
+    }
+    if (!co_await sleep_for(session.empty() ? std::min(tick, o.timing.retry_interval) : tick)) co_return;
+    if (session.empty()) continue;
+    auto w = timeout_of(o.timing.request_timeout);
+    auto r = co_await c.session_renew(session, w);
+    if (r && !*r) {
+      log::warn("The ESM instance's health session is gone; creating a new one");
+      session.clear();
+      st.health_session.clear();
+      continue;
+    }
+    if (!r) {
+      if (classify(r.error()) == failure_kind::cancelled) co_return;
+      ++st.check_update_failures;
+      log::warn("Failed to renew the ESM instance's health session", {{"error", r.error().to_string()}});
+      continue;
+    }
+    if (n % 2 == 1) {  // every TTL: is the registration there and passing?
+      auto checks = co_await c.health_node(o.names.node_name());
+      if (!checks) continue;
+      const consul::health_check* mine = nullptr;
+      for (auto& h : checks->value)
+        if (h.check_id == o.names.session_check_id()) mine = &h;
+      if (!mine) {
+        log::warn("Consul External Service Monitor registration was lost; registering again",
+                  {{"service_id", o.names.service_id}});
+        if (co_await set_self_passing(c, o)) ++st.reregistrations;
+      } else if (mine->status != "passing") {
+        co_await set_self_passing(c, o);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const boost::system::error_category& cluster_category() noexcept {
+  static const category c;
+  return c;
+}
+
+std::string duplicate_message(const std::string& service_id) {
+  return "ESM instance with service id '" + service_id + "' is already registered with Consul";
+}
+
+membership_options make_membership_options(const config::config& cfg) {
+  membership_options o(instance_names(cfg.consul_service, cfg.instance_id, cfg.consul_kv_path));
+  o.tag = cfg.consul_service_tag;
+  o.agentless = cfg.enable_agentless;
+  o.datacenter = cfg.datacenter;
+  o.partition = cfg.partition;
+  o.deregister_after = cfg.instance_deregister_after;
+  o.timing.session_ttl = cfg.session_ttl;
+  o.timing.lock_delay = cfg.lock_delay;
+  o.timing.retry_interval = cfg.retry_interval;
+  o.timing.request_timeout = cfg.consul.request_timeout;
+  return o;
+}
+
+awaitable<run_outcome> register_instance(consul::client& c, membership_options o, membership_status& st) {
+  if (o.agentless) co_return co_await register_agentless(c, o, st);
+  co_return co_await register_agent(c, o, st);
+}
+
+awaitable<void> keep_registered(consul::client& c, membership_options o, membership_status& st) {
+  if (o.agentless)
+    co_await keep_agentless(c, o, st);
+  else
+    co_await keep_agent(c, o, st);
+}
+
+awaitable<void> deregister_instance(consul::client& c, membership_options o) {
+  auto w = timeout_of(o.timing.cleanup_timeout);
+  if (o.agentless) {
+    // The whole synthetic node: its service, its check and any session on it.
+    consul::catalog_deregistration d;
+    d.node = o.names.node_name();
+    d.datacenter = o.datacenter;
+    d.partition = partition_field(o);
+    auto r = co_await c.catalog_deregister(d, w);
+    if (!r) log::warn("Failed to deregister the ESM instance", {{"error", r.error().to_string()}});
+  } else {
+    auto r = co_await c.agent_service_deregister(o.names.service_id, w);
+    if (!r) log::warn("Failed to deregister the ESM instance", {{"error", r.error().to_string()}});
+  }
+}
+
+awaitable<void> reap_dead_instances(consul::client& c, membership_options o, consul::txn_op check_session,
+                                    nanoseconds reap_interval) {
+  std::map<std::string, clock::time_point> dead_since;
+  std::set<std::string> marked;
+  for (;;) {
+    auto inst = co_await c.catalog_service_instances(o.names.service);
+    consul::result<consul::query_result<std::vector<consul::session>>> sessions = consul::error{};
+    if (inst) sessions = co_await c.session_list();
+    if (!inst || !sessions) {
+      consul::error e = inst ? sessions.error() : inst.error();
+      if (classify(e) == failure_kind::cancelled) co_return;
+      log::warn("Failed to read the ESM instances to reap", {{"error", e.to_string()}});
+      if (!co_await sleep_for(reap_interval)) co_return;
+      continue;
+    }
+    auto now = clock::now();
+    std::set<std::string> present;
+    for (auto& e : inst->value) {
+      if (e.node != e.service_id + ":node") continue;  // agent-mode instances: the agent reaps them
+      present.insert(e.service_id);
+      bool alive = false;
+      for (auto& s : sessions->value) alive = alive || is_health_session_of(s, e.service_id);
+      if (alive) {
+        dead_since.erase(e.service_id);
+        marked.erase(e.service_id);
+        continue;
+      }
+      auto since = dead_since.emplace(e.service_id, now).first->second;
+      if (now - since >= o.deregister_after) {
+        std::vector<consul::txn_op> ops;
+        ops.push_back(check_session);
+        consul::txn_op del;
+        del.node = consul::txn_node_op{"delete", {}};
+        del.node->node.name = e.node;
+        ops.push_back(del);
+        auto r = co_await c.txn(ops);
+        if (r && r->committed) {
+          log::info("Deregistered a dead ESM instance", {{"service_id", e.service_id}});
+          dead_since.erase(e.service_id);
+          marked.erase(e.service_id);
+        } else {
+          log::warn("Failed to deregister a dead ESM instance",
+                    {{"service_id", e.service_id}, {"error", r ? std::string("not leader") : r.error().to_string()}});
+        }
+        continue;
+      }
+      if (!marked.count(e.service_id)) {
+        std::vector<consul::txn_op> ops;
+        ops.push_back(check_session);
+        consul::txn_op set;
+        set.check = consul::txn_check_op{"set", self_check(o, e.service_id, "critical",
+                                                           "ESM instance's health session is gone")};
+        ops.push_back(set);
+        auto r = co_await c.txn(ops);
+        if (r && r->committed) {
+          marked.insert(e.service_id);
+          log::info("Marked a dead ESM instance critical", {{"service_id", e.service_id}});
+        } else {
+          log::warn("Failed to mark a dead ESM instance critical",
+                    {{"service_id", e.service_id}, {"error", r ? std::string("not leader") : r.error().to_string()}});
+        }
+      }
+    }
+    for (auto it = dead_since.begin(); it != dead_since.end();)
+      it = present.count(it->first) ? std::next(it) : dead_since.erase(it);
+    if (!co_await sleep_for(reap_interval)) co_return;
+  }
+}
+
+}  // namespace esm::cluster

@@ -1,0 +1,268 @@
+// Self-registration and the whole instance lifecycle against a real Consul dev agent: agent
+// mode (service, TTL check, re-registration, duplicate refusal, graceful stop even when Consul
+// is unreachable) and agentless mode on Consul 1.8.7 (health session drives the check, the
+// leader reaps crashed instances, a crashed instance's ID can be used again).
+#include <doctest/doctest.h>
+
+#include "async.hpp"
+#include "consul_fixture.hpp"
+#include "esm/cluster/instance.hpp"
+#include "result_string.hpp"
+#include "support.hpp"
+#include "tcp_proxy.hpp"
+
+using namespace esm::test;
+namespace cluster = esm::cluster;
+namespace consul = esm::consul;
+
+namespace {
+
+consul_dev_agent& agent() {
+  static consul_dev_agent a;
+  return a;
+}
+
+std::string fmt_ms(clock::duration d) {
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()) + " ms";
+}
+
+cluster::membership_options member(const std::string& service, const std::string& id, bool agentless) {
+  cluster::membership_options o(cluster::instance_names(service, id, service + "/"));
+  o.tag = "esm-tag";
+  o.agentless = agentless;
+  o.deregister_after = 3s;
+  o.timing = test_election("x").timing;
+  return o;
+}
+
+cluster::election_options election_for(const cluster::membership_options& m) {
+  auto e = test_election(m.names.leader_key());
+  if (m.agentless) {
+    e.session_node = m.names.node_name();
+    e.session_checks = std::vector<std::string>{};
+  }
+  return e;
+}
+
+// A whole instance run in the background with its own stop signal.
+struct instance {
+  instance(asio::io_context& io, const std::string& address, cluster::membership_options m)
+      : client(io.get_executor(), opts_for(address)), mo(std::move(m)) {}
+  consul::client client;
+  cluster::membership_options mo;
+  cluster::instance_status status;
+  asio::cancellation_signal signal;
+  std::optional<cluster::run_outcome> outcome;
+  std::string error;
+  bool started = false;
+
+  void start(asio::io_context& io) {
+    started = true;
+    asio::co_spawn(io, cluster::run_instance(client, mo, election_for(mo), cluster::instance_hooks{}, status),
+                   asio::bind_cancellation_slot(signal.slot(), [this](std::exception_ptr e, cluster::run_outcome o) {
+                     if (e) {
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         error = ex.what();
+                       }
+                     }
+                     outcome = std::move(o);
+                   }));
+  }
+  bool done() const { return outcome.has_value() || !error.empty(); }
+  void stop() {
+    if (!done()) signal.emit(asio::cancellation_type::terminal);
+  }
+};
+
+asio::awaitable<std::optional<consul::health_check>> check_of(consul::client& c, std::string node, std::string id) {
+  auto r = co_await c.health_node(node);
+  if (r)
+    for (auto& h : r->value)
+      if (h.check_id == id) co_return h;
+  co_return std::nullopt;
+}
+
+}  // namespace
+
+TEST_CASE("agent mode: registration with consul-esm's names, leadership, duplicate refused, re-registration, clean stop") {
+  capture_log();
+  asio::io_context io;
+  consul::client direct(io.get_executor(), opts_for(agent().http_address()));
+  instance a(io, agent().http_address(), member("esm-agent", "i1", false));
+  instance dup(io, agent().http_address(), member("esm-agent", "i1", false));
+  run(io, [&]() -> asio::awaitable<void> {
+    a.start(io);
+    REQUIRE(co_await eventually([&] { return a.status.election.is_leader; }, 15s));
+    auto svc = co_await direct.agent_service_by_id("esm-agent:i1");
+    REQUIRE(svc);
+    REQUIRE(*svc);
+    CHECK((*svc)->service == "esm-agent");
+    CHECK((*svc)->meta.at("external-source") == "consul-esm");
+    CHECK((*svc)->tags == std::vector<std::string>{"esm-tag"});
+    auto chk = co_await check_of(direct, "esmd-test", "esm-agent:i1:agent-ttl");
+    REQUIRE(chk);
+    CHECK(chk->name == "Consul External Service Monitor Alive");
+    CHECK(chk->status == "passing");
+    CHECK(chk->service_id == "esm-agent:i1");
+
+    dup.start(io);
+    REQUIRE(co_await eventually([&] { return dup.done(); }, 10s));
+    CHECK(dup.error.empty());
+    CHECK(dup.outcome->code == cluster::cluster_errc::duplicate_instance);
+    CHECK(dup.outcome->message == "ESM instance with service id 'esm-agent:i1' is already registered with Consul");
+    CHECK(a.status.election.is_leader);  // undisturbed
+
+    // Someone removes the registration: it comes back within a TTL or so.
+    REQUIRE(co_await direct.agent_service_deregister("esm-agent:i1"));
+    bool back = co_await eventually([&] { return a.status.membership.reregistrations == 1; }, 20s);
+    CHECK(back);
+    auto again = co_await direct.agent_service_by_id("esm-agent:i1");
+    REQUIRE(again);
+    CHECK(again->has_value());
+    auto chk2 = co_await check_of(direct, "esmd-test", "esm-agent:i1:agent-ttl");
+    REQUIRE(chk2);
+    CHECK(chk2->status == "passing");
+
+    auto t_stop = clock::now();
+    a.stop();
+    REQUIRE(co_await eventually([&] { return a.done(); }, 6s));
+    MESSAGE("graceful stop took " << fmt_ms(clock::now() - t_stop));
+    CHECK(a.error.empty());
+    CHECK_FALSE(a.outcome->code);
+    CHECK_FALSE(a.status.election.is_leader);
+    auto gone = co_await direct.agent_service_by_id("esm-agent:i1");
+    REQUIRE(gone);
+    CHECK_FALSE(gone->has_value());
+    auto key = co_await direct.kv_get("esm-agent/leader");
+    REQUIRE(key);
+    REQUIRE(key->value);
+    CHECK(key->value->session.empty());
+  }(), 90s);
+}
+
+TEST_CASE("graceful stop finishes within about 3 s while Consul is unreachable") {
+  capture_log();
+  asio::io_context io;
+  tcp_proxy proxy(io, "127.0.0.1", agent().http_port());
+  instance a(io, proxy.address(), member("esm-cut", "i1", false));
+  consul::client direct(io.get_executor(), opts_for(agent().http_address()));
+  run(io, [&]() -> asio::awaitable<void> {
+    a.start(io);
+    REQUIRE(co_await eventually([&] { return a.status.election.is_leader; }, 15s));
+    proxy.set_mode(tcp_proxy::mode::blackhole);
+    co_await pause(200ms);
+    auto t_stop = clock::now();
+    a.stop();
+    REQUIRE(co_await eventually([&] { return a.done(); }, 8s));
+    auto took = clock::now() - t_stop;
+    MESSAGE("stop with Consul unreachable took " << fmt_ms(took));
+    CHECK(took < 3s);
+    CHECK(a.error.empty());
+    proxy.set_mode(tcp_proxy::mode::refuse);
+    proxy.set_mode(tcp_proxy::mode::forward);
+    std::string id = "esm-cut:i1";
+    co_await direct.agent_service_deregister(id);
+  }(), 60s);
+}
+
+TEST_CASE("agentless on Consul 1.8.7: healthy by its health session, elected, crashed instances reaped, IDs reusable") {
+  auto log = capture_log();
+  asio::io_context io;
+  consul::client direct(io.get_executor(), opts_for(agent().http_address()));
+  instance a(io, agent().http_address(), member("esm-al", "a1", true));
+  instance dup(io, agent().http_address(), member("esm-al", "a1", true));
+  auto m2 = member("esm-al", "a2", true);
+  consul::client c2(io.get_executor(), opts_for(agent().http_address()));
+  run(io, [&]() -> asio::awaitable<void> {
+    a.start(io);
+    REQUIRE(co_await eventually([&] { return a.status.election.is_leader; }, 15s));
+    std::optional<consul::health_check> chk;
+    for (int i = 0; i < 100 && !(chk && chk->status == "passing"); ++i) {
+      chk = co_await check_of(direct, "esm-al:a1:node", "esm-al:a1:session-check");
+      co_await pause(100ms);
+    }
+    REQUIRE(chk);
+    CHECK(chk->status == "passing");
+    CHECK(chk->name == "Consul External Service Monitor Alive");
+    auto node = co_await direct.catalog_node_info("esm-al:a1:node");
+    REQUIRE(node);
+    REQUIRE(node->value);
+    CHECK(node->value->node.address == "esm-esm-al:a1");
+    CHECK(node->value->services.at("esm-al:a1").meta.at("external-source") == "consul-esm");
+    auto passing = co_await direct.health_service("esm-al", "", true);
+    REQUIRE(passing);
+    CHECK(passing->value.size() == 1);
+    // The leader session lives on the synthetic node, bound to no check.
+    auto ls = co_await direct.session_info(a.status.election.session_id);
+    REQUIRE(ls);
+    REQUIRE(ls->value);
+    CHECK(ls->value->node == "esm-al:a1:node");
+    CHECK(ls->value->checks.empty());
+
+    dup.start(io);
+    REQUIRE(co_await eventually([&] { return dup.done(); }, 10s));
+    CHECK(dup.outcome->code == cluster::cluster_errc::duplicate_instance);
+    CHECK(dup.outcome->message == "ESM instance with service id 'esm-al:a1' is already registered with Consul");
+
+    // A second instance registers, becomes healthy, then crashes: its keeper stops without
+    // deregistering and its health session ends (TTL expiry, compressed).
+    cluster::membership_status st2;
+    auto reg = co_await cluster::register_instance(c2, m2, st2);
+    REQUIRE_FALSE(reg.code);
+    asio::cancellation_signal keeper_stop;
+    bool keeper_done = false;
+    asio::co_spawn(io, cluster::keep_registered(c2, m2, st2),
+                   asio::bind_cancellation_slot(keeper_stop.slot(), [&](std::exception_ptr) { keeper_done = true; }));
+    REQUIRE(co_await eventually([&] { return !st2.health_session.empty(); }, 5s));
+    std::optional<consul::health_check> c2chk;
+    for (int i = 0; i < 50 && !(c2chk && c2chk->status == "passing"); ++i) {
+      c2chk = co_await check_of(direct, "esm-al:a2:node", "esm-al:a2:session-check");
+      co_await pause(100ms);
+    }
+    REQUIRE(c2chk);
+    CHECK(c2chk->status == "passing");
+    keeper_stop.emit(asio::cancellation_type::terminal);
+    REQUIRE(co_await eventually([&] { return keeper_done; }, 5s));
+    auto t_crash = clock::now();
+    REQUIRE(co_await direct.session_destroy(st2.health_session));
+
+    // The leader marks it critical, then removes it after instance_deregister_after (3 s).
+    bool critical = false;
+    for (int i = 0; i < 150 && !critical; ++i) {
+      auto h = co_await check_of(direct, "esm-al:a2:node", "esm-al:a2:session-check");
+      critical = h && h->status == "critical";
+      if (!critical) co_await pause(100ms);
+    }
+    CHECK(critical);
+    MESSAGE("crashed instance marked critical after " << fmt_ms(clock::now() - t_crash));
+    bool removed = false;
+    for (int i = 0; i < 150 && !removed; ++i) {
+      auto n = co_await direct.catalog_node_info("esm-al:a2:node");
+      removed = n && !n->value;
+      if (!removed) co_await pause(100ms);
+    }
+    CHECK(removed);
+    auto reaped = clock::now() - t_crash;
+    MESSAGE("crashed instance removed after " << fmt_ms(reaped));
+    CHECK(reaped >= m2.deregister_after);
+
+    // The same ID registers again; and a crashed-but-not-yet-reaped one is taken over.
+    cluster::membership_status st3;
+    auto again = co_await cluster::register_instance(c2, m2, st3);
+    CHECK_FALSE(again.code);
+    cluster::membership_status st4;
+    auto takeover = co_await cluster::register_instance(c2, m2, st4);  // no health session: crashed
+    CHECK_FALSE(takeover.code);
+    CHECK(count_of(log->str(), "Taking over the registration of a stopped ESM instance") >= 1);
+    co_await cluster::deregister_instance(c2, m2);
+
+    a.stop();
+    REQUIRE(co_await eventually([&] { return a.done(); }, 6s));
+    CHECK(a.error.empty());
+    auto gone = co_await direct.catalog_node_info("esm-al:a1:node");
+    REQUIRE(gone);
+    CHECK_FALSE(gone->value);
+  }(), 120s);
+}
