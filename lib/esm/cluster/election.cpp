@@ -32,6 +32,8 @@ struct term {
   term(std::string id, const lock_timing& t) : session(std::move(id)), fence(t.session_ttl, t.fence_margin()) {}
   std::string session;
   session_fence fence;
+  bool needs_release = false;  // the end of the term could not release / destroy: retry later
+  bool needs_destroy = false;
 };
 
 class election {
@@ -41,6 +43,17 @@ class election {
       : c_(c), o_(std::move(o)), work_(std::move(w)), st_(st), ex_(ex) {}
 
   awaitable<void> run() {
+    co_await run_terms();
+    // Stop the background clean-ups of earlier terms (the caller is stopping us).
+    bool rethrow = co_await asio::this_coro::throw_if_cancelled();
+    co_await asio::this_coro::throw_if_cancelled(false);
+    for (auto& c : cleaners_) c->cancel();
+    for (auto& c : cleaners_) co_await join(*cleaners_wake_, c);
+    co_await asio::this_coro::throw_if_cancelled(rethrow);
+  }
+
+ private:
+  awaitable<void> run_terms() {
     consul::backoff retry(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
     for (;;) {
       if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
@@ -71,12 +84,46 @@ class election {
         co_await asio::this_coro::throw_if_cancelled(true);
         co_return;
       }
-      bool shutdown = co_await run_term(std::make_shared<term>(*id, o_.timing), sent);
+      auto t = std::make_shared<term>(*id, o_.timing);
+      bool shutdown = co_await run_term(t, sent);
       if (shutdown) co_return;
+      if (t->needs_release || t->needs_destroy) start_cleaner(t);
     }
   }
 
- private:
+  // A lost term whose release or destroy failed (Consul unreachable or leaderless, e.g. during
+  // a server failover) would otherwise keep the key until Consul expires the session, up to
+  // 2 x TTL later. Keep trying in the background while the next term starts, until the
+  // session must have expired anyway.
+  void start_cleaner(std::shared_ptr<term> t) {
+    std::erase_if(cleaners_, [](auto& c) { return c->done(); });
+    cleaners_.push_back(child<int>::spawn(ex_, clean_up(t), cleaners_wake_));
+  }
+
+  awaitable<int> clean_up(std::shared_ptr<term> t) {
+    consul::backoff pause(250ms, 2s);
+    auto until = t->fence.earliest_expiry() + o_.timing.session_ttl + 1s;
+    while (clock::now() < until) {
+      if (!co_await sleep_for(pause.next())) co_return 0;
+      if (t->needs_release) {
+        auto r = co_await try_release(t->session, ms(o_.timing.request_timeout));
+        if (!r) {
+          if (classify(r.error()) == failure_kind::cancelled) co_return 0;
+          continue;
+        }
+        t->needs_release = false;
+      }
+      consul::write_options w;
+      w.timeout = ms(o_.timing.request_timeout);
+      auto d = co_await c_.session_destroy(t->session, w);
+      if (d) {
+        log::info("Cleaned up the previous leader session");
+        co_return 0;
+      }
+      if (classify(d.error()) == failure_kind::cancelled) co_return 0;
+    }
+    co_return 0;
+  }
   void confirmed(term& t, clock::time_point sent) {
     t.fence.confirm(sent);
     st_.last_confirmed = t.fence.last_confirmed();
@@ -197,22 +244,28 @@ class election {
     co_return 0;
   }
 
-  awaitable<void> release(const term& t) {
+  awaitable<consul::result<bool>> try_release(std::string session, milliseconds timeout) {
     consul::kv_write how;
     how.flags = consul::lock_flag_value;
-    how.release = t.session;
+    how.release = std::move(session);
     consul::write_options w;
-    w.timeout = ms(o_.timing.cleanup_timeout);
+    w.timeout = timeout;
     std::string empty;
-    auto r = co_await c_.kv_put(o_.key, empty, how, w);
-    if (!r) log::warn("Failed to release the leader key", {{"key", o_.key}, {"error", r.error().to_string()}});
+    co_return co_await c_.kv_put(o_.key, empty, how, w);
   }
 
-  awaitable<void> destroy(const std::string& session) {
+  awaitable<bool> release(const term& t) {
+    auto r = co_await try_release(t.session, ms(o_.timing.cleanup_timeout));
+    if (!r) log::warn("Failed to release the leader key", {{"key", o_.key}, {"error", r.error().to_string()}});
+    co_return bool(r);
+  }
+
+  awaitable<bool> destroy(const std::string& session) {
     consul::write_options w;
     w.timeout = ms(o_.timing.cleanup_timeout);
     auto r = co_await c_.session_destroy(session, w);
     if (!r) log::warn("Failed to destroy the leader session", {{"error", r.error().to_string()}});
+    co_return bool(r);
   }
 
   // One session's life. Returns true on shutdown.
@@ -292,11 +345,11 @@ class election {
         log::warn("Leader lock lost", {{"reason", reason}});
         log::info("Lost leadership");
       }
-      co_await release(*t);  // before the destroy: a successor needs no lock-delay
+      t->needs_release = !co_await release(*t);  // before the destroy: a successor needs no lock-delay
     }
     keeper->cancel();
     co_await join(*wake, keeper);
-    if (keeper->value() != keeper_end::gone) co_await destroy(t->session);
+    if (keeper->value() != keeper_end::gone) t->needs_destroy = !co_await destroy(t->session);
     st_.session_id.clear();
     co_await asio::this_coro::throw_if_cancelled(rethrow);
     co_return shutdown;
@@ -307,6 +360,8 @@ class election {
   leader_work_fn work_;
   election_status& st_;
   asio::any_io_executor ex_;
+  std::shared_ptr<event> cleaners_wake_ = std::make_shared<event>(ex_);
+  std::vector<std::shared_ptr<child<int>>> cleaners_;
 };
 
 }  // namespace

@@ -85,7 +85,8 @@ boost::asio::awaitable<run_outcome> register_instance(consul::client& c, members
                                                       membership_status& st);
 
 // Keeps the registration alive and passing until terminal cancellation. Agentless: also owns
-// the health session (destroyed on the way out, bounded by cleanup_timeout).
+// the health session (not destroyed on the way out: deregistering the node invalidates it, and
+// if that fails it expires by its TTL, so the leader reaps the instance).
 boost::asio::awaitable<void> keep_registered(consul::client& c, membership_options o, membership_status& st);
 
 // Removes the registration (agent: the service and its check; agentless: the node with its
