@@ -94,6 +94,7 @@ asio::awaitable<void> watch_nodes(consul::client& c, leader_settings s, leader_s
   consul::query_options q;
   q.node_meta = s.node_meta;
   q.partition = s.partition;
+  q.timeout = s.wait + s.wait / 16 + consul::blocking_margin;  // large lists: see worker.cpp
   consul::watch<std::vector<consul::node>> w(
       [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
   auto extract = [](const std::vector<consul::node>& v) { return to_external(v); };

@@ -60,6 +60,7 @@ struct go_follower {
   asio::awaitable<void> run(std::chrono::milliseconds wait) {
     consul::query_options q;
     q.node_meta = meta_pairs();
+    q.timeout = wait + wait / 16 + consul::blocking_margin;
     consul::watch<std::vector<consul::health_check>> w(
         [this](const consul::query_options& o) { return client.health_state("any", o); }, q, wait);
     for (;;) {
@@ -252,9 +253,6 @@ int main() {
     ws.wait = wait;
     e->t.emplace(io, sh::run_assignment_worker(e->client, ws, e->sink, e->stats));
   }
-  std::vector<std::unique_ptr<go_follower>> go;
-  for (int i = 0; i < n_inst; ++i) go.push_back(std::make_unique<go_follower>(io, go_px[i]->address()));
-  for (auto& g : go) g->t.emplace(io, g->run(wait));
 
   auto total_nodes = [&] {
     std::size_t n = 0;
@@ -268,43 +266,28 @@ int main() {
   };
   esm::test::run(io, [&]() -> asio::awaitable<void> {
     bool ok = co_await eventually([&] {
-      return total_nodes() == std::size_t(n_nodes) && total_checks() == std::size_t(2 * n_nodes) &&
-             std::all_of(go.begin(), go.end(), [&](auto& g) { return g->checks.size() >= std::size_t(2 * n_nodes); });
+      return total_nodes() == std::size_t(n_nodes) && total_checks() == std::size_t(2 * n_nodes);
     }, 120s);
     if (!ok) throw std::runtime_error("fleet did not converge");
   }(), 180s);
   std::printf("esmd fleet converged in %.0f ms (leader: %llu ops in %llu transactions)\n", ms_since(t0),
               static_cast<unsigned long long>(lstats.ops), static_cast<unsigned long long>(lstats.transactions));
 
-  std::vector<consul::client*> esm_clients, go_clients;
+  std::vector<consul::client*> esm_clients;
   for (auto& e : esm) esm_clients.push_back(&e->client);
-  esm_clients[0] = &esm[0]->client;
-  for (auto& g : go) go_clients.push_back(&g->client);
   // The leader's requests count for instance 0: add its client's counter to instance 0's.
   auto esm_snap = [&] {
     auto s = take(esm_px, esm_clients);
     s.requests[0] += leader_client.http().stats().requests;
     return s;
   };
-  auto go_snap = [&] { return take(go_px, go_clients); };
   auto settle = [&] { esm::test::run(io, sleep(1500ms), 10s); };
 
-  std::printf("\nPer event, what the %d instances received from Consul (bytes on the wire, headers included):\n", n_inst);
-  std::printf("| %-22s | %-34s | %8s | %8s | %14s | %14s |\n", "event", "approach", "requests", "max/inst",
-              "bytes", "max/inst");
-  std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(24, '-').c_str(), std::string(36, '-').c_str(),
-              std::string(10, '-').c_str(), std::string(10, '-').c_str(), std::string(16, '-').c_str(),
-              std::string(16, '-').c_str());
-
-  // ---- event 1: one check's status changes (as a check runner's write would)
-  settle();
-  {
-    auto e0 = esm_snap();
-    auto g0 = go_snap();
-    auto target = node_name(7);
-    auto reg = external_node(target, ext_meta, false, 2);
-    auto go_wakes = go[0]->wakes;
-    t0 = clk::now();
+  // The two events; `seen` waits until the instances under test have taken each in.
+  auto check_status_event = [&](int node, std::function<bool(const std::string&, const std::string&)> seen) {
+    auto target = node_name(node);
+    auto reg = external_node(target, ext_meta, node % 5 == 0, 2);
+    auto t = clk::now();
     esm::test::run(io, [&]() -> asio::awaitable<void> {
       consul::health_check c = reg.checks[0];
       c.status = "passing";
@@ -314,38 +297,99 @@ int main() {
       ops[0].check = op;
       auto r = co_await admin.txn(ops);
       if (!r || !r->committed) throw std::runtime_error("check update failed");
-      bool ok = co_await eventually([&] {
-        for (auto& e : esm)
-          for (auto& ch : e->sink.checks)
-            if (ch.node == target && ch.check_id == c.check_id && ch.status == "passing") return true;
-        return false;
-      }, 10s);
-      if (!ok) throw std::runtime_error("status change not seen");
-    }(), 30s);
-    double seen = ms_since(t0);
-    settle();
-    row("one check status", "esmd (share filter)", esm_snap() - e0);
-    row("one check status", "consul-esm (all checks, per inst.)", go_snap() - g0);
-    std::printf("  (status seen by its owner after %.0f ms; consul-esm followers woke %llu time(s) each)\n",
-                seen, static_cast<unsigned long long>(go[0]->wakes - go_wakes));
-  }
+      if (!co_await eventually([&] { return seen(target, c.check_id); }, 60s))
+        throw std::runtime_error("status change not seen");
+    }(), 90s);
+    return ms_since(t);
+  };
+  auto node_added_event = [&](int node, std::function<bool()> seen) {
+    auto t = clk::now();
+    esm::test::run(io, [&]() -> asio::awaitable<void> {
+      auto r = co_await admin.catalog_register(external_node(node_name(node), ext_meta, false, 2));
+      if (!r) throw std::runtime_error("register failed");
+      if (!co_await eventually(seen, 60s)) throw std::runtime_error("new node not seen");
+    }(), 90s);
+    return ms_since(t);
+  };
 
-  // ---- event 2: one node with 2 checks is added
+  std::printf("\nPer event, what the %d instances received from Consul (bytes on the wire, headers included):\n", n_inst);
+  std::printf("| %-22s | %-34s | %8s | %8s | %14s | %14s |\n", "event", "approach", "requests", "max/inst",
+              "bytes", "max/inst");
+  std::printf("|%s|%s|%s|%s|%s|%s|\n", std::string(24, '-').c_str(), std::string(36, '-').c_str(),
+              std::string(10, '-').c_str(), std::string(10, '-').c_str(), std::string(16, '-').c_str(),
+              std::string(16, '-').c_str());
+  std::vector<std::string> notes;
+  char note[256];
+
+  // ---- phase 1: esmd alone (leader + workers)
   settle();
   {
     auto e0 = esm_snap();
+    double took = check_status_event(7, [&](const std::string& node, const std::string& check) {
+      for (auto& e : esm)
+        for (auto& ch : e->sink.checks)
+          if (ch.node == node && ch.check_id == check && ch.status == "passing") return true;
+      return false;
+    });
+    settle();
+    row("one check status", "esmd (share filter)", esm_snap() - e0);
+    std::snprintf(note, sizeof note, "esmd: status change handed to its owner after %.0f ms", took);
+    notes.push_back(note);
+  }
+  settle();
+  {
+    auto e0 = esm_snap();
+    double took = node_added_event(n_nodes, [&] {
+      return total_nodes() == std::size_t(n_nodes + 1) && total_checks() == std::size_t(2 * n_nodes + 2);
+    });
+    settle();
+    row("one node added", "esmd (share filter)", esm_snap() - e0);
+    std::snprintf(note, sizeof note, "esmd: new node and its checks handed to a worker after %.0f ms "
+                  "(leader: %llu node(s) moved in total)", took, static_cast<unsigned long long>(lstats.nodes_moved));
+    notes.push_back(note);
+  }
+  leader_task->cancel();
+  for (auto& e : esm) e->t->cancel();
+  settle();
+
+  // ---- phase 2: consul-esm's followers alone, on the same Consul
+  std::vector<std::unique_ptr<go_follower>> go;
+  for (int i = 0; i < n_inst; ++i) go.push_back(std::make_unique<go_follower>(io, go_px[i]->address()));
+  for (auto& g : go) g->t.emplace(io, g->run(wait));
+  esm::test::run(io, [&]() -> asio::awaitable<void> {
+    bool ok = co_await eventually([&] {
+      return std::all_of(go.begin(), go.end(), [&](auto& g) { return g->checks.size() >= std::size_t(2 * n_nodes + 2); });
+    }, 120s);
+    if (!ok) throw std::runtime_error("consul-esm followers did not converge");
+  }(), 180s);
+  std::vector<consul::client*> go_clients;
+  for (auto& g : go) go_clients.push_back(&g->client);
+  auto go_snap = [&] { return take(go_px, go_clients); };
+  auto all_woke = [&](std::vector<std::uint64_t> before) {
+    for (std::size_t i = 0; i < go.size(); ++i)
+      if (go[i]->wakes == before[i]) return false;
+    return true;
+  };
+  auto wakes = [&] {
+    std::vector<std::uint64_t> w;
+    for (auto& g : go) w.push_back(g->wakes);
+    return w;
+  };
+  settle();
+  {
     auto g0 = go_snap();
-    auto name = node_name(n_nodes);
-    t0 = clk::now();
-    esm::test::run(io, [&]() -> asio::awaitable<void> {
-      auto r = co_await admin.catalog_register(external_node(name, ext_meta, false, 2));
-      if (!r) throw std::runtime_error("register failed");
-      bool ok = co_await eventually([&] {
-        return total_nodes() == std::size_t(n_nodes + 1) && total_checks() == std::size_t(2 * n_nodes + 2);
-      }, 10s);
-      if (!ok) throw std::runtime_error("new node not seen");
-    }(), 30s);
-    double seen = ms_since(t0);
+    auto w0 = wakes();
+    double took = check_status_event(8, [&](const std::string&, const std::string&) { return all_woke(w0); });
+    settle();
+    row("one check status", "consul-esm (all checks, per inst.)", go_snap() - g0);
+    std::snprintf(note, sizeof note, "consul-esm: every follower re-read all checks after %.0f ms", took);
+    notes.push_back(note);
+  }
+  settle();
+  {
+    auto g0 = go_snap();
+    auto w0 = wakes();
+    double took = node_added_event(n_nodes + 1, [&] { return all_woke(w0); });
     settle();
     auto go_wake = go_snap() - g0;
     // consul-esm then rewrites every assignment key (delete-tree + one set per instance), and
@@ -356,6 +400,7 @@ int main() {
     esm::test::run(io, [&]() -> asio::awaitable<void> {
       consul::query_options nodes_q;
       nodes_q.node_meta = meta_pairs();
+      nodes_q.timeout = 60s;
       auto lr = co_await go[0]->client.catalog_nodes(nodes_q);  // the leader's node watch
       if (!lr) throw std::runtime_error("catalog");
       for (auto& g : go) {
@@ -364,23 +409,21 @@ int main() {
         auto checks = co_await g->client.health_state("any", nodes_q);
         if (!kv || !nodes || !checks) throw std::runtime_error("emulation read failed");
       }
-    }(), 120s);
+    }(), 300s);
     auto go_cascade = go_snap() - g1;
     diff go_total = go_wake;
     go_total.req_total += go_cascade.req_total;
     go_total.req_max += go_cascade.req_max;
     go_total.bytes_total += go_cascade.bytes_total;
     go_total.bytes_max += go_cascade.bytes_max;
-    row("one node added", "esmd (share filter)", esm_snap() - e0);
     row("one node added", "consul-esm: check watch wake", go_wake);
     row("one node added", "consul-esm: + reassignment reads", go_total);
-    std::printf("  (new node and its checks handed to a worker after %.0f ms; leader moved %llu node(s) in total)\n",
-                seen, static_cast<unsigned long long>(lstats.nodes_moved));
+    std::snprintf(note, sizeof note, "consul-esm: every follower re-read all checks after %.0f ms", took);
+    notes.push_back(note);
   }
+  for (auto& n : notes) std::printf("  %s\n", n.c_str());
 
   // ---- stop
-  leader_task->cancel();
-  for (auto& e : esm) e->t->cancel();
   for (auto& g : go) g->t->cancel();
   auto end = clk::now() + 10s;
   auto done = [&] {

@@ -524,3 +524,31 @@ TEST_CASE("mixed fleets: the worker follows values a consul-esm leader wrote") {
   }(), 30s);
   stop_all(io, {&leader.t, &wa.t});
 }
+
+TEST_CASE("node names with regex and quote characters are selected exactly by the worker's filter") {
+  asio::io_context io;
+  scenario sc("odd");
+  consul::client admin(io.get_executor(), options_for(agent().http_address()));
+  std::vector<std::string> mine{"odd-a.b", "odd-q\"x", "odd-b\\s", "odd-(x|y)*"};
+  std::vector<std::string> others{"odd-axb", "odd-b\\\\s", "odd-x", "odd-a.bc"};
+  std::vector<consul::catalog_registration> regs;
+  for (auto& n : mine) regs.push_back(external_node(n, sc.meta, false, 1));
+  for (auto& n : others) regs.push_back(external_node(n, sc.meta, false, 1));
+  run(io, register_all(admin, regs), 60s);
+
+  worker_instance wa(io, sc, "a");
+  run(io, [&]() -> asio::awaitable<void> {
+    sh::assignment a;
+    a.nodes = mine;
+    REQUIRE(co_await admin.kv_put(sh::assignment_key(sc.kv_path, sc.service + ":a"), sh::encode_assignment(a)));
+    std::set<std::string> want(mine.begin(), mine.end());
+    bool ok = co_await eventually([&] { return wa.sink.node_names() == want && wa.sink.checks.size() == 4; }, 5s);
+    CHECK(ok);
+    CHECK(wa.sink.node_names() == want);
+    std::set<std::string> check_nodes;
+    for (auto& c : wa.sink.checks) check_nodes.insert(c.node);
+    CHECK(check_nodes == want);
+    CHECK(wa.stats.errors == 0);
+  }(), 30s);
+  stop_all(io, {&wa.t});
+}
