@@ -4,6 +4,9 @@
 // seconds, never has two leaders at once, and the lock key always names the leader's session.
 #include <doctest/doctest.h>
 
+#include <cstdlib>
+#include <fstream>
+
 #include "async.hpp"
 #include "consul_fixture.hpp"
 #include "result_string.hpp"
@@ -75,6 +78,9 @@ TEST_CASE("Consul leader killed and restarted repeatedly: one esmd leader at a t
     CHECK_FALSE(overlap);
     CHECK(longest_leaderless < 15s);
     if (longest_leaderless >= 15s) MESSAGE(log->str());
+    if (const char* dump = std::getenv("ESMD_FAULT_LOG")) {
+      std::ofstream(dump) << log->str();
+    }
     // The key names the leader's session, read through a server that is up.
     auto* leader = a.status.is_leader ? &a : &b;
     REQUIRE(co_await eventually([&] { return leader->status.is_leader; }, 5s));

@@ -190,11 +190,15 @@ class election {
         case key_state::free:
           break;
       }
+      if (t->fence.expired(clock::now())) {  // the keeper is ending the term: do not take the key
+        if (!co_await sleep_for(o_.timing.session_ttl)) co_return acquire_end::cancelled;
+        continue;
+      }
       consul::kv_write how;
       how.flags = consul::lock_flag_value;
       how.acquire = t->session;
       consul::write_options w;
-      w.timeout = ms(o_.timing.request_timeout);
+      w.timeout = std::max(1ms, t->fence.cap(ms(o_.timing.request_timeout), clock::now()));
       std::string empty;
       auto a = co_await c_.kv_put(o_.key, empty, how, w);
       if (!a) {
@@ -213,6 +217,8 @@ class election {
     }
   }
 
+  // The monitor's reads have their own deadline (wait + jitter + margin); they never outlive
+  // the fencing deadline because the keeper ends the term there, which cancels the monitor.
   awaitable<monitor_end> monitor(std::shared_ptr<term> t) {
     consul::index_tracker tracker;
     monitor_policy policy(o_.timing.monitor_retries, o_.timing.monitor_retry_time);
