@@ -1,6 +1,7 @@
 #include "esm/sharding/worker.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <cctype>
 #include <exception>
 #include <optional>
@@ -93,6 +94,13 @@ struct worker_state {
   bool delivered_nodes = false;
   bool delivered_checks = false;
   std::vector<std::tuple<std::string, std::string, std::uint64_t>> check_print;
+
+  // The blocking indexes of the share's last answers (0: none yet). While both are set, the
+  // cache holds every node of `followed` as of them, so a new assignment only needs the nodes
+  // it adds, and the blocking queries resume where they were.
+  std::set<std::string> followed;
+  std::uint64_t nodes_index = 0;
+  std::uint64_t checks_index = 0;
 };
 
 bool same_nodes(const std::vector<consul::node>& a, const std::vector<consul::node>& b) {
@@ -203,37 +211,47 @@ asio::awaitable<void> follow(consul::watch<T> w, Deliver deliver, const char* wh
       continue;
     }
     delays.reset();
-    deliver(std::move(r->value));
+    deliver(std::move(*r));
   }
 }
 
-// Reads and follows the node objects and checks of one assignment. Returns only when
-// cancelled (a new assignment, or the worker's end).
+consul::query_options share_query(const worker_settings& s, const std::set<std::string>& names) {
+  consul::query_options q;
+  q.node_meta = s.node_meta;
+  q.partition = s.partition;
+  q.filter = node_name_filter(std::vector<std::string>(names.begin(), names.end()));
+  if (s.stale_reads) q.mode = consul::consistency::stale;
+  // A large share takes Consul a while to filter and encode (2 000 of 10 000 nodes: about
+  // 0.2-0.3 s on an idle dev agent, many seconds when every instance starts at once), so
+  // even a non-blocking read gets the blocking deadline rather than the short request
+  // timeout; otherwise a loaded Consul times every instance out again and again.
+  q.timeout = s.wait + s.wait / 16 + consul::blocking_margin;
+  return q;
+}
+
+// Reads and follows the node objects and checks of the current assignment, from the indexes
+// in `st` when they are set (the cache is current as of them), else from scratch. Returns only
+// when cancelled (a new assignment, or the worker's end).
 asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_state& st,
                                    assignment_sink& sink, worker_stats& stats) {
   try {
-    auto work = follower_sets(*st.current);
-    std::vector<std::string> names(work.health_nodes.begin(), work.health_nodes.end());
-    consul::query_options q;
-    q.node_meta = s.node_meta;
-    q.partition = s.partition;
-    q.filter = node_name_filter(names);
-    if (s.stale_reads) q.mode = consul::consistency::stale;
-    // A large share takes Consul a while to filter and encode (2 000 of 10 000 nodes: about
-    // 0.3 s on an idle dev agent, many seconds when every instance starts at once), so even
-    // the first, non-blocking read gets the blocking deadline rather than the short request
-    // timeout; otherwise a loaded Consul times every instance out again and again.
-    q.timeout = s.wait + s.wait / 16 + consul::blocking_margin;
-
+    auto q = share_query(s, follower_sets(*st.current).health_nodes);
     consul::watch<std::vector<consul::node>> nodes_w(
         [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
     consul::watch<std::vector<consul::health_check>> checks_w(
         [&c](const consul::query_options& o) { return c.health_state("any", o); }, q, s.wait);
-    auto on_nodes = [&st, &sink, &stats](std::vector<consul::node> v) {
-      deliver_nodes(st, sink, stats, std::move(v), false);
+    if (st.nodes_index && st.checks_index) {
+      // Resume: the first call blocks on the index the cache is current as of.
+      nodes_w.tracker().on_result(st.nodes_index, std::chrono::milliseconds::max());
+      checks_w.tracker().on_result(st.checks_index, std::chrono::milliseconds::max());
+    }
+    auto on_nodes = [&st, &sink, &stats](consul::query_result<std::vector<consul::node>> r) {
+      st.nodes_index = r.meta.last_index;
+      deliver_nodes(st, sink, stats, std::move(r.value), false);
     };
-    auto on_checks = [&st, &sink, &stats](std::vector<consul::health_check> v) {
-      deliver_checks(st, sink, stats, std::move(v), false);
+    auto on_checks = [&st, &sink, &stats](consul::query_result<std::vector<consul::health_check>> r) {
+      st.checks_index = r.meta.last_index;
+      deliver_checks(st, sink, stats, std::move(r.value), false);
     };
     co_await (follow(std::move(nodes_w), on_nodes, "nodes", s, stats) ||
               follow(std::move(checks_w), on_checks, "checks", s, stats));
@@ -241,18 +259,86 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
   }
 }
 
-// Applies each new assignment: drops what left at once, then follows the new share.
+// After an assignment change: when the cache is current for the nodes kept, reads only the
+// added nodes (non-blocking) and merges them, so the instance that receives a few nodes does
+// not download its whole share again. Otherwise (no cache yet, or a read failed) clears the
+// indexes, and follow_share reads the whole share. Honours terminal cancellation.
+asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, worker_state& st,
+                                 assignment_sink& sink, worker_stats& stats) {
+  auto wanted = follower_sets(*st.current).health_nodes;
+  std::set<std::string> added;
+  std::set_difference(wanted.begin(), wanted.end(), st.followed.begin(), st.followed.end(),
+                      std::inserter(added, added.end()));
+  st.followed = wanted;
+  if (!st.nodes_index || !st.checks_index) {
+    st.nodes_index = st.checks_index = 0;
+    co_return;
+  }
+  if (added.empty()) co_return;
+  auto q = share_query(s, added);
+  // No co_await inside a conditional expression: g++ 12 mishandles its temporaries.
+  auto failed = [&st, &stats](const consul::error& e) {
+    if (!e.is_cancelled()) {
+      ++stats.errors;
+      log::warn("Error reading the added nodes: reading the whole share", {{"error", e.to_string()}});
+    }
+    st.nodes_index = st.checks_index = 0;
+  };
+  auto nodes = co_await c.catalog_nodes(q);
+  if (!nodes) {
+    failed(nodes.error());
+    co_return;
+  }
+  std::string state = "any";
+  auto checks = co_await c.health_state(state, q);
+  if (!checks) {
+    failed(checks.error());
+    co_return;
+  }
+  // Blocking from the lower index: if the added nodes were read at a later state, the share
+  // query returns at once and brings everything to that state.
+  st.nodes_index = std::min(st.nodes_index, std::max<std::uint64_t>(nodes->meta.last_index, 1));
+  st.checks_index = std::min(st.checks_index, std::max<std::uint64_t>(checks->meta.last_index, 1));
+  ++stats.added_reads;
+  auto all_nodes = st.nodes;
+  all_nodes.insert(all_nodes.end(), nodes->value.begin(), nodes->value.end());
+  auto all_checks = st.checks;
+  all_checks.insert(all_checks.end(), checks->value.begin(), checks->value.end());
+  deliver_nodes(st, sink, stats, std::move(all_nodes), false);
+  deliver_checks(st, sink, stats, std::move(all_checks), false);
+}
+
+// read_added as a branch of `||`: returns normally when cancelled.
+asio::awaitable<void> add_nodes(consul::client& c, worker_settings s, worker_state& st,
+                                assignment_sink& sink, worker_stats& stats) {
+  try {
+    co_await read_added(c, s, st, sink, stats);
+  } catch (const std::exception&) {
+    st.nodes_index = st.checks_index = 0;
+  }
+}
+
+// Applies each new assignment: drops what left at once, reads what arrived, and follows the
+// share.
 asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, worker_state& st,
                                         assignment_sink& sink, worker_stats& stats) {
   try {
     for (;;) {
       if (!co_await st.changed.wait()) co_return;
       st.changed.clear();
-      // Departed nodes and their checks leave what the sink holds before anything is fetched;
-      // arriving ones follow with the fetch below.
+      // Departed nodes and their checks leave what the sink holds before anything is fetched.
       deliver_nodes(st, sink, stats, st.nodes, !st.delivered_nodes);
       deliver_checks(st, sink, stats, st.checks, !st.delivered_checks);
-      if (st.current->empty()) continue;
+      if (st.current->empty()) {
+        st.followed.clear();
+        st.nodes_index = st.checks_index = 0;
+        continue;
+      }
+      co_await (st.changed.wait() || add_nodes(c, s, st, sink, stats));
+      if (st.changed.is_set()) {  // superseded while reading: start over from scratch
+        st.nodes_index = st.checks_index = 0;
+        continue;
+      }
       co_await (st.changed.wait() || follow_share(c, s, st, sink, stats));
       auto cs = co_await asio::this_coro::cancellation_state;
       if (cs.cancelled() != asio::cancellation_type::none) co_return;

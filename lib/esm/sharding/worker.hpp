@@ -23,10 +23,11 @@
 //   * a `ModifyIndex > N` delta filter: RaftIndex fields are not filterable in Consul.
 // See bench_sharding's output for the per-event requests and bytes of each.
 //
-// Latency: an assignment change is applied to what the sink holds at once (departed nodes and
-// their checks are dropped before anything is fetched), and the new share is fetched with
-// non-blocking queries right away; a check registered on an assigned node arrives with the
-// blocking query's return (tens of milliseconds).
+// Latency and cost of an assignment change: departed nodes and their checks are dropped from
+// what the sink holds at once; only the added nodes are read (non-blocking, filtered to just
+// them), and the blocking queries resume from the index the cache is current as of, so an
+// instance that receives a few nodes does not download its share again. A check registered on
+// an assigned node arrives with the blocking query's return (tens of milliseconds).
 #pragma once
 
 #include <chrono>
@@ -97,6 +98,7 @@ struct worker_stats {
   std::uint64_t node_deliveries = 0;  // on_nodes calls
   std::uint64_t check_deliveries = 0; // on_checks calls
   std::uint64_t errors = 0;           // failed Consul reads (retried)
+  std::uint64_t added_reads = 0;      // assignment changes served by reading only added nodes
   assignment current;                 // the assignment in force
   std::size_t nodes = 0;              // health nodes last handed over
   std::size_t checks = 0;             // checks last handed over

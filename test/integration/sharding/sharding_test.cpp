@@ -239,6 +239,9 @@ TEST_CASE("three workers and one leader share 30 external nodes; instances leave
     CHECK(kv.size() == 2);
     CHECK(kv.count(sc.service + ":b") == 0);
     CHECK(leader->stats.nodes_moved - moved_before == b_nodes.size());  // only b's nodes moved
+    // a and c read only the nodes they received, not their whole share again.
+    CHECK(wa->stats.added_reads >= 1);
+    CHECK(wc->stats.added_reads >= 1);
 
     // Instance b comes back and d joins: each takes about a third of the nodes; the
     // movement bound of balanced_assignment for one join (k=2 -> 3, 10 probes, 20 plain) is
