@@ -128,8 +128,24 @@ awaitable<run_outcome> register_agent(consul::client& c, const membership_option
         co_return *out;
       continue;
     }
-    if (*existing) co_return run_outcome{make_error_code(cluster_errc::duplicate_instance),
-                                         duplicate_message(o.names.service_id)};
+    if (*existing) {
+      // A live instance keeps its TTL check passing; a crashed one's turned critical a TTL
+      // after its last update. Only the latter is taken over (consul-esm refuses both, so a
+      // crashed instance with a fixed ID could not restart for instance_deregister_after).
+      bool dead = false;
+      auto self = co_await c.agent_self_info();
+      if (self) {
+        auto checks = co_await c.health_node(self->node_name);
+        if (checks)
+          for (auto& h : checks->value)
+            if (h.check_id == o.names.agent_ttl_check_id() && h.service_id == o.names.service_id)
+              dead = h.status == "critical";
+      }
+      if (!dead)
+        co_return run_outcome{make_error_code(cluster_errc::duplicate_instance), duplicate_message(o.names.service_id)};
+      log::warn("Taking over the registration of a stopped ESM instance with this ID (its TTL check is critical)",
+                {{"service_id", o.names.service_id}});
+    }
     auto svc = agent_service(o);
     auto r = co_await c.agent_service_register(svc);
     if (!r) {
@@ -140,6 +156,13 @@ awaitable<run_outcome> register_agent(consul::client& c, const membership_option
     r = co_await c.agent_check_register(chk);
     if (!r) {
       if (auto out = co_await after_failure(r.error(), "Failed to register the ESM TTL check", o)) co_return *out;
+      continue;
+    }
+    // The agent keeps the state of a check registered again (a taken-over one stays critical).
+    std::string passing = "passing", empty;
+    r = co_await c.agent_check_update(o.names.agent_ttl_check_id(), passing, empty);
+    if (!r) {
+      if (auto out = co_await after_failure(r.error(), "Failed to update the ESM TTL check", o)) co_return *out;
       continue;
     }
     st.registered = true;

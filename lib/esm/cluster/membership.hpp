@@ -6,8 +6,9 @@
 // 30 s, which is session_ttl's default), so tests and operators shorten both together; it is
 // refreshed every TTL/2, re-registered when an update fails, and the agent's services are read
 // every TTL to re-register a lost registration. DeregisterCriticalServiceAfter is
-// instance_deregister_after. A live registration of the same `S:I` on the agent refuses
-// startup (duplicate instance_id).
+// instance_deregister_after. A live registration of the same `S:I` on the agent (its TTL check
+// not critical) refuses startup (duplicate instance_id); one whose TTL check is critical (a
+// crashed instance) is taken over.
 //
 // Agentless mode: node `S:I:node` (address `esm-S:I`) with service `S:I` and the node-level
 // check `S:I:session-check` registered in the catalog. Consul before 1.21 has no session-type

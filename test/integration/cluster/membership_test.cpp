@@ -142,6 +142,45 @@ TEST_CASE("agent mode: registration with consul-esm's names, leadership, duplica
   }(), 90s);
 }
 
+TEST_CASE("agent mode: a crashed instance's ID is refused while its TTL check passes and taken over once it is critical") {
+  auto log = capture_log();
+  asio::io_context io;
+  consul::client c(io.get_executor(), opts_for(agent().http_address()));
+  auto m = member("esm-crash", "i1", false);
+  run(io, [&]() -> asio::awaitable<void> {
+    cluster::membership_status st;
+    auto first = co_await cluster::register_instance(c, m, st);
+    REQUIRE_FALSE(first.code);
+    auto t_crash = clock::now();  // no keeper: the instance "crashed" right after registering
+    cluster::membership_status st2;
+    auto refused = co_await cluster::register_instance(c, m, st2);
+    CHECK(refused.code == cluster::cluster_errc::duplicate_instance);
+    bool critical = false;
+    for (int i = 0; i < 200 && !critical; ++i) {
+      auto h = co_await check_of(c, "esmd-test", "esm-crash:i1:agent-ttl");
+      critical = h && h->status == "critical";
+      if (!critical) co_await pause(100ms);
+    }
+    REQUIRE(critical);
+    MESSAGE("TTL check critical " << fmt_ms(clock::now() - t_crash) << " after the crash");
+    cluster::membership_status st3;
+    auto again = co_await cluster::register_instance(c, m, st3);
+    CHECK_FALSE(again.code);
+    CHECK(st3.registered);
+    CHECK(count_of(log->str(), "Taking over the registration of a stopped ESM instance") >= 1);
+    std::optional<consul::health_check> h;
+    auto t_again = clock::now();
+    for (int i = 0; i < 100 && !(h && h->status == "passing"); ++i) {
+      h = co_await check_of(c, "esmd-test", "esm-crash:i1:agent-ttl");
+      if (!(h && h->status == "passing")) co_await pause(100ms);
+    }
+    REQUIRE(h);
+    CHECK(h->status == "passing");  // registered passing again
+    MESSAGE("passing in the catalog " << fmt_ms(clock::now() - t_again) << " after the new registration");
+    co_await cluster::deregister_instance(c, m);
+  }(), 60s);
+}
+
 TEST_CASE("graceful stop finishes within about 3 s while Consul is unreachable") {
   capture_log();
   asio::io_context io;
