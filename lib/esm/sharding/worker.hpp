@@ -12,16 +12,34 @@
 //   GET /v1/health/state/any?node-meta=...&filter=Node matches "^(...)$"&index=&wait=
 // A check change anywhere still wakes the checks query (its index is the checks table's), but
 // the answer holds only this instance's checks: about 1/k of consul-esm's bytes with k
-// instances. Alternatives measured with 10 000 external nodes, 2 checks each, 5 instances, on
-// Consul 1.8.7 (test/bench/sharding; figures in the report and below):
-//   * all checks with node-meta only, filtered locally (consul-esm): every instance downloads
-//     all 20 000 checks per change anywhere;
-//   * one blocking `/v1/health/node/<n>` per node: only the changed node's query wakes, but
-//     2 000 long-lived requests per instance exceed the client's connection cap and Consul's
-//     per-client connection limit (http_max_conns_per_client, 200 by default) and cost 2 000
-//     requests per wait period per instance: not viable;
-//   * a `ModifyIndex > N` delta filter: RaftIndex fields are not filterable in Consul.
-// See bench_sharding's output for the per-event requests and bytes of each.
+// instances.
+//
+// Options measured by test/bench/sharding (bench_sharding) on Consul 1.8.7 (dev agent, shared
+// 2-core machine, so times are for orientation; bytes are exact), 10 000 external nodes with 2
+// checks each, 5 instances, one share = 2 000 nodes:
+//   read of one share                                   body bytes   time
+//   health/state/any, node-meta only (consul-esm)        9 595 755   0.56-1.7 s
+//   health/state/any, node-meta + Node matches regex     1 919 139   0.17-0.30 s   <- chosen
+//   catalog/nodes, node-meta only (consul-esm)           2 823 879   0.09-0.34 s
+//   catalog/nodes, node-meta + Node matches regex          625 571   0.06-0.07 s   <- chosen
+//   health/node/<n>, one per node                      955 x 2 000   0.2-0.5 ms each
+// The regex filter is cheaper for Consul than the unfiltered list (fewer bytes to encode).
+// Per event, all 5 instances together (wire bytes incl. headers):
+//   one check's status changes: esmd 5 requests, 9.6 MB (1.9 MB each);
+//                               consul-esm 5 requests, 48.0 MB (9.6 MB each);
+//   one node added:             esmd 18 requests, 15.4 MB (the leader's instance 5.5 MB: its
+//                               node watch lists all external nodes, as consul-esm's does);
+//                               consul-esm 21 requests, 112.9 MB (24.8 MB each), because it
+//                               rewrites every assignment key and every follower re-reads all
+//                               nodes and all checks.
+// Rejected:
+//   * per-node `/v1/health/node/<n>` blocking queries: a check change would wake only its
+//     node's query (about 1 KB), but 2 000 long-lived requests per instance exceed the
+//     client's connection cap (64) and Consul's http_max_conns_per_client (200), and every
+//     one of them returns at each wait expiry;
+//   * a delta filter (`ModifyIndex > N`): go-bexpr in Consul 1.8 has no ordering operators
+//     (a parse error, verified), and deletions would not show in a delta anyway;
+//   * `Node in [...]`: not supported by Consul 1.8 (HTTP 500).
 //
 // Latency and cost of an assignment change: departed nodes and their checks are dropped from
 // what the sink holds at once; only the added nodes are read (non-blocking, filtered to just
