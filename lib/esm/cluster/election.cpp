@@ -235,6 +235,9 @@ class election {
         if (v.lost) co_return monitor_end(false, v.reason);
         log::warn("Lock monitor read failed; retrying",
                   {{"error", r.error().to_string()}, {"attempt", policy.failures()}});
+        // The next read does not block: it confirms (and resets the count) as soon as Consul
+        // answers again, instead of waiting on a quiet key until the next outage kills it.
+        tracker.reset();
         if (!co_await sleep_for(v.pause)) co_return monitor_end(true, std::string());
         continue;
       }

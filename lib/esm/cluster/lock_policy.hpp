@@ -121,7 +121,8 @@ key_state classify_key(const std::optional<consul::kv_pair>& kv, const std::stri
 
 // The lock monitor: consistent blocking reads of the key while holding it. Tolerates
 // `retries` consecutive transient failures, `retry_time` apart; a successful read that still
-// shows our session resets the count. A blocking read on a quiet key returns only after its
+// shows our session resets the count (the driver makes the read after a failure non-blocking,
+// so it answers as soon as Consul is back). A blocking read on a quiet key returns only after its
 // wait, so an outage usually kills a read that Consul had been holding open: such a read (in
 // flight for at least `retry_time` before it failed) proves the path worked when it was sent
 // and starts a new count, so separate short outages do not add up to a loss.
