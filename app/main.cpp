@@ -16,12 +16,18 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+
+#include "esm/cluster/instance.hpp"
 #include "esm/config/cli.hpp"
 #include "esm/config/config.hpp"
 #include "esm/consul/client.hpp"
 #include "esm/consul/compat.hpp"
 #include "esm/log/banner.hpp"
 #include "esm/log/log.hpp"
+#include "esm/sharding/leader.hpp"
+#include "esm/sharding/worker.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -34,6 +40,11 @@ struct daemon_state {
   esm::config::config cfg;
   std::vector<std::string> config_paths;
   std::optional<int> exit_code;  // set when the daemon decides to stop by itself
+  // Read by the admin endpoint and metrics (to come); they outlive every coroutine.
+  esm::cluster::instance_status instance;
+  esm::sharding::leader_stats leader;
+  esm::sharding::worker_stats worker;
+  esm::sharding::logging_sink sink;  // until the check runner and node prober take the share
 };
 
 std::chrono::milliseconds ms(std::chrono::nanoseconds d) {
@@ -78,10 +89,36 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   }
   for (auto& w : cfg.warnings) esm::log::warn(w);
 
-  // Membership, leader election, the check runner and the node prober attach here as they
-  // land; until then the daemon stays connected and idle until it is stopped.
-  asio::steady_timer forever(ex, asio::steady_timer::time_point::max());
-  co_await forever.async_wait(asio::as_tuple(asio::use_awaitable));
+  // Two activities until stopped: this instance's membership with the leader election (whose
+  // leader work computes and writes the assignment), and the worker that follows this
+  // instance's own assignment. If either ends, the other is cancelled; both have ended when
+  // the group completes, so nothing outlives this frame.
+  esm::cluster::instance_hooks hooks;
+  hooks.leader_work = [&consul, settings = esm::sharding::make_leader_settings(cfg),
+                       &stats = st.leader](std::string, esm::consul::txn_op fence) {
+    return esm::sharding::run_assignment_leader(consul, settings, std::move(fence), stats);
+  };
+  auto [order, instance_error, outcome, worker_error] =
+      co_await asio::experimental::make_parallel_group(
+          asio::co_spawn(ex, esm::cluster::run_instance(consul, cfg, hooks, st.instance), asio::deferred),
+          asio::co_spawn(ex, esm::sharding::run_assignment_worker(consul, esm::sharding::make_worker_settings(cfg),
+                                                                  st.sink, st.worker),
+                         asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
+  for (auto& e : {instance_error, worker_error}) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      esm::log::error("esmd stopped on an unexpected error", {{"error", ex.what()}});
+    }
+    st.exit_code = esm::config::exit_code_error;
+  }
+  if (outcome.code) {
+    esm::log::error(outcome.message);
+    std::cerr << outcome.message << "\n";
+    st.exit_code = esm::config::exit_code_error;
+  }
 }
 
 void reload(daemon_state& st) {
