@@ -555,3 +555,41 @@ TEST_CASE("node names with regex and quote characters are selected exactly by th
   }(), 30s);
   stop_all(io, {&wa.t});
 }
+
+TEST_CASE("a burst of catalog changes is written as one rebalance") {
+  asio::io_context io;
+  scenario sc("burst");
+  consul::client admin(io.get_executor(), options_for(agent().http_address()));
+  std::vector<consul::catalog_registration> regs;
+  for (int i = 0; i < 4; ++i) regs.push_back(external_node("burst-n" + std::to_string(i), sc.meta, false, 0));
+  for (auto id : {"a", "b"}) regs.push_back(instance(sc.service, id, "passing"));
+  run(io, register_all(admin, regs), 60s);
+  consul::txn_op fence = run(io, take_lock(admin, sc.kv_path), 20s);
+
+  // A long debounce, so the burst below (five registrations at once) lands inside it even on a
+  // loaded machine.
+  auto settings = sc.leader();
+  settings.debounce = 2s;
+  consul::client leader_client(io.get_executor(), options_for(agent().http_address()));
+  sh::leader_stats stats;
+  task leader(io, sh::run_assignment_leader(leader_client, settings, fence, stats));
+  run(io, [&]() -> asio::awaitable<void> {
+    REQUIRE(co_await eventually([&] { return stats.rebalances == 1; }, 10s));
+    std::vector<task> burst;
+    for (int i = 4; i < 9; ++i)
+      burst.emplace_back(io, register_all(admin, {external_node("burst-n" + std::to_string(i), sc.meta, false, 0)}));
+    REQUIRE(co_await eventually([&] {
+      return std::all_of(burst.begin(), burst.end(), [](const task& t) { return t.done(); });
+    }, 10s));
+    for (auto& t : burst) CHECK_FALSE(t.error());
+    REQUIRE(co_await eventually([&] { return stats.rebalances == 2; }, 10s));
+    co_await sleep(2500ms);
+    CHECK(stats.rebalances == 2);
+    CHECK(stats.nodes == 9);
+    auto kv = co_await stored(admin, sc.kv_path);
+    std::size_t total = 0;
+    for (auto& [id, a] : kv) total += a.size();
+    CHECK(total == 9);
+  }(), 60s);
+  stop_all(io, {&leader});
+}
