@@ -78,7 +78,9 @@ void logging_sink::on_nodes(std::vector<consul::node> health_nodes,
 }
 
 void logging_sink::on_checks(std::vector<consul::health_check> checks) {
-  log::info("Health checks of the assigned nodes", {{"checks", checks.size()}});
+  auto l = checks.size() == last_checks_ ? log::level::debug : log::level::info;
+  last_checks_ = checks.size();
+  log::write(l, "Health checks of the assigned nodes", {{"checks", checks.size()}});
 }
 
 namespace {

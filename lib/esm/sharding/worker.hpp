@@ -85,13 +85,17 @@ class assignment_sink {
   virtual void on_checks(std::vector<consul::health_check> checks) = 0;
 };
 
-// Logs what it receives (counts at INFO, names at DEBUG); for the daemon until the check
-// runner and prober exist, and for tests.
+// Logs what it receives (counts at INFO when they change, like consul-esm's `Health check
+// counts changed`, otherwise at DEBUG; names at DEBUG); for the daemon until the check runner
+// and prober exist, and for tests.
 class logging_sink : public assignment_sink {
  public:
   void on_nodes(std::vector<consul::node> health_nodes,
                 std::vector<consul::node> ping_nodes) override;
   void on_checks(std::vector<consul::health_check> checks) override;
+
+ private:
+  std::size_t last_checks_ = static_cast<std::size_t>(-1);
 };
 
 struct worker_settings {
