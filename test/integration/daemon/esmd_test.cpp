@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <thread>
 
 #include "consul_fixture.hpp"
@@ -171,4 +172,72 @@ TEST_CASE("a configuration error exits 11 naming the file") {
   REQUIRE(esmd.wait(10s) == 11);
   CHECK(esmd.output().find("node_probe_interval cannot be lower than 1 second") != std::string::npos);
   CHECK(esmd.output().find("bad.hcl") != std::string::npos);
+}
+
+namespace {
+
+// Two esmd processes on one Consul; returns the index of the one that logged leadership.
+int wait_for_one_leader(std::vector<std::unique_ptr<child_process>>& p, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    for (std::size_t i = 0; i < p.size(); ++i)
+      if (p[i] && p[i]->output().find("Obtained leadership") != std::string::npos) return int(i);
+    std::this_thread::sleep_for(20ms);
+  }
+  return -1;
+}
+
+std::vector<std::unique_ptr<child_process>> start_pair(const esm::test::temp_dir& dir, const std::string& kv) {
+  std::ofstream(dir.path() + "/fast.hcl") << "session_ttl = \"10s\"\nlock_delay = \"1s\"\n"
+                                          << "consul_kv_path = \"" << kv << "\"\n";
+  std::vector<std::unique_ptr<child_process>> p;
+  for (int i = 0; i < 2; ++i)
+    p.push_back(std::make_unique<child_process>(
+        std::vector<std::string>{esmd_bin(), "-config-file", dir.path() + "/fast.hcl"},
+        std::map<std::string, std::string>{{"CONSUL_HTTP_ADDR", agent().http_address()}},
+        dir.path() + "/out" + std::to_string(i)));
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("two esmd processes: exactly one leads; after SIGTERM of the leader the other leads within 3 s") {
+  esm::test::temp_dir dir;
+  auto p = start_pair(dir, "esm-term/");
+  int leader = wait_for_one_leader(p, 20s);
+  REQUIRE(leader >= 0);
+  std::this_thread::sleep_for(1s);
+  int other = 1 - leader;
+  CHECK(p[std::size_t(other)]->output().find("Obtained leadership") == std::string::npos);
+  auto t0 = std::chrono::steady_clock::now();
+  p[std::size_t(leader)]->signal(SIGTERM);
+  CHECK(p[std::size_t(leader)]->wait(5s) == 0);
+  p[std::size_t(leader)].reset();
+  REQUIRE(wait_for_one_leader(p, 10s) == other);
+  auto failover = std::chrono::steady_clock::now() - t0;
+  MESSAGE("failover after SIGTERM: " << std::chrono::duration_cast<std::chrono::milliseconds>(failover).count() << " ms");
+  CHECK(failover < 3s);
+  p[std::size_t(other)]->signal(SIGTERM);
+  CHECK(p[std::size_t(other)]->wait(5s) == 0);
+}
+
+TEST_CASE("two esmd processes: after kill -9 of the leader the other leads once Consul expires its session") {
+  esm::test::temp_dir dir;
+  auto p = start_pair(dir, "esm-kill/");
+  int leader = wait_for_one_leader(p, 20s);
+  REQUIRE(leader >= 0);
+  int other = 1 - leader;
+  auto t0 = std::chrono::steady_clock::now();
+  p[std::size_t(leader)]->signal(SIGKILL);
+  p[std::size_t(leader)]->wait(5s);
+  p[std::size_t(leader)].reset();
+  // Consul invalidates a TTL session between TTL and 2 x TTL after its last renewal, then
+  // holds the key for lock_delay: at most 2 x 10 s + 1 s, plus a margin for a loaded machine.
+  REQUIRE(wait_for_one_leader(p, 30s) == other);
+  auto failover = std::chrono::steady_clock::now() - t0;
+  MESSAGE("failover after kill -9: " << std::chrono::duration_cast<std::chrono::milliseconds>(failover).count() << " ms");
+  CHECK(failover < 26s);
+  CHECK(p[std::size_t(other)]->output().find("already held") == std::string::npos);
+  p[std::size_t(other)]->signal(SIGTERM);
+  CHECK(p[std::size_t(other)]->wait(5s) == 0);
 }
