@@ -64,8 +64,9 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
 
   auto incompatible = co_await esm::consul::verify_consul_compatibility(consul, ESMD_VERSION,
                                                                         ms(cfg.retry_interval));
+  auto cs = co_await asio::this_coro::cancellation_state;
+  if (cs.cancelled() != asio::cancellation_type::none) co_return;  // stopped by a signal
   if (incompatible) {
-    if (*incompatible == "cancelled") co_return;
     esm::log::error("Consul is not compatible", {{"error", *incompatible}});
     std::cerr << *incompatible << "\n";
     st.exit_code = esm::config::exit_code_error;

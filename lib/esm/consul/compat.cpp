@@ -76,6 +76,7 @@ awaitable<std::optional<std::string>> verify_consul_compatibility(client& c,
                                                                   std::string esmd_version,
                                                                   std::chrono::milliseconds retry) {
   auto self = co_await c.agent_self_info();
+  if (!self && self.error().is_cancelled()) co_return std::nullopt;
   if (!self) co_return "Error querying agent version: " + self.error().to_string();
   std::vector<std::string> versions;
   versions.push_back(self->version.empty() ? std::string("<missing>") : self->version);
@@ -92,9 +93,10 @@ awaitable<std::optional<std::string>> verify_consul_compatibility(client& c,
       versions.insert(versions.end(), seen.begin(), seen.end());
       break;
     }
+    if (servers.error().is_cancelled()) co_return std::nullopt;
     if (servers.error().status != 429) co_return "Error querying server versions: " + servers.error().to_string();
     log::warn("Rate limited while querying server versions, retrying", {{"retry", retry}});
-    if (!co_await pause(retry)) co_return "cancelled";
+    if (!co_await pause(retry)) co_return std::nullopt;
   }
   if (auto bad = check_consul_versions(versions, esmd_version)) co_return bad;
   std::string all;
