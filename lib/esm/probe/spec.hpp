@@ -24,6 +24,7 @@ struct http_spec {
   bool tls_skip_verify = false;
   bool disable_redirects = false;
   std::chrono::milliseconds timeout{0};  // 0: default_timeout
+  bool operator==(const http_spec&) const = default;
 };
 
 // Consul CheckTCP: Definition.TCP (host:port), TCPUseTLS (+ TLSServerName, TLSSkipVerify).
@@ -33,12 +34,14 @@ struct tcp_spec {
   std::string tls_server_name{};
   bool tls_skip_verify = false;
   std::chrono::milliseconds timeout{0};
+  bool operator==(const tcp_spec&) const = default;
 };
 
 // Consul CheckUDP: Definition.UDP (host:port). An empty datagram is sent, as Consul does.
 struct udp_spec {
   std::string address{};
   std::chrono::milliseconds timeout{0};
+  bool operator==(const udp_spec&) const = default;
 };
 
 // Consul CheckGRPC: Definition.GRPC (host:port[/service]), GRPCUseTLS.
@@ -48,6 +51,7 @@ struct grpc_spec {
   std::string tls_server_name{};
   bool tls_skip_verify = false;
   std::chrono::milliseconds timeout{0};
+  bool operator==(const grpc_spec&) const = default;
 };
 
 // Consul CheckH2PING: Definition.H2PING (host:port), H2PingUseTLS (Consul's default: true).
@@ -57,6 +61,7 @@ struct h2ping_spec {
   std::string tls_server_name{};
   bool tls_skip_verify = false;
   std::chrono::milliseconds timeout{0};
+  bool operator==(const h2ping_spec&) const = default;
 };
 
 using probe_spec = std::variant<http_spec, tcp_spec, udp_spec, grpc_spec, h2ping_spec>;

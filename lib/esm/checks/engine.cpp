@@ -1,0 +1,465 @@
+// The check engine's schedule, result handling and reconciliation; the writer and the reaper
+// are in writer.cpp. See engine.hpp for the design.
+#include "esm/checks/engine.hpp"
+
+#include <algorithm>
+#include <exception>
+
+#include <boost/system/system_error.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "esm/config/config.hpp"
+#include "esm/log/log.hpp"
+#include "esm/checks/slot.hpp"
+
+namespace esm::checks {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+using clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+bool heap_later(const auto& a, const auto& b) { return a.due > b.due; }
+
+milliseconds ms_of(std::chrono::nanoseconds d) {
+  return std::chrono::duration_cast<milliseconds>(d);
+}
+
+}  // namespace
+
+engine_settings make_engine_settings(const config::config& cfg) {
+  engine_settings s;
+  s.plans.min_interval = ms_of(cfg.min_check_interval);
+  s.plans.passing_threshold = cfg.passing_threshold;
+  s.plans.critical_threshold = cfg.critical_threshold;
+  s.legacy_thresholds = cfg.thresholds() == config::threshold_kind::legacy;
+  s.plans.legacy_thresholds = s.legacy_thresholds;
+  auto max = cfg.max_concurrent_probes > 0 ? cfg.max_concurrent_probes
+                                           : config::default_max_concurrent_probes();
+  s.max_concurrent = static_cast<std::size_t>(std::max<std::int64_t>(1, max));
+  s.batch_flush_interval = ms_of(cfg.batch_flush_interval);
+  s.check_update_interval = ms_of(cfg.check_update_interval);
+  s.retry_cap = ms_of(cfg.retry_interval);
+  if (s.retry_cap < s.retry_base) s.retry_base = s.retry_cap;
+  return s;
+}
+
+void lag_histogram::add(clock::duration lag) {
+  auto ms = std::chrono::duration_cast<milliseconds>(lag).count();
+  if (ms < 0) ms = 0;
+  auto b = std::min<std::size_t>(static_cast<std::size_t>(ms), buckets - 1);
+  ++counts[b];
+  ++total;
+}
+
+double lag_histogram::quantile_ms(double q) const {
+  if (total == 0) return 0;
+  auto want = static_cast<std::uint64_t>(q * static_cast<double>(total));
+  if (want == 0) want = 1;
+  std::uint64_t seen = 0;
+  for (std::size_t b = 0; b < buckets; ++b) {
+    seen += counts[b];
+    if (seen >= want) return static_cast<double>(b + 1);  // the bucket's upper bound
+  }
+  return static_cast<double>(buckets);
+}
+
+void lag_histogram::clear() {
+  std::fill(counts.begin(), counts.end(), 0);
+  total = 0;
+}
+
+check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
+                           probe::probe_context& probes, engine_settings s)
+    : ex_(ex),
+      consul_(consul),
+      probes_(probes),
+      settings_(std::move(s)),
+      rng_(std::random_device{}()),
+      schedule_wake_(ex, clock::time_point::max()),
+      writer_wake_(ex, clock::time_point::max()),
+      drained_(ex, clock::time_point::max()) {
+  if (settings_.max_concurrent == 0) settings_.max_concurrent = 1;
+}
+
+check_engine::~check_engine() = default;
+
+std::string check_engine::key_of(const consul::health_check& c) {
+  // Namespace and partition first: the same node and check ID can exist in several.
+  std::string k;
+  k.reserve(c.partition.size() + c.name_space.size() + c.node.size() + c.check_id.size() + 3);
+  k += c.partition;
+  k += '\x1f';
+  k += c.name_space;
+  k += '\x1f';
+  k += c.node;
+  k += '\x1f';
+  k += c.check_id;
+  return k;
+}
+
+std::uint32_t check_engine::allocate_slot() {
+  if (!free_slots_.empty()) {
+    auto i = free_slots_.back();
+    free_slots_.pop_back();
+    auto gen = slots_[i]->generation + 1;
+    *slots_[i] = slot{};
+    slots_[i]->generation = gen;
+    return i;
+  }
+  slots_.push_back(std::make_unique<slot>());
+  return static_cast<std::uint32_t>(slots_.size() - 1);
+}
+
+void check_engine::release_slot(std::uint32_t i) {
+  auto& s = *slots_[i];
+  auto gen = s.generation + 1;
+  s = slot{};
+  s.generation = gen;
+  free_slots_.push_back(i);
+}
+
+std::optional<check_engine::check_view> check_engine::find(const std::string& node,
+                                                           const std::string& check_id,
+                                                           const std::string& name_space,
+                                                           const std::string& partition) const {
+  consul::health_check probe_key;
+  probe_key.node = node;
+  probe_key.check_id = check_id;
+  probe_key.name_space = name_space;
+  probe_key.partition = partition;
+  auto it = index_.find(key_of(probe_key));
+  if (it == index_.end()) return std::nullopt;
+  const auto& s = *slots_[it->second];
+  check_view v;
+  v.catalog_status = s.catalog.status;
+  v.catalog_output = s.catalog.output;
+  v.modify_index = s.catalog.modify_index;
+  v.desired = s.desired;
+  v.runs = s.runs;
+  v.running = s.running != nullptr;
+  v.runnable = s.plan != nullptr;
+  v.write_queued = s.write_queued;
+  return v;
+}
+
+// ---- reconciliation ------------------------------------------------------------------------
+
+void check_engine::on_checks(std::vector<consul::health_check> checks) {
+  ++epoch_;
+  std::uint64_t added = 0, updated = 0, removed = 0;
+  for (auto& c : checks) {
+    if (c.check_id == sharding::external_node_health_check_id) continue;
+    auto key = key_of(c);
+    auto planned = plan_check(c, settings_.plans);
+    auto it = index_.find(key);
+    if (it == index_.end()) {
+      auto i = allocate_slot();
+      auto& s = *slots_[i];
+      s.key = key;
+      s.seen = epoch_;
+      s.live = true;
+      index_.emplace(std::move(key), i);
+      if (auto* p = std::get_if<check_plan>(&planned)) {
+        s.plan = std::make_shared<const check_plan>(std::move(*p));
+      } else {
+        ++stats_.unsupported;
+        log::warn(std::get<std::string>(planned),
+                  {{"node", c.node}, {"check", c.check_id}, {"name", c.name}});
+      }
+      s.catalog = std::move(c);
+      update_critical_since(i);
+      if (s.plan) start_check(i, false);
+      ++added;
+      continue;
+    }
+    auto i = it->second;
+    auto& s = *slots_[i];
+    s.seen = epoch_;
+    auto* p = std::get_if<check_plan>(&planned);
+    bool same_plan = p ? (s.plan && *s.plan == *p) : !s.plan;
+    // A late or stale read must not undo a newer copy (e.g. the engine's own write).
+    if (c.modify_index >= s.catalog.modify_index) {
+      s.catalog = std::move(c);
+      update_critical_since(i);
+    }
+    if (same_plan) continue;
+    ++updated;
+    stop_check(i);
+    if (p) {
+      if (!s.plan) --stats_.unsupported;
+      s.plan = std::make_shared<const check_plan>(std::move(*p));
+      log::info("Updating check", {{"node", s.catalog.node}, {"check", s.catalog.check_id}});
+      start_check(i, true);
+    } else {
+      if (s.plan) ++stats_.unsupported;
+      s.plan.reset();
+      log::warn(std::get<std::string>(planned),
+                {{"node", s.catalog.node}, {"check", s.catalog.check_id}, {"name", s.catalog.name}});
+    }
+  }
+  for (auto it = index_.begin(); it != index_.end();) {
+    auto i = it->second;
+    auto& s = *slots_[i];
+    if (s.seen == epoch_) {
+      ++it;
+      continue;
+    }
+    ++removed;
+    if (!s.plan) --stats_.unsupported;
+    stop_check(i);
+    s.live = false;
+    it = index_.erase(it);
+    if (!s.running) release_slot(i);  // else finish_run releases it
+  }
+  stats_.added += added;
+  stats_.updated += updated;
+  stats_.removed += removed;
+  if (added + updated + removed > 0)
+    log::info("Updated checks", {{"count", index_.size()}, {"added", added}, {"updated", updated},
+                                 {"removed", removed}});
+}
+
+// (Re)starts a runnable check: counters reset to the plan's thresholds, first run at a random
+// point of the interval. A restart keeps the desired state and the catalog copy.
+void check_engine::start_check(std::uint32_t i, bool restart) {
+  auto& s = *slots_[i];
+  s.live = true;
+  s.gate.reset(s.plan->limits);
+  s.legacy = legacy_counter{};
+  if (s.plan->interval_raised)
+    log::warn("Check interval too low", {{"node", s.catalog.node}, {"check", s.catalog.check_id},
+                                         {"interval", s.plan->interval}});
+  std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
+  auto due = clock::now() + std::chrono::microseconds(spread(rng_));
+  (void)restart;
+  push_heap(due, i, false);
+}
+
+// Invalidates the check's heap entries (by generation) and cancels its run in progress.
+void check_engine::stop_check(std::uint32_t i) {
+  auto& s = *slots_[i];
+  ++s.generation;
+  s.due_while_running = false;
+  s.output_due.reset();  // its heap entry is void now; the next result re-arms it
+  if (s.running) s.running->cancel();
+}
+
+void check_engine::push_heap(clock::time_point due, std::uint32_t i, bool output_write) {
+  heap_entry e;
+  e.due = due;
+  e.index = i;
+  e.generation = slots_[i]->generation;
+  e.output_write = output_write;
+  bool earliest = heap_.empty() || due < heap_.front().due;
+  heap_.push_back(e);
+  std::push_heap(heap_.begin(), heap_.end(), [](auto& a, auto& b) { return heap_later(a, b); });
+  if (earliest) schedule_wake_.cancel();  // the loop re-arms its timer for the new front
+}
+
+// ---- the schedule --------------------------------------------------------------------------
+
+asio::awaitable<void> check_engine::schedule_loop() {
+  for (;;) {
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return;
+    auto now = clock::now();
+    fire_due(now);
+    dispatch();
+    schedule_wake_.expires_at(heap_.empty() ? clock::time_point::max() : heap_.front().due);
+    co_await schedule_wake_.async_wait(tuple_awaitable);  // a cancel() re-evaluates the front
+  }
+}
+
+void check_engine::fire_due(clock::time_point now) {
+  auto later = [](auto& a, auto& b) { return heap_later(a, b); };
+  while (!heap_.empty() && heap_.front().due <= now) {
+    std::pop_heap(heap_.begin(), heap_.end(), later);
+    auto e = heap_.back();
+    heap_.pop_back();
+    auto& s = *slots_[e.index];
+    if (e.generation != s.generation || !s.live) continue;  // stopped or restarted since
+    if (e.output_write) {
+      s.output_due.reset();
+      if (needs_write(s)) queue_write(e.index);
+      continue;
+    }
+    if (s.running) {
+      s.due_while_running = true;  // cancelled run still ending: start right after it
+      continue;
+    }
+    s.due = e.due;
+    ready_.push_back(e.index);
+  }
+  stats_.queued = ready_.size();
+  stats_.max_queued = std::max(stats_.max_queued, stats_.queued);
+}
+
+void check_engine::dispatch() {
+  while (!stopping_ && stats_.in_flight < settings_.max_concurrent && !ready_.empty()) {
+    auto i = ready_.front();
+    ready_.pop_front();
+    auto& s = *slots_[i];
+    if (!s.live || !s.plan || s.running) continue;
+    start_run(i);
+  }
+  stats_.queued = ready_.size();
+}
+
+void check_engine::start_run(std::uint32_t i) {
+  auto& s = *slots_[i];
+  auto now = clock::now();
+  stats_.lag.add(now - s.due);
+  auto state = std::make_shared<run_state>();
+  s.running = state;
+  ++stats_.in_flight;
+  stats_.max_in_flight = std::max(stats_.max_in_flight, stats_.in_flight);
+  auto gen = s.generation;
+  asio::co_spawn(ex_, run_probe_of(i, gen, s.plan),
+                 asio::bind_cancellation_slot(state->signal.slot(),
+                                              [this, i, gen, state](std::exception_ptr e) {
+                                                state->done = true;
+                                                if (e) {
+                                                  try {
+                                                    std::rethrow_exception(e);
+                                                  } catch (const std::exception& x) {
+                                                    log::error("Check run failed",
+                                                               {{"error", x.what()}});
+                                                  } catch (...) {
+                                                  }
+                                                  finish_run(i, gen, std::nullopt);
+                                                }
+                                              }));
+}
+
+asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t generation,
+                                                 std::shared_ptr<const check_plan> plan) {
+  auto r = co_await probe::run_probe(plan->spec, probes_);
+  auto cs = co_await asio::this_coro::cancellation_state;
+  if (cs.cancelled() != asio::cancellation_type::none) {
+    finish_run(i, generation, std::nullopt);
+    co_return;
+  }
+  finish_run(i, generation, std::move(r));
+}
+
+void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
+                              std::optional<probe::probe_result> r) {
+  auto& s = *slots_[i];
+  s.running.reset();
+  --stats_.in_flight;
+  if (stopping_ && stats_.in_flight == 0) drained_.cancel();
+  if (!s.live) {
+    ++stats_.cancelled_runs;
+    release_slot(i);
+  } else if (!r || generation != s.generation) {
+    ++stats_.cancelled_runs;
+    if (s.due_while_running) {
+      s.due_while_running = false;
+      s.due = clock::now();
+      ready_.push_back(i);
+    }
+  } else {
+    ++stats_.runs;
+    ++s.runs;
+    apply_result(i, std::move(*r));
+    if (!stopping_) push_heap(clock::now() + s.plan->interval, i, false);
+  }
+  dispatch();
+}
+
+// ---- results -------------------------------------------------------------------------------
+
+bool check_engine::needs_write(const slot& s) const {
+  if (!s.desired) return false;
+  return to_string(s.desired->status) != s.catalog.status || s.desired->output != s.catalog.output;
+}
+
+void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
+  auto& s = *slots_[i];
+  auto reported = s.gate.feed(r.status);
+  if (!reported) return;  // below a threshold: the reported state stays
+  r.status = *reported;
+  // The state this result would replace: what esmd last reported, else the catalog's.
+  std::string_view cur_status = s.desired ? to_string(s.desired->status) : std::string_view(s.catalog.status);
+  const std::string& cur_output = s.desired ? s.desired->output : s.catalog.output;
+  bool status_changed = to_string(r.status) != cur_status;
+  if (settings_.legacy_thresholds) {
+    bool same = !status_changed && r.output == cur_output;
+    if (!s.legacy.admit(r.status, same, settings_.plans.passing_threshold,
+                        settings_.plans.critical_threshold))
+      return;
+  }
+  s.desired = std::move(r);
+  update_critical_since(i);
+  if (!needs_write(s)) return;
+  bool status_differs = to_string(s.desired->status) != s.catalog.status;
+  if (status_differs || settings_.check_update_interval <= milliseconds::zero()) {
+    queue_write(i);
+    return;
+  }
+  // Output only: written after check_update_interval with the newest output then.
+  if (!s.output_due) {
+    s.output_due = clock::now() + settings_.check_update_interval;
+    push_heap(*s.output_due, i, true);
+  }
+}
+
+void check_engine::update_critical_since(std::uint32_t i) {
+  auto& s = *slots_[i];
+  bool critical = s.desired ? s.desired->status == check_status::critical
+                            : s.catalog.status == "critical";
+  if (!critical)
+    s.critical_since.reset();
+  else if (!s.critical_since)
+    s.critical_since = clock::now();
+}
+
+void check_engine::queue_write(std::uint32_t i) {
+  auto& s = *slots_[i];
+  if (s.write_queued || !consul_) return;
+  s.write_queued = true;
+  if (write_queue_.empty()) first_queued_ = clock::now();
+  write_queue_.push_back(i);
+  if (write_queue_.size() == 1 || write_queue_.size() >= consul::max_txn_ops) writer_wake_.cancel();
+}
+
+// ---- the whole -----------------------------------------------------------------------------
+
+asio::awaitable<void> check_engine::run() {
+  running_ = true;
+  stopping_ = false;
+  // Checks handed over while stopped were kept; their schedule resumes from now.
+  try {
+    co_await (schedule_loop() && writer_loop() && reaper_loop());
+  } catch (const boost::system::system_error&) {
+    // a loop saw the cancellation as an exception: the same stop
+  } catch (const std::exception& e) {
+    log::error("Check engine stopped by an internal error", {{"error", e.what()}});
+  }
+  // Cancelled: stop the probes and wait until their coroutines ended (they honour
+  // cancellation promptly), since they refer to this engine.
+  stopping_ = true;
+  for (auto& s : slots_)
+    if (s->running) s->running->cancel();
+  co_await asio::this_coro::reset_cancellation_state();
+  co_await asio::this_coro::throw_if_cancelled(false);
+  while (stats_.in_flight > 0) {
+    drained_.expires_after(std::chrono::milliseconds(100));
+    co_await drained_.async_wait(tuple_awaitable);
+  }
+  running_ = false;
+}
+
+}  // namespace esm::checks

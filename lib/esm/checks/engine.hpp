@@ -1,0 +1,206 @@
+// The check engine: runs the health checks of this instance's share on the one thread, and
+// writes their results back to the catalog (reference §6; DESIGN "Decisions" §5-§7).
+//
+// Scheduling. One binary heap of (due time, check, generation) and ONE steady_timer for all
+// checks: a check costs a heap entry and its slot, not a coroutine or timer of its own. A
+// check's first run is at a uniformly random point of its interval; each later run is due
+// `interval` after the previous run ended. Due checks join a FIFO queue, from which at most
+// `max_concurrent` probes run at once, so an overloaded engine delays every check equally
+// instead of starving some. A check never runs twice at once. A changed plan (definition,
+// interval, timeout, thresholds) restarts that check alone, cancelling a run in progress; an
+// unchanged check keeps its counters; a removed check's run is cancelled at once.
+//
+// Results pass the thresholds (thresholds.hpp) and become the check's *desired* status and
+// output. A desired state that differs from the catalog copy in its status is queued for
+// writing at once; one that differs only in its output waits `check_update_interval` (0: at
+// once), and a status change in the meantime supersedes it.
+//
+// Writing. Queued checks are written by compare-and-set transactions (`Check` verb `cas`,
+// the full catalog object with the new Status and Output and the ModifyIndex the watch
+// delivered: no read before a write), at most 64 operations each, flushed
+// `batch_flush_interval` after the first queued change (0: as soon as possible) or at once
+// when 64 are queued. A check is queued once however often it changes before the flush, and
+// the flush writes its newest desired state, so an older result is never written over a newer
+// one. A transaction rolled back because an index was stale re-reads those nodes once and
+// is retried once with the fresh indexes (checks that vanished are dropped); failures are
+// retried with capped backoff, never dropped. Catalog copies delivered by the worker replace
+// the engine's only when their ModifyIndex is newer, so a late read cannot undo a write.
+//
+// Services are deregistered after their check stayed critical longer than the definition's
+// DeregisterCriticalServiceAfter (checked every `reap_interval`, once per node and service),
+// as Consul's agent would do for a local service (§6.8). Namespace and partition of each check
+// are carried in its writes and its node re-reads.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "esm/checks/plan.hpp"
+#include "esm/checks/thresholds.hpp"
+#include "esm/consul/types.hpp"
+#include "esm/probe/probe.hpp"
+#include "esm/sharding/worker.hpp"
+
+namespace esm::config {
+struct config;
+}
+namespace esm::consul {
+class client;
+}
+
+namespace esm::checks {
+
+struct engine_settings {
+  engine_settings() {}
+  plan_settings plans;
+  bool legacy_thresholds = false;  // threshold_mode = "legacy"
+  std::size_t max_concurrent = 1024;                     // max_concurrent_probes
+  std::chrono::milliseconds batch_flush_interval{500};   // 0: write as soon as possible
+  std::chrono::milliseconds check_update_interval{300'000};  // output-only changes; 0: at once
+  std::chrono::milliseconds reap_interval{30'000};
+  std::chrono::milliseconds retry_base{250};
+  std::chrono::milliseconds retry_cap{10'000};           // retry_interval
+};
+
+engine_settings make_engine_settings(const config::config& cfg);
+
+// Schedule lag (run start minus due time) in 1 ms buckets up to 10 s.
+struct lag_histogram {
+  static constexpr std::size_t buckets = 10'001;  // last: 10 s and more
+  std::vector<std::uint64_t> counts = std::vector<std::uint64_t>(buckets, 0);
+  std::uint64_t total = 0;
+  void add(std::chrono::steady_clock::duration lag);
+  // The smallest bucket bound (ms) at or below which a fraction q of the samples lies.
+  double quantile_ms(double q) const;
+  void clear();
+};
+
+// One thread: plain fields, read by tests, benchmarks and (later) metrics.
+struct engine_stats {
+  std::uint64_t runs = 0;             // probe runs completed
+  std::uint64_t cancelled_runs = 0;   // runs cancelled (check removed or changed, shutdown)
+  std::uint64_t added = 0, updated = 0, removed = 0;  // reconciliation counts, cumulative
+  std::uint64_t unsupported = 0;      // checks currently held that are not run
+  std::size_t in_flight = 0, max_in_flight = 0;
+  std::size_t queued = 0, max_queued = 0;  // due checks waiting for a probe slot
+  std::uint64_t transactions = 0;     // write transactions sent (retries included)
+  std::uint64_t write_ops = 0;        // check operations committed
+  std::uint64_t stale_retries = 0;    // operations retried after a stale index
+  std::uint64_t write_failures = 0;   // transactions that failed and were retried later
+  std::uint64_t dropped_writes = 0;   // writes for checks that vanished from the catalog
+  std::uint64_t node_rereads = 0;
+  std::uint64_t services_reaped = 0;
+  lag_histogram lag;
+};
+
+class check_engine : public sharding::assignment_sink {
+ public:
+  // `consul` may be null: results are then kept but never written (benchmarks of the
+  // scheduler and probes alone). `probes` and `consul` must outlive the engine.
+  check_engine(boost::asio::any_io_executor ex, consul::client* consul,
+               probe::probe_context& probes, engine_settings s);
+  ~check_engine() override;
+  check_engine(const check_engine&) = delete;
+  check_engine& operator=(const check_engine&) = delete;
+
+  void on_nodes(std::vector<consul::node>, std::vector<consul::node>) override {}
+  // Reconciles the checks held with `checks` (the complete share): adds, restarts changed
+  // ones, removes the rest. externalNodeHealth is ignored (the node prober owns it).
+  void on_checks(std::vector<consul::health_check> checks) override;
+
+  // Runs the schedule, the writer and the service reaper until cancelled (terminal); cancels
+  // the probes in flight and returns once they ended. Checks handed over before or during the
+  // run are kept across runs. Never throws for Consul or probe failures.
+  boost::asio::awaitable<void> run();
+
+  const engine_stats& stats() const noexcept { return stats_; }
+  engine_stats& stats() noexcept { return stats_; }
+  std::size_t size() const noexcept { return index_.size(); }
+
+  // What the engine holds for one check (tests, diagnostics).
+  struct check_view {
+    std::string catalog_status, catalog_output;  // the engine's copy of the catalog
+    std::optional<probe::probe_result> desired;  // the reported result, once one exists
+    std::uint64_t modify_index = 0;
+    std::uint64_t runs = 0;
+    bool running = false, runnable = false, write_queued = false;
+  };
+  std::optional<check_view> find(const std::string& node, const std::string& check_id,
+                                 const std::string& name_space = {},
+                                 const std::string& partition = {}) const;
+
+ private:
+  struct slot;
+  struct run_state;
+  struct heap_entry {
+    std::chrono::steady_clock::time_point due;
+    std::uint32_t index;
+    std::uint32_t generation;
+    bool output_write;  // a deferred output-only write, not a probe run
+  };
+
+  static std::string key_of(const consul::health_check& c);
+  std::uint32_t allocate_slot();
+  void release_slot(std::uint32_t i);
+  void start_check(std::uint32_t i, bool restart);
+  void stop_check(std::uint32_t i);
+  void push_heap(std::chrono::steady_clock::time_point due, std::uint32_t i, bool output_write);
+  void fire_due(std::chrono::steady_clock::time_point now);
+  void dispatch();
+  void start_run(std::uint32_t i);
+  void finish_run(std::uint32_t i, std::uint32_t generation, std::optional<probe::probe_result> r);
+  void apply_result(std::uint32_t i, probe::probe_result r);
+  void update_critical_since(std::uint32_t i);
+  void queue_write(std::uint32_t i);
+  bool needs_write(const slot& s) const;
+
+  boost::asio::awaitable<void> schedule_loop();
+  boost::asio::awaitable<void> writer_loop();
+  boost::asio::awaitable<void> reaper_loop();
+  boost::asio::awaitable<void> run_probe_of(std::uint32_t i, std::uint32_t generation,
+                                            std::shared_ptr<const check_plan> plan);
+  // Writes the queued checks; false when a failure left some queued for a later attempt.
+  boost::asio::awaitable<bool> flush();
+  boost::asio::awaitable<bool> write_chunk(std::vector<std::uint32_t> chunk);
+  // Re-reads one node's checks into the catalog copies; the keys the node still has, or
+  // nullopt when the read failed.
+  boost::asio::awaitable<std::optional<std::vector<std::string>>> reread_node(
+      std::string node, std::string name_space, std::string partition);
+  void requeue(const std::vector<std::uint32_t>& ids);
+
+  boost::asio::any_io_executor ex_;
+  consul::client* consul_;
+  probe::probe_context& probes_;
+  engine_settings settings_;
+  engine_stats stats_;
+
+  std::vector<std::unique_ptr<slot>> slots_;
+  std::vector<std::uint32_t> free_slots_;
+  std::unordered_map<std::string, std::uint32_t> index_;
+  std::vector<heap_entry> heap_;
+  std::deque<std::uint32_t> ready_;  // due checks waiting for a probe slot, in due order
+  std::vector<std::uint32_t> write_queue_;
+  std::chrono::steady_clock::time_point first_queued_{};
+  std::mt19937_64 rng_;
+  std::uint64_t epoch_ = 0;
+  bool running_ = false;
+  bool stopping_ = false;
+
+  boost::asio::steady_timer schedule_wake_;
+  boost::asio::steady_timer writer_wake_;
+  boost::asio::steady_timer drained_;
+};
+
+}  // namespace esm::checks

@@ -1,0 +1,125 @@
+#include "esm/checks/plan.hpp"
+
+#include <algorithm>
+#include <optional>
+
+#include <boost/json/value.hpp>
+
+#include "esm/probe/check_kind.hpp"
+
+namespace esm::checks {
+
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+std::optional<int> int_member(const boost::json::object& o, std::string_view key) {
+  auto* v = o.if_contains(key);
+  if (!v) return std::nullopt;
+  if (v->is_int64()) return static_cast<int>(std::clamp<std::int64_t>(v->as_int64(), 0, 1 << 30));
+  if (v->is_uint64()) return static_cast<int>(std::min<std::uint64_t>(v->as_uint64(), 1 << 30));
+  return std::nullopt;
+}
+
+// Rounded up, so that 1500 µs stays above 1 ms and a positive value never becomes 0.
+milliseconds to_ms(std::chrono::nanoseconds d) {
+  if (d <= std::chrono::nanoseconds::zero()) return milliseconds::zero();
+  return std::chrono::ceil<milliseconds>(d);
+}
+
+}  // namespace
+
+std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
+                                                 const plan_settings& s) {
+  const auto& d = c.definition;
+  probe::definition_kind_fields f;
+  f.http = d.http;
+  f.tcp = d.tcp;
+  f.udp = d.udp;
+  f.grpc = d.grpc;
+  f.h2ping = d.h2ping;
+  f.os_service = d.os_service;
+  f.script_args = d.script_args;
+  f.docker_container_id = d.docker_container_id;
+  f.alias_node = d.alias_node;
+  f.alias_service = d.alias_service;
+  f.ttl = d.ttl;
+  auto kind = probe::classify(f);
+  if (auto why = probe::unsupported_reason(kind)) return *why;
+
+  check_plan p;
+  p.timeout = probe::effective_timeout(to_ms(d.timeout));
+  auto asked = to_ms(d.interval);
+  p.interval = asked > milliseconds::zero() ? asked : s.default_interval;
+  if (p.interval < s.min_interval) {
+    p.interval = s.min_interval;
+    p.interval_raised = true;
+  }
+  switch (kind) {
+    case probe::check_kind::http: {
+      probe::http_spec h;
+      h.url = d.http;
+      h.method = d.method;
+      h.headers = d.header;
+      h.body = d.body;
+      h.tls_server_name = d.tls_server_name;
+      h.tls_skip_verify = d.tls_skip_verify;
+      h.disable_redirects = d.disable_redirects;
+      h.timeout = p.timeout;
+      p.spec = std::move(h);
+      break;
+    }
+    case probe::check_kind::tcp: {
+      probe::tcp_spec t;
+      t.address = d.tcp;
+      t.use_tls = d.tcp_use_tls;
+      t.tls_server_name = d.tls_server_name;
+      t.tls_skip_verify = d.tls_skip_verify;
+      t.timeout = p.timeout;
+      p.spec = std::move(t);
+      break;
+    }
+    case probe::check_kind::udp: {
+      probe::udp_spec u;
+      u.address = d.udp;
+      u.timeout = p.timeout;
+      p.spec = std::move(u);
+      break;
+    }
+    case probe::check_kind::grpc: {
+      probe::grpc_spec g;
+      g.target = d.grpc;
+      g.use_tls = d.grpc_use_tls;
+      g.tls_server_name = d.tls_server_name;
+      g.tls_skip_verify = d.tls_skip_verify;
+      g.timeout = p.timeout;
+      p.spec = std::move(g);
+      break;
+    }
+    case probe::check_kind::h2ping: {
+      probe::h2ping_spec h;
+      h.address = d.h2ping;
+      h.use_tls = d.h2ping_use_tls;
+      h.tls_server_name = d.tls_server_name;
+      h.tls_skip_verify = d.tls_skip_verify;
+      h.timeout = p.timeout;
+      p.spec = std::move(h);
+      break;
+    }
+    default:
+      return std::string("check kind is not runnable");
+  }
+  if (s.legacy_thresholds) {
+    p.limits = effective_thresholds(s.passing_threshold, s.critical_threshold, std::nullopt,
+                                    std::nullopt, std::nullopt);
+  } else {
+    p.limits = effective_thresholds(s.passing_threshold, s.critical_threshold,
+                                    int_member(d.extra, "SuccessBeforePassing"),
+                                    int_member(d.extra, "FailuresBeforeWarning"),
+                                    int_member(d.extra, "FailuresBeforeCritical"));
+  }
+  return p;
+}
+
+}  // namespace esm::checks

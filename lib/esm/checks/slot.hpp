@@ -1,0 +1,46 @@
+// The engine's per-check state (private to the checks area). Kept small: with 100 000 checks a
+// byte per check is 100 KB. The catalog copy is the largest part and is needed for the
+// compare-and-set writes (full object, ModifyIndex).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <boost/asio/cancellation_signal.hpp>
+
+#include "esm/checks/engine.hpp"
+
+namespace esm::checks {
+
+// A probe run in progress: its cancellation signal lives as long as the run's coroutine.
+struct check_engine::run_state {
+  boost::asio::cancellation_signal signal;
+  bool done = false;
+  void cancel() {
+    if (!done) signal.emit(boost::asio::cancellation_type::terminal);
+  }
+};
+
+struct check_engine::slot {
+  std::string key;                           // partition, namespace, node, check ID
+  consul::health_check catalog;              // the newest copy known (watch or own write)
+  std::shared_ptr<const check_plan> plan;    // null: not run (unsupported)
+  std::optional<probe::probe_result> desired;  // what esmd reports, once it has a result
+  status_gate gate;
+  legacy_counter legacy;
+  std::shared_ptr<run_state> running;        // set while a probe runs
+  std::chrono::steady_clock::time_point due{};  // when the queued run was due (lag)
+  std::optional<std::chrono::steady_clock::time_point> output_due;  // deferred output write
+  std::optional<std::chrono::steady_clock::time_point> critical_since;
+  std::uint64_t seen = 0;    // reconciliation epoch that last listed it
+  std::uint64_t runs = 0;
+  std::uint32_t generation = 0;  // bumped by every stop/restart: voids heap entries
+  bool live = false;             // held (listed in the index)
+  bool write_queued = false;
+  bool due_while_running = false;
+};
+
+}  // namespace esm::checks
