@@ -32,6 +32,23 @@ constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 bool heap_later(const auto& a, const auto& b) { return a.due > b.due; }
 
+}  // namespace
+
+// Fields of `had` that `got` lacks or changed (a definition that went through Consul's
+// transaction endpoint of a version that does not carry them).
+bool definition_lost(const consul::check_definition& had, const consul::check_definition& got) {
+  auto lost = [](const std::string& a, const std::string& b) { return !a.empty() && a != b; };
+  return lost(had.http, got.http) || lost(had.tcp, got.tcp) || lost(had.udp, got.udp) ||
+         lost(had.grpc, got.grpc) || lost(had.h2ping, got.h2ping) ||
+         lost(had.tls_server_name, got.tls_server_name) || lost(had.method, got.method) ||
+         lost(had.body, got.body) || (had.tcp_use_tls && !got.tcp_use_tls) ||
+         (had.grpc_use_tls && !got.grpc_use_tls) ||
+         (had.disable_redirects && !got.disable_redirects) ||
+         (!had.header.empty() && had.header != got.header);
+}
+
+namespace {
+
 milliseconds ms_of(std::chrono::nanoseconds d) {
   return std::chrono::duration_cast<milliseconds>(d);
 }
@@ -148,6 +165,7 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
   v.modify_index = s.catalog.modify_index;
   v.desired = s.desired;
   v.runs = s.runs;
+  v.starts = s.starts;
   v.running = s.running != nullptr;
   v.runnable = s.plan != nullptr;
   v.write_queued = s.write_queued;
@@ -159,6 +177,7 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
 void check_engine::on_checks(std::vector<consul::health_check> checks) {
   ++epoch_;
   std::uint64_t added = 0, updated = 0, removed = 0;
+  std::vector<std::uint32_t> p_damaged;
   for (auto& c : checks) {
     if (c.check_id == sharding::external_node_health_check_id) continue;
     auto key = key_of(c);
@@ -187,13 +206,19 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
     auto i = it->second;
     auto& s = *slots_[i];
     s.seen = epoch_;
-    auto* p = std::get_if<check_plan>(&planned);
-    bool same_plan = p ? (s.plan && *s.plan == *p) : !s.plan;
     // A late or stale read must not undo a newer copy (e.g. the engine's own write).
     if (c.modify_index >= s.catalog.modify_index) {
+      if (c.modify_index == s.written_index && definition_lost(s.catalog.definition, c.definition)) {
+        // The engine's own transaction stripped the definition: keep ours and restore it.
+        c.definition = s.catalog.definition;
+        planned = plan_check(c, settings_.plans);
+        p_damaged.push_back(i);
+      }
       s.catalog = std::move(c);
       update_critical_since(i);
     }
+    auto* p = std::get_if<check_plan>(&planned);
+    bool same_plan = p ? (s.plan && *s.plan == *p) : !s.plan;
     if (same_plan) continue;
     ++updated;
     stop_check(i);
@@ -209,6 +234,7 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
                 {{"node", s.catalog.node}, {"check", s.catalog.check_id}, {"name", s.catalog.name}});
     }
   }
+  for (auto i : p_damaged) definition_damaged(i);
   for (auto it = index_.begin(); it != index_.end();) {
     auto i = it->second;
     auto& s = *slots_[i];
@@ -236,6 +262,7 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
 void check_engine::start_check(std::uint32_t i, bool restart) {
   auto& s = *slots_[i];
   s.live = true;
+  ++s.starts;
   s.gate.reset(s.plan->limits);
   s.legacy = legacy_counter{};
   if (s.plan->interval_raised)
@@ -381,7 +408,19 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
 
 // ---- results -------------------------------------------------------------------------------
 
+void check_engine::definition_damaged(std::uint32_t i) {
+  auto& s = *slots_[i];
+  if (!s.register_writes)
+    log::warn("Consul's transaction endpoint dropped fields of this check's definition; "
+              "restoring it and writing this check's status by catalog registration",
+              {{"node", s.catalog.node}, {"check", s.catalog.check_id}});
+  s.register_writes = true;
+  s.restore_definition = true;
+  queue_write(i);
+}
+
 bool check_engine::needs_write(const slot& s) const {
+  if (s.restore_definition) return true;
   if (!s.desired) return false;
   return to_string(s.desired->status) != s.catalog.status || s.desired->output != s.catalog.output;
 }

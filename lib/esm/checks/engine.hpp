@@ -26,6 +26,13 @@
 // retried with capped backoff, never dropped. Catalog copies delivered by the worker replace
 // the engine's only when their ModifyIndex is newer, so a late read cannot undo a write.
 //
+// Consul before 1.1x copies only the HTTP and TCP fields of a check's Definition in its
+// transaction endpoint, so a compare-and-set write of a gRPC (or UDP, H2PING, TCP+TLS) check
+// would strip its definition (consul-esm has this bug). The engine notices when its own write
+// came back with fewer definition fields, restores the definition by a catalog registration
+// and writes that check by registration from then on (not compare-and-set: the newest desired
+// state is still what is written).
+//
 // Services are deregistered after their check stayed critical longer than the definition's
 // DeregisterCriticalServiceAfter (checked every `reap_interval`, once per node and service),
 // as Consul's agent would do for a local service (§6.8). Namespace and partition of each check
@@ -76,6 +83,9 @@ struct engine_settings {
 
 engine_settings make_engine_settings(const config::config& cfg);
 
+// Whether `got` lacks a probe field `had` carried (exposed for unit tests).
+bool definition_lost(const consul::check_definition& had, const consul::check_definition& got);
+
 // Schedule lag (run start minus due time) in 1 ms buckets up to 10 s.
 struct lag_histogram {
   static constexpr std::size_t buckets = 10'001;  // last: 10 s and more
@@ -102,6 +112,8 @@ struct engine_stats {
   std::uint64_t dropped_writes = 0;   // writes for checks that vanished from the catalog
   std::uint64_t node_rereads = 0;
   std::uint64_t services_reaped = 0;
+  std::uint64_t definitions_restored = 0;  // see slot::register_writes
+  std::uint64_t registration_writes = 0;   // status writes by catalog registration
   lag_histogram lag;
 };
 
@@ -135,6 +147,7 @@ class check_engine : public sharding::assignment_sink {
     std::optional<probe::probe_result> desired;  // the reported result, once one exists
     std::uint64_t modify_index = 0;
     std::uint64_t runs = 0;
+    std::uint32_t starts = 0;  // schedule (re)starts: 1 until its plan changes
     bool running = false, runnable = false, write_queued = false;
   };
   std::optional<check_view> find(const std::string& node, const std::string& check_id,
@@ -174,6 +187,8 @@ class check_engine : public sharding::assignment_sink {
   // Writes the queued checks; false when a failure left some queued for a later attempt.
   boost::asio::awaitable<bool> flush();
   boost::asio::awaitable<bool> write_chunk(std::vector<std::uint32_t> chunk);
+  boost::asio::awaitable<bool> write_by_registration(std::vector<std::uint32_t> ids);
+  void definition_damaged(std::uint32_t i);
   // Re-reads one node's checks into the catalog copies; the keys the node still has, or
   // nullopt when the read failed.
   boost::asio::awaitable<std::optional<std::vector<std::string>>> reread_node(

@@ -37,9 +37,17 @@ struct check_engine::slot {
   std::optional<std::chrono::steady_clock::time_point> critical_since;
   std::uint64_t seen = 0;    // reconciliation epoch that last listed it
   std::uint64_t runs = 0;
+  std::uint32_t starts = 0;     // (re)starts of its schedule
   std::uint32_t generation = 0;  // bumped by every stop/restart: voids heap entries
   bool live = false;             // held (listed in the index)
   bool write_queued = false;
+  // Consul's transaction endpoint dropped definition fields of this check (before Consul
+  // 1.1x it carries only the HTTP and TCP ones): its status is written by catalog
+  // registration instead, which keeps the whole definition, and a damaged definition is
+  // restored once.
+  bool register_writes = false;
+  bool restore_definition = false;
+  std::uint64_t written_index = 0;  // ModifyIndex of the engine's last transaction write
   bool due_while_running = false;
 };
 

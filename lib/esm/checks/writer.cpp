@@ -1,6 +1,7 @@
 // The check engine's status writer (batched compare-and-set transactions) and service reaper.
 // See engine.hpp for the rules.
 #include <algorithm>
+#include <map>
 #include <set>
 #include <tuple>
 #include <unordered_set>
@@ -79,6 +80,13 @@ asio::awaitable<bool> check_engine::flush() {
     if (s.live && needs_write(s)) todo.push_back(i);
   }
   bool ok = true;
+  std::vector<std::uint32_t> registered;
+  std::erase_if(todo, [&](std::uint32_t i) {
+    if (!slots_[i]->register_writes) return false;
+    registered.push_back(i);
+    return true;
+  });
+  if (!registered.empty() && !co_await write_by_registration(std::move(registered))) ok = false;
   for (std::size_t at = 0; at < todo.size(); at += consul::max_txn_ops) {
     auto end = std::min(todo.size(), at + consul::max_txn_ops);
     std::vector<std::uint32_t> chunk(todo.begin() + static_cast<std::ptrdiff_t>(at),
@@ -127,11 +135,16 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
         if (!s.live) continue;
         const auto& w = sent[j].check->check;
         std::uint64_t idx = 0;
-        if (j < r->results.size() && r->results[j].check) idx = r->results[j].check->modify_index;
+        const consul::health_check* stored = nullptr;
+        if (j < r->results.size() && r->results[j].check) {
+          stored = &*r->results[j].check;
+          idx = stored->modify_index;
+        }
         if (idx > 0 && idx < s.catalog.modify_index) continue;  // the watch has a newer copy
         s.catalog.status = w.status;
         s.catalog.output = w.output;
-        if (idx > 0) s.catalog.modify_index = idx;
+        if (idx > 0) s.catalog.modify_index = s.written_index = idx;
+        if (stored && definition_lost(w.definition, stored->definition)) definition_damaged(ids[j]);
         ++stats_.write_ops;
         log::debug("Check status written", {{"node", w.node}, {"check", w.check_id},
                                             {"status", w.status}});
@@ -186,6 +199,58 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
       if (!drop[k]) again.push_back(ids[k]);
     chunk = std::move(again);
   }
+}
+
+// For checks whose definition Consul's transaction endpoint would strip: one catalog
+// registration per node (SkipNodeUpdate), carrying the full check objects with their
+// definitions and the desired status and output. Not compare-and-set, but still the newest
+// desired state.
+asio::awaitable<bool> check_engine::write_by_registration(std::vector<std::uint32_t> ids) {
+  std::map<std::tuple<std::string, std::string>, std::vector<std::uint32_t>> by_node;
+  for (auto i : ids) by_node[{slots_[i]->catalog.partition, slots_[i]->catalog.node}].push_back(i);
+  bool ok = true;
+  for (auto& [where, members] : by_node) {
+    consul::catalog_registration r;
+    r.partition = std::get<0>(where);
+    r.node = std::get<1>(where);
+    r.skip_node_update = true;
+    std::vector<std::uint32_t> sent_ids;
+    for (auto i : members) {
+      auto& s = *slots_[i];
+      if (!s.live || !needs_write(s)) continue;
+      auto c = s.catalog;
+      if (s.desired) {
+        c.status = std::string(to_string(s.desired->status));
+        c.output = s.desired->output;
+      }
+      r.checks.push_back(std::move(c));
+      sent_ids.push_back(i);
+    }
+    if (sent_ids.empty()) continue;
+    ++stats_.transactions;
+    auto res = co_await consul_->catalog_register(r);
+    if (!res) {
+      if (!res.error().is_cancelled()) {
+        ++stats_.write_failures;
+        log::warn("Failed to write check statuses by catalog registration; will retry",
+                  {{"node", r.node}, {"error", res.error().to_string()}});
+      }
+      requeue(sent_ids);
+      ok = false;
+      continue;
+    }
+    for (std::size_t k = 0; k < sent_ids.size(); ++k) {
+      auto& s = *slots_[sent_ids[k]];
+      if (!s.live) continue;
+      if (s.restore_definition) ++stats_.definitions_restored;
+      s.restore_definition = false;
+      s.catalog.status = r.checks[k].status;
+      s.catalog.output = r.checks[k].output;
+      ++stats_.write_ops;
+      ++stats_.registration_writes;
+    }
+  }
+  co_return ok;
 }
 
 asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_node(

@@ -1,0 +1,494 @@
+// The check engine end to end: real Consul 1.8.7 dev agent, real targets on 127.0.0.1.
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include <boost/asio/ssl/context.hpp>
+
+#include "../probe/support.hpp"
+#include "engine_support.hpp"
+
+using namespace engine_test;
+using esm::checks::engine_settings;
+
+namespace {
+
+engine_settings fast_settings() {
+  engine_settings s;
+  s.plans.min_interval = 50ms;
+  s.batch_flush_interval = 0ms;
+  s.check_update_interval = 0ms;
+  s.retry_base = 50ms;
+  s.retry_cap = 500ms;
+  s.reap_interval = 200ms;
+  return s;
+}
+
+std::string unique(const std::string& prefix) {
+  static int n = 0;
+  return prefix + "-" + std::to_string(++n);
+}
+
+}  // namespace
+
+TEST_CASE("HTTP check: passing, warning and critical are written with Consul's output texts") {
+  asio::io_context io;
+  switch_server target(io);
+  running_engine e(io, fast_settings());
+  auto node = unique("http");
+  e.nodes = {node};
+  register_node(io, e.client, node, {http_check(node, "web", target.url())});
+
+  target.set(200, "hello");
+  REQUIRE(e.wait_status(node, "web", "passing"));
+  CHECK(e.catalog(node, "web").output == "HTTP GET " + target.url() + ": 200 X Output: hello");
+  // The definition survives the write (full object written back).
+  CHECK(e.catalog(node, "web").definition.http == target.url());
+
+  target.set(429, "slow down");
+  REQUIRE(e.wait_status(node, "web", "warning"));
+  CHECK(e.catalog(node, "web").output == "HTTP GET " + target.url() + ": 429 X Output: slow down");
+
+  target.set(500, "boom");
+  REQUIRE(e.wait_status(node, "web", "critical"));
+  CHECK(e.catalog(node, "web").output == "HTTP GET " + target.url() + ": 500 X Output: boom");
+  CHECK(e.engine.stats().transactions >= 3);
+  CHECK(e.engine.stats().write_failures == 0);
+}
+
+TEST_CASE("HTTPS with a test CA and a client certificate") {
+  asio::io_context io;
+  probe_test::test_pki pki;
+  auto tls = probe_test::server_tls(pki, true);
+  probe_test::http_server srv(io, tls.get());
+  esm::probe::tls_files files;
+  files.ca_file = pki.ca_pem;
+  files.cert_file = pki.client_pem;
+  files.key_file = pki.client_key;
+  running_engine with_cert(io, fast_settings(), files);
+  esm::probe::tls_files ca_only;
+  ca_only.ca_file = pki.ca_pem;
+  running_engine without_cert(io, fast_settings(), ca_only);
+  auto node = unique("https");
+  with_cert.nodes = {node};
+  auto url = "https://127.0.0.1:" + std::to_string(srv.port()) + "/ok";
+  auto a = http_check(node, "with-cert", url);
+  auto b = http_check(node, "without-cert", url);
+  b.status = "passing";
+  register_node(io, with_cert.client, node, {a, b});
+  // Each engine holds one of the two checks (as two instances would).
+  auto only = [&](running_engine& e, const std::string& id) {
+    auto all = esm::test::run(io, e.client.health_node(node));
+    std::vector<esm::consul::health_check> mine;
+    for (auto& c : all->value)
+      if (c.check_id == id) mine.push_back(c);
+    e.engine.on_checks(mine);
+  };
+  only(with_cert, "with-cert");
+  only(without_cert, "without-cert");
+  CHECK(run_until(io, [&] {
+    return with_cert.engine.stats().write_ops >= 1 && without_cert.engine.stats().write_ops >= 1;
+  }));
+  CHECK(with_cert.catalog(node, "with-cert").status == "passing");
+  CHECK(with_cert.catalog(node, "with-cert").output == "HTTP GET " + url + ": 200 OK Output: hello");
+  CHECK(with_cert.catalog(node, "without-cert").status == "critical");
+}
+
+TEST_CASE("TCP, TCP with TLS, UDP, gRPC serving and not serving, and H2PING") {
+  asio::io_context io;
+  probe_test::test_pki pki;
+  auto tls = probe_test::server_tls(pki, false);
+  probe_test::http_server plain(io);
+  probe_test::http_server secure(io, tls.get());
+  probe_test::udp_server udp(io, true);
+  probe_test::child_process grpc({GRPC_HEALTH_SERVER, "--serving=", "--not-serving=down"});
+  REQUIRE(!grpc.first_line().empty());
+  std::string grpc_addr = "127.0.0.1:" + grpc.first_line();
+  esm::probe::tls_files files;
+  files.ca_file = pki.ca_pem;
+  running_engine e(io, fast_settings(), files);
+  auto node = unique("kinds");
+  e.nodes = {node};
+  auto refused = std::to_string(probe_test::refused_tcp_port());
+
+  std::vector<esm::consul::health_check> checks;
+  auto add = [&](std::string id, auto fill) {
+    esm::consul::health_check c;
+    c.node = node;
+    c.check_id = id;
+    c.name = id;
+    c.status = "warning";  // neither outcome: every check must be written
+    c.definition.interval = 300ms;
+    c.definition.timeout = 2s;
+    fill(c.definition);
+    checks.push_back(c);
+  };
+  auto tcp_addr = "127.0.0.1:" + std::to_string(plain.port());
+  auto tls_addr = "127.0.0.1:" + std::to_string(secure.port());
+  auto udp_addr = "127.0.0.1:" + std::to_string(udp.port());
+  add("tcp", [&](auto& d) { d.tcp = tcp_addr; });
+  add("tcp-refused", [&](auto& d) { d.tcp = "127.0.0.1:" + refused; });
+  add("grpc", [&](auto& d) { d.grpc = grpc_addr; });
+  add("grpc-down", [&](auto& d) { d.grpc = grpc_addr + "/down"; });
+  // Consul 1.8.7 predates UDP (1.11), H2PING (1.10) and TCPUseTLS (1.16) and drops those
+  // fields from stored definitions: these checks are registered without them and their
+  // definitions completed as a newer Consul would deliver them.
+  add("tcp-tls", [&](auto&) {});
+  add("tcp-tls-on-plain", [&](auto&) {});
+  add("udp", [&](auto&) {});
+  add("h2ping", [&](auto&) {});
+  e.patch = [&](std::vector<esm::consul::health_check>& all) {
+    for (auto& c : all) {
+      auto& d = c.definition;
+      if (c.check_id == "tcp-tls") {
+        d.tcp = tls_addr;
+        d.tcp_use_tls = true;
+      } else if (c.check_id == "tcp-tls-on-plain") {
+        d.tcp = tcp_addr;  // no TLS there: the handshake fails
+        d.tcp_use_tls = true;
+      } else if (c.check_id == "udp") {
+        d.udp = udp_addr;
+      } else if (c.check_id == "h2ping") {
+        d.h2ping = grpc_addr;
+        d.h2ping_use_tls = false;
+      }
+    }
+  };
+  add("script", [&](auto& d) { d.script_args = {"/bin/true"}; });
+  register_node(io, e.client, node, checks);
+
+  REQUIRE(e.wait_status(node, "h2ping", "passing"));
+  REQUIRE(e.wait_status(node, "grpc-down", "critical"));
+  REQUIRE(e.wait_status(node, "tcp-refused", "critical"));
+  REQUIRE(e.wait_status(node, "udp", "passing"));
+  CHECK(e.catalog(node, "tcp").status == "passing");
+  CHECK(e.catalog(node, "tcp").output == "TCP connect " + tcp_addr + ": Success");
+  CHECK(e.catalog(node, "tcp-tls").status == "passing");
+  CHECK(e.catalog(node, "tcp-tls").output == "TCP+TLS connect " + tls_addr + ": Success");
+  REQUIRE(e.wait_status(node, "tcp-tls-on-plain", "critical"));
+  CHECK(e.catalog(node, "tcp-refused").output ==
+        "dial tcp 127.0.0.1:" + refused + ": connect: connection refused");
+  CHECK(e.catalog(node, "udp").output == "UDP connect " + udp_addr + ": Success");
+  CHECK(e.catalog(node, "grpc").status == "passing");
+  CHECK(e.catalog(node, "grpc").output == "gRPC check " + grpc_addr + ": success");
+  CHECK(e.catalog(node, "grpc-down").output ==
+        "gRPC " + grpc_addr + "/down serving status: NOT_SERVING");
+  CHECK(e.catalog(node, "h2ping").output == "HTTP2 ping was successful");
+  // Consul 1.8.7's transaction endpoint strips a GRPC definition; the engine restored it
+  // and writes these checks by registration, so the catalog keeps the definition.
+  REQUIRE(run_until(io, [&] { return e.catalog(node, "grpc").definition.grpc == grpc_addr; }, 5s));
+  CHECK(e.catalog(node, "grpc-down").definition.grpc == grpc_addr + "/down");
+  CHECK(e.catalog(node, "grpc").status == "passing");
+  CHECK(e.engine.stats().definitions_restored >= 2);
+  // HTTP and TCP definitions survive the compare-and-set writes untouched.
+  CHECK(e.catalog(node, "tcp").definition.tcp == tcp_addr);
+  CHECK_FALSE(e.engine.find(node, "tcp")->runnable == false);
+  // Unsupported kinds are held but never run or written.
+  CHECK(e.catalog(node, "script").status == "warning");
+  auto v = e.engine.find(node, "script");
+  REQUIRE(v);
+  CHECK_FALSE(v->runnable);
+  CHECK(v->runs == 0);
+  for (std::string id : {"tcp", "tcp-refused", "grpc", "grpc-down", "tcp-tls", "tcp-tls-on-plain", "udp", "h2ping"}) {
+    INFO(id);
+    CHECK(e.engine.find(node, id)->runnable);
+  }
+  CHECK(e.engine.stats().unsupported == 1);
+  CHECK(e.engine.stats().write_failures == 0);
+}
+
+TEST_CASE("timeouts, refused ports and endless bodies are critical with bounded output") {
+  asio::io_context io;
+  probe_test::silent_tcp_server silent(io);
+  probe_test::http_server srv(io);
+  running_engine e(io, fast_settings());
+  auto node = unique("bad");
+  e.nodes = {node};
+  auto silent_url = "http://127.0.0.1:" + std::to_string(silent.port()) + "/";
+  auto refused_url = "http://127.0.0.1:" + std::to_string(probe_test::refused_tcp_port()) + "/";
+  auto hang = http_check(node, "hang", silent_url, 1s);
+  hang.definition.timeout = 500ms;
+  hang.status = "passing";
+  auto refused = http_check(node, "refused", refused_url, 1s);
+  refused.status = "passing";
+  auto stream = http_check(node, "stream", srv.url("/stream"), 1s);
+  stream.definition.timeout = 20s;
+  register_node(io, e.client, node, {hang, refused, stream});
+
+  auto start = clock::now();
+  REQUIRE(e.wait_status(node, "hang", "critical"));
+  CHECK(clock::now() - start < 5s);
+  CHECK(e.catalog(node, "hang").output ==
+        "Get \"" + silent_url + "\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)");
+  REQUIRE(e.wait_status(node, "refused", "critical"));
+  CHECK(e.catalog(node, "refused").output.find("connection refused") != std::string::npos);
+  REQUIRE(e.wait_status(node, "stream", "passing"));
+  CHECK(e.catalog(node, "stream").output ==
+        "HTTP GET " + srv.url("/stream") + ": 200 OK Output: " + std::string(4096, 'x'));
+}
+
+TEST_CASE("thresholds are counted once (consul mode) and twice in legacy mode") {
+  asio::io_context io;
+  switch_server consul_target(io), legacy_target(io);
+  auto s = fast_settings();
+  s.plans.critical_threshold = 2;
+  running_engine consul_mode(io, s);
+  s.legacy_thresholds = true;
+  s.plans.legacy_thresholds = true;
+  running_engine legacy_mode(io, s);
+  auto node = unique("thresholds");
+  auto a = http_check(node, "consul", consul_target.url(), 400ms);
+  auto b = http_check(node, "legacy", legacy_target.url(), 400ms);
+  register_node(io, consul_mode.client, node, {a, b});
+  auto feed_one = [&](running_engine& e, const std::string& id) {
+    auto all = esm::test::run(io, e.client.health_node(node));
+    std::vector<esm::consul::health_check> mine;
+    for (auto& c : all->value)
+      if (c.check_id == id) mine.push_back(c);
+    e.engine.on_checks(mine);
+  };
+  feed_one(consul_mode, "consul");
+  feed_one(legacy_mode, "legacy");
+  // Steady passing first.
+  REQUIRE(run_until(io, [&] {
+    return consul_target.answered(200) >= 4 && legacy_target.answered(200) >= 4 &&
+           consul_mode.catalog(node, "consul").status == "passing" &&
+           legacy_mode.catalog(node, "legacy").status == "passing";
+  }));
+  consul_target.set(500);
+  legacy_target.set(500);
+  // Poll the catalog; when each flips, count the failing answers its target gave.
+  int consul_failures = -1, legacy_failures = -1;
+  run_until(io, [&] {
+    if (consul_failures < 0 && consul_mode.catalog(node, "consul").status == "critical")
+      consul_failures = consul_target.answered(500);
+    if (legacy_failures < 0 && legacy_mode.catalog(node, "legacy").status == "critical")
+      legacy_failures = legacy_target.answered(500);
+    return consul_failures >= 0 && legacy_failures >= 0;
+  }, 30s);
+  CHECK(consul_failures == 2);  // critical_threshold consecutive failures
+  CHECK(legacy_failures == 4);  // consul-esm: 2 x critical_threshold from a steady state
+}
+
+TEST_CASE("a flapping target gives exactly one write per effective change") {
+  asio::io_context io;
+  switch_server target(io);
+  auto s = fast_settings();
+  s.plans.passing_threshold = 3;
+  s.plans.critical_threshold = 3;
+  running_engine e(io, s);
+  auto node = unique("flap");
+  e.nodes = {node};
+  auto c = http_check(node, "flap", target.url(), 100ms);
+  c.status = "passing";
+  c.output = "HTTP GET " + target.url() + ": 200 X Output: ok";
+  register_node(io, e.client, node, {c});
+  e.feed();
+  // The first result (passing, same output) needs no write.
+  REQUIRE(run_until(io, [&] { return target.requests() >= 3; }));
+  CHECK(e.engine.stats().write_ops == 0);
+  // Alternating answers never reach a threshold: no write at all.
+  int before = target.requests();
+  int flips = 0;
+  run_until(io, [&] {
+    if (target.requests() > before) {
+      before = target.requests();
+      target.set(target.requests() % 2 ? 500 : 200);
+      ++flips;
+    }
+    return flips >= 12;
+  }, 20s);
+  CHECK(flips >= 12);
+  CHECK(e.engine.stats().write_ops == 0);
+  // Three failures in a row: one write; three successes: one more.
+  target.set(500);
+  REQUIRE(e.wait_status(node, "flap", "critical"));
+  target.set(200);
+  REQUIRE(e.wait_status(node, "flap", "passing"));
+  run_for(io, 500ms);
+  CHECK(e.engine.stats().write_ops == 2);
+}
+
+TEST_CASE("a burst of 1000 status changes costs at most 20 transactions") {
+  asio::io_context io;
+  switch_server target(io);
+  auto s = fast_settings();
+  s.batch_flush_interval = 500ms;
+  running_engine e(io, s);
+  std::vector<std::string> nodes;
+  for (int n = 0; n < 10; ++n) {
+    auto node = unique("burst");
+    nodes.push_back(node);
+    std::vector<esm::consul::health_check> checks;
+    for (int k = 0; k < 100; ++k)
+      checks.push_back(http_check(node, "c" + std::to_string(k), target.url(), 1s));
+    register_node(io, e.client, node, checks);
+  }
+  e.nodes = nodes;
+  e.feed();
+  REQUIRE(e.engine.size() == 1000);
+  REQUIRE(run_until(io, [&] { return e.engine.stats().write_ops >= 1000; }, 30s));
+  auto first = e.engine.stats().transactions;
+  MESSAGE("1000 changes (critical to passing) written in " << first << " transactions");
+  CHECK(first <= 20);
+  CHECK(e.engine.stats().write_ops == 1000);
+  // And back: the catalog's copies came from the engine's own writes, no re-read needed.
+  target.set(500, "down");
+  REQUIRE(run_until(io, [&] { return e.engine.stats().write_ops >= 2000; }, 30s));
+  auto second = e.engine.stats().transactions - first;
+  MESSAGE("1000 changes (passing to critical) written in " << second << " transactions");
+  CHECK(second <= 20);
+  CHECK(e.engine.stats().stale_retries == 0);
+  int critical = 0;
+  for (auto& n : nodes) {
+    auto r = esm::test::run(io, e.client.health_node(n));
+    for (auto& c : r->value) critical += c.status == "critical";
+  }
+  CHECK(critical == 1000);
+}
+
+TEST_CASE("a status someone else forced is corrected by the next run; a stale index is re-read once") {
+  asio::io_context io;
+  switch_server target(io);
+  running_engine e(io, fast_settings());
+  auto node = unique("forced");
+  e.nodes = {node};
+  register_node(io, e.client, node, {http_check(node, "web", target.url(), 300ms)});
+  REQUIRE(e.wait_status(node, "web", "passing"));
+  auto writes = e.engine.stats().write_ops;
+
+  // Someone forces it critical (a re-registration, which moves its ModifyIndex).
+  auto forced = http_check(node, "web", target.url(), 300ms);
+  forced.status = "critical";
+  forced.output = "forced";
+  register_node(io, e.client, node, {forced});
+  // Without handing the new copy over, the engine's next write carries a stale index: it
+  // must re-read the node and retry once. But the engine only writes on a difference from
+  // its copy, so make its result differ: switch the target's body.
+  target.set(200, "changed");
+  REQUIRE(run_until(io, [&] { return e.engine.stats().stale_retries >= 1; }));
+  REQUIRE(e.wait_status(node, "web", "passing"));
+  CHECK(e.catalog(node, "web").output == "HTTP GET " + target.url() + ": 200 X Output: changed");
+  CHECK(e.engine.stats().node_rereads >= 1);
+  CHECK(e.engine.stats().write_ops > writes);
+
+  // Forced again, this time the engine sees it through the watch: corrected by the next run.
+  register_node(io, e.client, node, {forced});
+  e.feed();
+  CHECK(e.engine.find(node, "web")->catalog_status == "critical");
+  REQUIRE(e.wait_status(node, "web", "passing", 5s));
+}
+
+TEST_CASE("a definition change restarts only that check; a removed check stops at once") {
+  asio::io_context io;
+  switch_server target(io);
+  probe_test::silent_tcp_server silent(io);
+  running_engine e(io, fast_settings());
+  auto node = unique("change");
+  e.nodes = {node};
+  auto keep = http_check(node, "keep", target.url(), 200ms);
+  auto change = http_check(node, "change", target.url(), 200ms);
+  auto hang = http_check(node, "hang", "http://127.0.0.1:" + std::to_string(silent.port()) + "/", 200ms);
+  hang.definition.timeout = 10s;
+  register_node(io, e.client, node, {keep, change, hang});
+  e.feed();
+  REQUIRE(run_until(io, [&] {
+    return e.engine.find(node, "keep")->runs >= 3 && e.engine.find(node, "hang")->running;
+  }));
+  auto keep_runs = e.engine.find(node, "keep")->runs;
+  change.definition.http = target.url() + "?v=2";
+  register_node(io, e.client, node, {keep, change, hang});
+  e.feed();
+  CHECK(e.engine.find(node, "keep")->starts == 1);
+  CHECK(e.engine.find(node, "change")->starts == 2);
+  CHECK(e.engine.find(node, "hang")->starts == 1);
+  CHECK(e.engine.stats().updated == 1);
+  run_for(io, 600ms);
+  CHECK(e.engine.find(node, "keep")->runs > keep_runs);
+
+  // Remove the check whose probe hangs (10 s timeout): its run is cancelled at once.
+  REQUIRE(e.engine.find(node, "hang")->running);
+  auto cancelled = e.engine.stats().cancelled_runs;
+  esm::consul::catalog_deregistration gone;
+  gone.node = node;
+  gone.check_id = "hang";
+  REQUIRE(esm::test::run(io, e.client.catalog_deregister(gone)));
+  auto removed_at = clock::now();
+  e.feed();
+  CHECK_FALSE(e.engine.find(node, "hang"));
+  REQUIRE(run_until(io, [&] { return e.engine.stats().cancelled_runs > cancelled; }, 5s));
+  CHECK(clock::now() - removed_at < 1s);
+}
+
+TEST_CASE("at most max_concurrent probes run at once; the rest wait their turn") {
+  asio::io_context io;
+  probe_test::silent_tcp_server silent(io);
+  auto s = fast_settings();
+  s.max_concurrent = 5;
+  running_engine e(io, s);
+  auto node = unique("bounded");
+  e.nodes = {node};
+  std::vector<esm::consul::health_check> checks;
+  for (int k = 0; k < 20; ++k) {
+    auto c = http_check(node, "c" + std::to_string(k),
+                        "http://127.0.0.1:" + std::to_string(silent.port()) + "/", 100ms);
+    c.definition.timeout = 1s;
+    checks.push_back(c);
+  }
+  register_node(io, e.client, node, checks);
+  e.feed();
+  run_for(io, 3s);
+  CHECK(e.engine.stats().max_in_flight == 5);
+  CHECK(e.engine.stats().max_queued >= 10);
+  // Fair: every check ran in those 3 s (5 slots x 1 s timeouts = 15 runs at most).
+  int ran = 0;
+  for (int k = 0; k < 20; ++k) ran += e.engine.find(node, "c" + std::to_string(k))->runs > 0;
+  CHECK(ran >= 10);
+}
+
+TEST_CASE("output-only changes wait check_update_interval; status changes do not") {
+  asio::io_context io;
+  switch_server target(io);
+  auto s = fast_settings();
+  s.check_update_interval = 2s;
+  running_engine e(io, s);
+  auto node = unique("output");
+  e.nodes = {node};
+  target.body_counter(true);
+  register_node(io, e.client, node, {http_check(node, "web", target.url(), 200ms)});
+  REQUIRE(e.wait_status(node, "web", "passing"));
+  auto written = e.catalog(node, "web").output;
+  auto at = clock::now();
+  run_for(io, 1s);
+  CHECK(e.catalog(node, "web").output == written);  // newer outputs held back
+  REQUIRE(run_until(io, [&] { return e.catalog(node, "web").output != written; }, 5s));
+  CHECK(clock::now() - at >= 1500ms);
+  target.set(500, "down");
+  auto changed = clock::now();
+  REQUIRE(e.wait_status(node, "web", "critical", 3s));
+  CHECK(clock::now() - changed < 1500ms);
+}
+
+TEST_CASE("a service whose check stays critical past DeregisterCriticalServiceAfter is reaped") {
+  asio::io_context io;
+  switch_server target(io);
+  target.set(500);
+  running_engine e(io, fast_settings());
+  auto node = unique("reap");
+  e.nodes = {node};
+  esm::consul::agent_service svc;
+  svc.id = "api-1";
+  svc.service = "api";
+  auto c = http_check(node, "api-check", target.url(), 200ms);
+  c.service_id = "api-1";
+  c.definition.deregister_critical_service_after = 1s;
+  register_node(io, e.client, node, {c}, svc);
+  e.feed();
+  auto has_service = [&] {
+    auto r = esm::test::run(io, e.client.catalog_node_info(node));
+    return r && r->value && r->value->services.count("api-1") > 0;
+  };
+  REQUIRE(has_service());
+  REQUIRE(run_until(io, [&] { return !has_service(); }, 10s));
+  CHECK(e.engine.stats().services_reaped == 1);
+}

@@ -1,0 +1,160 @@
+// Mapping catalog health checks onto probe plans (reference §6.2, §6.4).
+#include <doctest/doctest.h>
+
+#include <boost/json/value.hpp>
+
+#include "esm/checks/plan.hpp"
+
+using namespace esm::checks;
+using namespace std::chrono_literals;
+using esm::consul::health_check;
+
+namespace {
+
+health_check http_check(std::string url) {
+  health_check c;
+  c.node = "n1";
+  c.check_id = "web";
+  c.definition.http = std::move(url);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("HTTP definition: every field Consul's HTTP check uses is carried") {
+  auto c = http_check("https://10.0.0.1/health");
+  c.definition.method = "POST";
+  c.definition.header["X-A"] = {"1", "2"};
+  c.definition.body = "{}";
+  c.definition.tls_server_name = "svc.example";
+  c.definition.tls_skip_verify = true;
+  c.definition.disable_redirects = true;
+  c.definition.interval = 15s;
+  c.definition.timeout = 2s;
+  auto r = plan_check(c, plan_settings{});
+  REQUIRE(std::holds_alternative<check_plan>(r));
+  auto& p = std::get<check_plan>(r);
+  auto& h = std::get<esm::probe::http_spec>(p.spec);
+  CHECK(h.url == "https://10.0.0.1/health");
+  CHECK(h.method == "POST");
+  CHECK(h.headers.at("X-A") == std::vector<std::string>{"1", "2"});
+  CHECK(h.body == "{}");
+  CHECK(h.tls_server_name == "svc.example");
+  CHECK(h.tls_skip_verify);
+  CHECK(h.disable_redirects);
+  CHECK(h.timeout == 2s);
+  CHECK(p.interval == 15s);
+  CHECK(p.timeout == 2s);
+  CHECK_FALSE(p.interval_raised);
+}
+
+TEST_CASE("interval: 30 s when unset, raised to min_check_interval when below") {
+  plan_settings s;
+  s.min_interval = 1s;
+  auto c = http_check("http://127.0.0.1/");
+  auto p = std::get<check_plan>(plan_check(c, s));
+  CHECK(p.interval == 30s);
+  CHECK(p.timeout == 10s);  // Consul's default timeout
+  c.definition.interval = 200ms;
+  p = std::get<check_plan>(plan_check(c, s));
+  CHECK(p.interval == 1s);
+  CHECK(p.interval_raised);
+  s.min_interval = 100ms;
+  p = std::get<check_plan>(plan_check(c, s));
+  CHECK(p.interval == 200ms);
+  CHECK_FALSE(p.interval_raised);
+}
+
+TEST_CASE("TCP with TLS, UDP, gRPC with TLS and H2PING map to their probes") {
+  health_check c;
+  c.definition.tcp = "127.0.0.1:443";
+  c.definition.tcp_use_tls = true;
+  c.definition.tls_server_name = "x";
+  auto t = std::get<esm::probe::tcp_spec>(std::get<check_plan>(plan_check(c, {})).spec);
+  CHECK(t.address == "127.0.0.1:443");
+  CHECK(t.use_tls);
+  CHECK(t.tls_server_name == "x");
+
+  health_check u;
+  u.definition.udp = "127.0.0.1:53";
+  CHECK(std::get<esm::probe::udp_spec>(std::get<check_plan>(plan_check(u, {})).spec).address ==
+        "127.0.0.1:53");
+
+  health_check g;
+  g.definition.grpc = "127.0.0.1:50051/my.Service";
+  g.definition.grpc_use_tls = true;
+  auto gs = std::get<esm::probe::grpc_spec>(std::get<check_plan>(plan_check(g, {})).spec);
+  CHECK(gs.target == "127.0.0.1:50051/my.Service");
+  CHECK(gs.use_tls);
+
+  health_check h;
+  h.definition.h2ping = "127.0.0.1:8443";
+  auto hs = std::get<esm::probe::h2ping_spec>(std::get<check_plan>(plan_check(h, {})).spec);
+  CHECK(hs.use_tls);  // Consul's default H2PingUseTLS
+  h.definition.h2ping_use_tls = false;
+  hs = std::get<esm::probe::h2ping_spec>(std::get<check_plan>(plan_check(h, {})).spec);
+  CHECK_FALSE(hs.use_tls);
+}
+
+TEST_CASE("script, docker, OSService, alias, TTL and empty definitions are not run, with a reason") {
+  health_check s;
+  s.definition.script_args = {"/bin/true"};
+  auto r = plan_check(s, {});
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(std::get<std::string>(r).find("script") != std::string::npos);
+
+  health_check ttl;
+  ttl.definition.ttl = 30s;
+  ttl.definition.http = "http://127.0.0.1/";  // TTL wins, as in Consul
+  CHECK(std::get<std::string>(plan_check(ttl, {})).find("ttl") != std::string::npos);
+
+  health_check d;
+  d.definition.docker_container_id = "abc";
+  CHECK(std::holds_alternative<std::string>(plan_check(d, {})));
+  health_check o;
+  o.definition.os_service = "sshd";
+  CHECK(std::holds_alternative<std::string>(plan_check(o, {})));
+  health_check a;
+  a.definition.alias_service = "web";
+  CHECK(std::holds_alternative<std::string>(plan_check(a, {})));
+  health_check none;
+  CHECK(std::get<std::string>(plan_check(none, {})).find("no HTTP") != std::string::npos);
+}
+
+TEST_CASE("per-check thresholds from the definition override the global keys; legacy ignores them") {
+  auto c = http_check("http://127.0.0.1/");
+  c.definition.extra["SuccessBeforePassing"] = 4;
+  c.definition.extra["FailuresBeforeCritical"] = 5;
+  c.definition.extra["FailuresBeforeWarning"] = 2;
+  plan_settings s;
+  s.passing_threshold = 1;
+  s.critical_threshold = 3;
+  auto p = std::get<check_plan>(plan_check(c, s));
+  CHECK(p.limits.success_before_passing == 4);
+  CHECK(p.limits.failures_before_critical == 5);
+  CHECK(p.limits.failures_before_warning == 2);
+  s.legacy_thresholds = true;
+  p = std::get<check_plan>(plan_check(c, s));
+  CHECK(p.limits.success_before_passing == 1);
+  CHECK(p.limits.failures_before_critical == 3);
+  CHECK(p.limits.failures_before_warning == 3);
+  // Garbage in the definition is ignored, not a crash.
+  c.definition.extra["SuccessBeforePassing"] = "many";
+  s.legacy_thresholds = false;
+  p = std::get<check_plan>(plan_check(c, s));
+  CHECK(p.limits.success_before_passing == 1);
+}
+
+TEST_CASE("equal definitions give equal plans; any probe field change gives a different plan") {
+  auto a = http_check("http://127.0.0.1/a");
+  auto b = a;
+  b.status = "critical";  // status and output are not part of the plan
+  b.output = "x";
+  b.modify_index = 99;
+  CHECK(std::get<check_plan>(plan_check(a, {})) == std::get<check_plan>(plan_check(b, {})));
+  b.definition.header["X"] = {"y"};
+  CHECK_FALSE(std::get<check_plan>(plan_check(a, {})) == std::get<check_plan>(plan_check(b, {})));
+  auto c = a;
+  c.definition.interval = 11s;
+  CHECK_FALSE(std::get<check_plan>(plan_check(a, {})) == std::get<check_plan>(plan_check(c, {})));
+}
