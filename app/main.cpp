@@ -3,8 +3,10 @@
 // configuration, logging and startup errors (consul-esm's code).
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -19,6 +21,10 @@
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
 
+#include <boost/asio/error.hpp>
+#include <boost/system/system_error.hpp>
+
+#include "esm/checks/engine.hpp"
 #include "esm/cluster/instance.hpp"
 #include "esm/config/cli.hpp"
 #include "esm/config/config.hpp"
@@ -26,6 +32,7 @@
 #include "esm/consul/compat.hpp"
 #include "esm/log/banner.hpp"
 #include "esm/log/log.hpp"
+#include "esm/probe/probe.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
 
@@ -35,17 +42,52 @@ using namespace std::chrono_literals;
 namespace {
 
 constexpr auto shutdown_grace = 5s;
+// Past this the process ends even if the io_context cannot return (a handler blocked on a
+// stalled stdout, ~io_context joining the resolver's getaddrinfo thread, a destructor).
+constexpr auto shutdown_hard_limit = shutdown_grace + 1500ms;
 
 struct daemon_state {
   esm::config::config cfg;
   std::vector<std::string> config_paths;
   std::optional<int> exit_code;  // set when the daemon decides to stop by itself
+  bool stopping = false;         // SIGINT or SIGTERM received
   // Read by the admin endpoint and metrics (to come); they outlive every coroutine.
   esm::cluster::instance_status instance;
   esm::sharding::leader_stats leader;
   esm::sharding::worker_stats worker;
-  esm::sharding::logging_sink sink;  // until the check runner and node prober take the share
+  esm::sharding::logging_sink node_log;  // logs the assigned nodes until the node prober exists
 };
+
+// The worker's share goes to the check engine (checks) and, for now, the log (nodes).
+class daemon_sink : public esm::sharding::assignment_sink {
+ public:
+  daemon_sink(esm::sharding::logging_sink& nodes, esm::checks::check_engine& checks)
+      : nodes_(nodes), checks_(checks) {}
+  void on_nodes(std::vector<esm::consul::node> h, std::vector<esm::consul::node> p) override {
+    nodes_.on_nodes(std::move(h), std::move(p));
+  }
+  void on_checks(std::vector<esm::consul::health_check> c) override {
+    esm::log::info("Health checks of the assigned nodes", {{"checks", c.size()}});
+    checks_.on_checks(std::move(c));
+  }
+
+ private:
+  esm::sharding::logging_sink& nodes_;
+  esm::checks::check_engine& checks_;
+};
+
+// Asio 1.81 throws operation_aborted from the next co_await of a cancelled coroutine; after
+// our own stop request that is the stop, not an error.
+bool is_stop(const daemon_state& st, std::exception_ptr e) {
+  if (!st.stopping || !e) return false;
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& se) {
+    return se.code() == asio::error::operation_aborted;
+  } catch (...) {
+  }
+  return false;
+}
 
 std::chrono::milliseconds ms(std::chrono::nanoseconds d) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(d);
@@ -56,6 +98,22 @@ std::chrono::milliseconds ms(std::chrono::nanoseconds d) {
 asio::awaitable<void> run_daemon(daemon_state& st) {
   auto ex = co_await asio::this_coro::executor;
   auto& cfg = st.cfg;
+  // Check TLS material first: bad files are a startup error naming the key and file, never
+  // silence (consul-esm logs and runs no checks at all: W4).
+  std::unique_ptr<esm::probe::probe_context> probes;
+  try {
+    esm::probe::tls_files files;
+    files.ca_file = cfg.https_ca_file;
+    files.ca_path = cfg.https_ca_path;
+    files.cert_file = cfg.https_cert_file;
+    files.key_file = cfg.https_key_file;
+    probes = std::make_unique<esm::probe::probe_context>(files);
+  } catch (const std::exception& e) {
+    esm::log::error("Invalid TLS material for checks", {{"error", e.what()}});
+    std::cerr << e.what() << "\n";
+    st.exit_code = esm::config::exit_code_error;
+    co_return;
+  }
   esm::consul::client consul(ex, cfg.consul);
   esm::log::info("Connecting to Consul", {{"address", cfg.consul.scheme + "://" + cfg.consul.address}});
   auto leader = co_await esm::consul::wait_for_leader(consul, ms(cfg.retry_interval));
@@ -90,24 +148,28 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   }
   for (auto& w : cfg.warnings) esm::log::warn(w);
 
-  // Two activities until stopped: this instance's membership with the leader election (whose
-  // leader work computes and writes the assignment), and the worker that follows this
-  // instance's own assignment. If either ends, the other is cancelled; both have ended when
-  // the group completes, so nothing outlives this frame.
+  // Three activities until stopped: this instance's membership with the leader election
+  // (whose leader work computes and writes the assignment), the worker that follows this
+  // instance's own assignment, and the check engine that runs the checks the worker hands
+  // over. If one ends, the others are cancelled; all have ended when the group completes, so
+  // nothing outlives this frame.
+  esm::checks::check_engine engine(ex, &consul, *probes, esm::checks::make_engine_settings(cfg));
+  daemon_sink sink(st.node_log, engine);
   esm::cluster::instance_hooks hooks;
   hooks.leader_work = [&consul, settings = esm::sharding::make_leader_settings(cfg),
                        &stats = st.leader](std::string, esm::consul::txn_op fence) {
     return esm::sharding::run_assignment_leader(consul, settings, std::move(fence), stats);
   };
-  auto [order, instance_error, outcome, worker_error] =
+  auto [order, instance_error, outcome, worker_error, engine_error] =
       co_await asio::experimental::make_parallel_group(
           asio::co_spawn(ex, esm::cluster::run_instance(consul, cfg, hooks, st.instance), asio::deferred),
           asio::co_spawn(ex, esm::sharding::run_assignment_worker(consul, esm::sharding::make_worker_settings(cfg),
-                                                                  st.sink, st.worker),
-                         asio::deferred))
+                                                                  sink, st.worker),
+                         asio::deferred),
+          asio::co_spawn(ex, engine.run(), asio::deferred))
           .async_wait(asio::experimental::wait_for_one(), asio::use_awaitable);
-  for (auto& e : {instance_error, worker_error}) {
-    if (!e) continue;
+  for (auto& e : {instance_error, worker_error, engine_error}) {
+    if (!e || is_stop(st, e)) continue;
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
@@ -171,7 +233,7 @@ int main(int argc, char** argv) {
   bool finished = false;
   asio::co_spawn(io, run_daemon(st), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
     finished = true;
-    if (e) {
+    if (e && !is_stop(st, e)) {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
@@ -191,14 +253,25 @@ int main(int argc, char** argv) {
       signals.async_wait(on_signal);
       return;
     }
+    if (st.stopping) return;  // a second signal changes nothing: the bounds are set
     esm::log::info("Shutting down...");
-    stop.emit(asio::cancellation_type::terminal);
-    // Whatever has not finished cleanly by then is abandoned; the process exits regardless.
+    st.stopping = true;
+    // The bounds first, so nothing the cancellation runs can skip them. Whatever has not
+    // finished cleanly by the grace period is abandoned; past the hard limit a watchdog thread
+    // ends the process even if the io_context cannot return.
     auto deadline = std::make_shared<asio::steady_timer>(io, shutdown_grace);
     deadline->async_wait([&, deadline](boost::system::error_code) {
       if (!finished) esm::log::warn("Shutdown grace period over; exiting");
       io.stop();
     });
+    try {
+      std::thread([] {
+        std::this_thread::sleep_for(shutdown_hard_limit);
+        std::_Exit(0);  // a stop by signal exits 0; no locks, destructors or stdio here
+      }).detach();
+    } catch (const std::system_error&) {
+    }
+    stop.emit(asio::cancellation_type::terminal);
   };
   signals.async_wait(on_signal);
   io.run();

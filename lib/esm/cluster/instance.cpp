@@ -38,12 +38,28 @@ awaitable<run_outcome> run_instance(consul::client& c, const config::config& cfg
 awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, election_options eo,
                                     instance_hooks hooks, instance_status& status) {
   auto ex = co_await asio::this_coro::executor;
+  // Registration checks for a stop itself (after each failed request); with Asio's default,
+  // the next co_await after a stop would throw instead and skip that, so a SIGTERM during
+  // registration became "stopped on an unexpected error" (exit 11) and left what was
+  // registered behind.
+  bool rethrow_reg = co_await asio::this_coro::throw_if_cancelled();
+  co_await asio::this_coro::throw_if_cancelled(false);
   auto reg = co_await register_instance(c, mo, status.membership);
-  if (reg.code) {
+  bool stopped = is_cancelled(co_await asio::this_coro::cancellation_state);
+  if (reg.code && !stopped) {
+    co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
     log::error("Failed to register the ESM instance", {{"error", reg.message}});
     co_return reg;
   }
-  if (!status.membership.registered) co_return reg;  // stopped while registering
+  if (stopped || !status.membership.registered) {
+    // Stopped during or right after registration: undo what may have reached Consul.
+    if (status.membership.registered || status.membership.registration_sent)
+      co_await deregister_instance(c, mo);
+    status.membership.registered = false;
+    co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
+    co_return run_outcome{};
+  }
+  co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
 
   leader_work_fn work = hooks.leader_work ? std::move(hooks.leader_work) : leader_work_fn(idle_leader_work);
   if (mo.agentless) {

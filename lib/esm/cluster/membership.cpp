@@ -147,6 +147,7 @@ awaitable<run_outcome> register_agent(consul::client& c, const membership_option
                 {{"service_id", o.names.service_id}});
     }
     auto svc = agent_service(o);
+    st.registration_sent = true;
     auto r = co_await c.agent_service_register(svc);
     if (!r) {
       if (auto out = co_await after_failure(r.error(), "Failed to register the ESM service", o)) co_return *out;
@@ -193,6 +194,7 @@ awaitable<run_outcome> register_agentless(consul::client& c, const membership_op
                 {{"service_id", o.names.service_id}});
     }
     auto reg = catalog_entry(o, "critical", "Waiting for the ESM instance's health session");
+    st.registration_sent = true;
     auto r = co_await c.catalog_register(reg);
     if (!r) {
       if (auto out = co_await after_failure(r.error(), "Failed to register the ESM instance in the catalog", o))

@@ -71,6 +71,7 @@ membership_options make_membership_options(const config::config& cfg);
 
 struct membership_status {
   bool registered = false;
+  bool registration_sent = false;  // a register request went out (it may have been applied)
   std::uint64_t reregistrations = 0;
   std::uint64_t check_update_failures = 0;
   std::string health_session;  // agentless

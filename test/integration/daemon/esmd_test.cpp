@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "consul_fixture.hpp"
 #include "process.hpp"
@@ -25,6 +26,14 @@ namespace {
 
 // esmd gives a stop 5 s to finish cleanly, then exits anyway; allow for a loaded machine.
 constexpr auto stop_bound = 8s;
+
+// doctest prints optional<int> as {?}: "still running" and "exited 11" would look the same.
+void check_stop(child_process& p, int expected = 0) {
+  auto code = p.wait(stop_bound);
+  CHECK_MESSAGE(code.has_value(), "still running " << stop_bound.count() << " s after the signal\n"
+                                                   << p.output());
+  if (code) CHECK_MESSAGE(*code == expected, "exit status " << *code << "\n" << p.output());
+}
 
 std::string esmd_bin() {
   const char* p = std::getenv("ESMD_BIN");
@@ -41,7 +50,9 @@ esm::test::consul_dev_agent& agent() {
 // Consul 1.8.7 cannot, an old or malformed version.
 class canned_consul {
  public:
-  explicit canned_consul(std::map<std::string, std::string> bodies) : bodies_(std::move(bodies)) {
+  // Requests whose path starts with a `stall` prefix are read and never answered.
+  explicit canned_consul(std::map<std::string, std::string> bodies, std::vector<std::string> stall = {})
+      : bodies_(std::move(bodies)), stall_(std::move(stall)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -58,6 +69,7 @@ class canned_consul {
     ::shutdown(fd_, SHUT_RDWR);
     ::close(fd_);
     thread_.join();
+    for (int c : held_) ::close(c);
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
@@ -75,6 +87,12 @@ class canned_consul {
       }
       auto path = req.substr(req.find(' ') + 1);
       path = path.substr(0, path.find_first_of(" ?"));
+      bool stalled = false;
+      for (auto& p : stall_) stalled = stalled || path.rfind(p, 0) == 0;
+      if (stalled) {
+        held_.push_back(c);
+        continue;
+      }
       auto it = bodies_.find(path);
       std::string body = it == bodies_.end() ? "not found" : it->second;
       std::string resp = std::string(it == bodies_.end() ? "HTTP/1.1 404 Not Found" : "HTTP/1.1 200 OK") +
@@ -85,6 +103,8 @@ class canned_consul {
     }
   }
   std::map<std::string, std::string> bodies_;
+  std::vector<std::string> stall_;
+  std::vector<int> held_;
   int fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -101,12 +121,74 @@ TEST_CASE("esmd starts against a real Consul, prints the banner and stops on SIG
   CHECK(out.find("[INFO]  esmd: Connecting to Consul: address=http://" + agent().http_address()) != std::string::npos);
   CHECK(out.find("esmd v") != std::string::npos);
   CHECK(out.find("Service: \"consul-esm\"") != std::string::npos);
-  // Stop once it leads. A SIGTERM in the middle of startup has twice (of four full runs) left
-  // esmd running past its 5 s grace: an open bug, recorded in the closing note, not tested here.
-  REQUIRE(esmd.wait_for_output("Obtained leadership", 20s));
   esmd.signal(SIGTERM);
-  CHECK(esmd.wait(stop_bound) == 0);
+  check_stop(esmd);
   CHECK(esmd.output().find("Shutting down...") != std::string::npos);
+  CHECK(esmd.output().find("unexpected error") == std::string::npos);
+}
+
+TEST_CASE("SIGTERM at each stage of startup: exit 0 within the bound, never an error") {
+  // A stop in the middle of registration used to surface as Asio's operation_aborted
+  // exception ("stopped on an unexpected error", exit 11).
+  for (std::string stage : {"Connecting to Consul", "Consul has a leader",
+                            "Log data will now stream in as it occurs:", "Trying to obtain leadership",
+                            "Obtained leadership"}) {
+    INFO("stage: " << stage);
+    esm::test::temp_dir dir;
+    child_process esmd({esmd_bin()}, {{"CONSUL_HTTP_ADDR", agent().http_address()}}, dir.path() + "/out");
+    REQUIRE(esmd.wait_for_output(stage, 20s));
+    esmd.signal(SIGTERM);
+    check_stop(esmd);
+    CHECK(esmd.output().find("unexpected error") == std::string::npos);
+  }
+}
+
+TEST_CASE("SIGTERM while esmd's registration request hangs: exit 0 within the bound") {
+  const std::string leader = "\"127.0.0.1:8300\"";
+  canned_consul slow({{"/v1/status/leader", leader},
+                      {"/v1/agent/self", R"({"Config": {"Version": "1.8.7", "Datacenter": "dc1"}})"},
+                      {"/v1/catalog/service/consul", R"([{"ServiceMeta": {"version": "1.8.7"}}])"}},
+                     {"/v1/agent/service/"});
+  esm::test::temp_dir dir;
+  child_process esmd({esmd_bin()}, {{"CONSUL_HTTP_ADDR", slow.address()}}, dir.path() + "/out");
+  REQUIRE(esmd.wait_for_output("Log data will now stream in as it occurs:", 20s));
+  std::this_thread::sleep_for(200ms);
+  esmd.signal(SIGTERM);
+  check_stop(esmd);
+  CHECK(esmd.output().find("unexpected error") == std::string::npos);
+}
+
+TEST_CASE("esmd runs an external node's HTTP check and writes its status to the catalog") {
+  // The target: an HTTP server answering /health with 200 "ok".
+  canned_consul target(std::map<std::string, std::string>{{"/health", "ok"}});
+  auto port = agent().http_port();
+  std::string node = "e2e-web-1";
+  std::string url = "http://" + target.address() + "/health";
+  std::string reg = R"({"Node":")" + node + R"(","Address":"127.0.0.1","NodeMeta":{"external-node":"true"},)"
+                    R"("Service":{"ID":"web","Service":"web","Port":80},)"
+                    R"("Checks":[{"CheckID":"web-http","Name":"web","ServiceID":"web","Status":"critical",)"
+                    R"("Definition":{"HTTP":")" + url + R"(","Interval":"1s","Timeout":"2s"}}]})";
+  auto r = esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/register", reg);
+  REQUIRE(r.status == 200);
+  esm::test::temp_dir dir;
+  std::ofstream(dir.path() + "/e2e.hcl") << "consul_kv_path = \"esm-e2e/\"\n";
+  child_process esmd({esmd_bin(), "-config-file", dir.path() + "/e2e.hcl"},
+                     {{"CONSUL_HTTP_ADDR", agent().http_address()}}, dir.path() + "/out");
+  bool passing = false;
+  std::string body;
+  for (int i = 0; i < 150 && !passing; ++i) {
+    std::this_thread::sleep_for(100ms);
+    body = esm::test::http_request("127.0.0.1", port, "GET", "/v1/health/node/" + node).body;
+    passing = body.find(R"("Status": "passing")") != std::string::npos;  // Consul pretty-prints
+  }
+  INFO(body);
+  INFO(esmd.output());
+  CHECK(passing);
+  CHECK(body.find("HTTP GET " + url + ": 200 OK Output: ok") != std::string::npos);
+  CHECK(body.find(R"("HTTP": ")" + url) != std::string::npos);  // definition kept
+  esmd.signal(SIGTERM);
+  check_stop(esmd);
+  esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/deregister", R"({"Node":")" + node + "\"}");
 }
 
 TEST_CASE("while no Consul answers, esmd retries and still stops on SIGINT with 0") {
@@ -123,7 +205,7 @@ TEST_CASE("while no Consul answers, esmd retries and still stops on SIGINT with 
   auto first = out.find("Error getting leader status");
   CHECK(out.find("Error getting leader status", first + 1) != std::string::npos);
   esmd.signal(SIGINT);
-  CHECK(esmd.wait(stop_bound) == 0);
+  check_stop(esmd);
   CHECK(esmd.output().find("s3cr3t") == std::string::npos);  // the token never reaches a log
 }
 
@@ -148,7 +230,7 @@ TEST_CASE("SIGHUP reloads the configuration: the log level applies, other keys n
   REQUIRE(esmd.wait_for_output("keeping the running one", 10s));
   CHECK(esmd.output().find(file) != std::string::npos);  // names the file at fault
   esmd.signal(SIGTERM);
-  CHECK(esmd.wait(stop_bound) == 0);
+  check_stop(esmd);
 }
 
 TEST_CASE("an old or malformed Consul version stops esmd with exit code 11 and a message") {
@@ -217,14 +299,14 @@ TEST_CASE("two esmd processes: exactly one leads; after SIGTERM of the leader th
   CHECK(p[std::size_t(other)]->output().find("Obtained leadership") == std::string::npos);
   auto t0 = std::chrono::steady_clock::now();
   p[std::size_t(leader)]->signal(SIGTERM);
-  CHECK(p[std::size_t(leader)]->wait(stop_bound) == 0);
+  check_stop(*p[std::size_t(leader)]);
   p[std::size_t(leader)].reset();
   REQUIRE(wait_for_one_leader(p, 10s) == other);
   auto failover = std::chrono::steady_clock::now() - t0;
   MESSAGE("failover after SIGTERM: " << std::chrono::duration_cast<std::chrono::milliseconds>(failover).count() << " ms");
   CHECK(failover < 3s);
   p[std::size_t(other)]->signal(SIGTERM);
-  CHECK(p[std::size_t(other)]->wait(stop_bound) == 0);
+  check_stop(*p[std::size_t(other)]);
 }
 
 TEST_CASE("two esmd processes: after kill -9 of the leader the other leads once Consul expires its session") {
@@ -245,5 +327,5 @@ TEST_CASE("two esmd processes: after kill -9 of the leader the other leads once 
   CHECK(failover < 26s);
   CHECK(p[std::size_t(other)]->output().find("already held") == std::string::npos);
   p[std::size_t(other)]->signal(SIGTERM);
-  CHECK(p[std::size_t(other)]->wait(stop_bound) == 0);
+  check_stop(*p[std::size_t(other)]);
 }
