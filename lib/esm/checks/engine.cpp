@@ -477,9 +477,22 @@ void check_engine::queue_write(std::uint32_t i) {
 // ---- the whole -----------------------------------------------------------------------------
 
 asio::awaitable<void> check_engine::run() {
+  if (stopping_) {
+    // An earlier run ended: its cancelled runs were not rescheduled. Every runnable check
+    // gets a fresh first run in its interval; counters and reported states are kept.
+    stopping_ = false;
+    heap_.clear();
+    ready_.clear();
+    for (auto& [key, i] : index_) {
+      auto& s = *slots_[i];
+      ++s.generation;
+      s.output_due.reset();
+      if (!s.plan) continue;
+      std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
+      push_heap(clock::now() + std::chrono::microseconds(spread(rng_)), i, false);
+    }
+  }
   running_ = true;
-  stopping_ = false;
-  // Checks handed over while stopped were kept; their schedule resumes from now.
   try {
     co_await (schedule_loop() && writer_loop() && reaper_loop());
   } catch (const boost::system::system_error&) {

@@ -252,11 +252,22 @@ struct transport::impl : std::enable_shared_from_this<impl> {
       }
       if (open < opts.max_connections) {
         ++open;
+        // The slot is given back on failure, and also when a co_await throws (Asio 1.81
+        // throws operation_aborted from the next co_await of a cancelled coroutine), so a
+        // stop in the middle of a connect cannot leak it.
+        struct slot_guard {
+          explicit slot_guard(impl* s) : self(s) {}
+          ~slot_guard() {
+            if (!keep) {
+              --self->open;
+              self->wake_one();
+            }
+          }
+          impl* self;
+          bool keep = false;
+        } slot(this);
         auto c = co_await connect(deadline);
-        if (!c) {
-          --open;
-          wake_one();
-        }
+        slot.keep = bool(c);
         co_return c;
       }
       auto w = std::make_shared<waiter>(ex);
@@ -292,6 +303,15 @@ struct transport::impl : std::enable_shared_from_this<impl> {
     if (!conn) co_return conn.error();
     auto c = std::move(*conn);
     bool was_reused = c->reused;
+    // A co_await below that throws must still give the connection's slot back.
+    struct connection_guard {
+      connection_guard(impl* s, std::unique_ptr<connection>& x) : self(s), conn(x) {}
+      ~connection_guard() {
+        if (conn) self->release(std::move(conn), false);
+      }
+      impl* self;
+      std::unique_ptr<connection>& conn;
+    } guard(this, c);
 
     http::request<http::string_body> req{to_verb(m), opts.path_prefix + target, 11};
     req.set(http::field::host, host_header);

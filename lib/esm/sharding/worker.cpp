@@ -8,7 +8,9 @@
 #include <set>
 #include <tuple>
 
+#include <boost/asio/error.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/system/system_error.hpp>
 #include <boost/asio/this_coro.hpp>
 
 #include "esm/config/config.hpp"
@@ -153,68 +155,80 @@ void deliver_checks(worker_state& st, assignment_sink& sink, worker_stats& stats
   sink.on_checks(st.checks);
 }
 
-// Follows the own key. Honours terminal cancellation; errors are logged and retried.
-asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker_state& st,
-                                    worker_stats& stats) {
-  try {
-    auto key = assignment_key(s.kv_path, s.service_id);
-    consul::query_options q;
-    q.partition = s.partition;
-    consul::watch<std::optional<consul::kv_pair>> w(
-        [&c, key](const consul::query_options& o) { return c.kv_get(key, o); }, q, s.wait);
-    consul::backoff delays(s.retry_base, s.retry_cap);
-    for (;;) {
-      auto r = co_await w.next();
-      if (!r) {
-        if (r.error().is_cancelled()) co_return;
-        ++stats.errors;
-        log::warn("Error watching the assignment", {{"key", key}, {"error", r.error().to_string()}});
-        if (!co_await flow::pause(delays.next())) co_return;
-        continue;
-      }
-      delays.reset();
-      assignment next;  // an absent key: nothing assigned (the leader removed this instance)
-      if (r->value) {
-        auto d = decode_assignment(r->value->value);
-        if (!d) {
-          ++stats.malformed;
-          log::error("Error decoding the assignment: keeping the previous one",
-                     {{"key", key}, {"error", d.error().message}});
-          continue;
-        }
-        next = std::move(*d);
-      }
-      if (st.current && follower_sets(*st.current) == follower_sets(next)) continue;
-      auto work = follower_sets(next);
-      log::info("Updated assignment", {{"nodes", work.health_nodes.size()},
-                                        {"probes", work.ping_nodes.size()}});
-      st.current = std::move(next);
-      stats.current = *st.current;
-      ++stats.assignments;
-      st.changed.set();
-    }
-  } catch (const std::exception&) {
-    // Cancelled while awaiting.
-  }
-}
-
-// Keeps one blocking query's answer flowing into `deliver`. Returns only when cancelled.
+// Keeps one blocking query's answer flowing into `deliver`; failed reads are logged as
+// `message` with the field `field`=`value` and retried with backoff. Returns only when
+// cancelled.
 template <class T, class Deliver>
-asio::awaitable<void> follow(consul::watch<T> w, Deliver deliver, const char* what,
-                             worker_settings s, worker_stats& stats) {
+asio::awaitable<void> follow(consul::watch<T> w, Deliver deliver, const char* message,
+                             const char* field, std::string value, worker_settings s,
+                             worker_stats& stats) {
   consul::backoff delays(s.retry_base, s.retry_cap);
   for (;;) {
     auto r = co_await w.next();
     if (!r) {
       if (r.error().is_cancelled()) co_return;
       ++stats.errors;
-      log::warn("Error watching the assigned nodes", {{"what", what}, {"error", r.error().to_string()}});
+      log::warn(message, {{field, value}, {"error", r.error().to_string()}});
       if (!co_await flow::pause(delays.next())) co_return;
       continue;
     }
     delays.reset();
     deliver(std::move(*r));
   }
+}
+
+// A stop may surface as Asio's operation_aborted exception from the next co_await; anything
+// else is a bug, logged before it ends the worker (and with it the daemon, exit 11).
+void rethrow_unless_stop(std::exception_ptr e, const char* where) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const boost::system::system_error& x) {
+    if (x.code() == asio::error::operation_aborted) return;
+    log::error("Worker stopped on an internal error", {{"where", where}, {"error", x.what()}});
+    throw;
+  } catch (const std::exception& x) {
+    log::error("Worker stopped on an internal error", {{"where", where}, {"error", x.what()}});
+    throw;
+  }
+}
+
+// Follows the own key. Honours terminal cancellation; errors are logged and retried.
+asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker_state& st,
+                                    worker_stats& stats) {
+  auto key = assignment_key(s.kv_path, s.service_id);
+  consul::query_options q;
+  q.partition = s.partition;
+  consul::watch<std::optional<consul::kv_pair>> w(
+      [&c, key](const consul::query_options& o) { return c.kv_get(key, o); }, q, s.wait);
+  auto apply = [&](consul::query_result<std::optional<consul::kv_pair>> r) {
+    auto& value = r.value;
+    assignment next;  // an absent key: nothing assigned (the leader removed this instance)
+    if (value) {
+      auto d = decode_assignment(value->value);
+      if (!d) {
+        ++stats.malformed;
+        log::error("Error decoding the assignment: keeping the previous one",
+                   {{"key", key}, {"error", d.error().message}});
+        return;
+      }
+      next = std::move(*d);
+    }
+    if (st.current && follower_sets(*st.current) == follower_sets(next)) return;
+    auto work = follower_sets(next);
+    log::info("Updated assignment", {{"nodes", work.health_nodes.size()},
+                                      {"probes", work.ping_nodes.size()}});
+    st.current = std::move(next);
+    stats.current = *st.current;
+    ++stats.assignments;
+    st.changed.set();
+  };
+  std::exception_ptr failure;
+  try {
+    co_await follow(std::move(w), apply, "Error watching the assignment", "key", key, s, stats);
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (failure) rethrow_unless_stop(failure, "assignment watch");
 }
 
 consul::query_options share_query(const worker_settings& s, const std::set<std::string>& names) {
@@ -255,8 +269,10 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
       st.checks_index = r.meta.last_index;
       deliver_checks(st, sink, stats, std::move(r.value), false);
     };
-    co_await (follow(std::move(nodes_w), on_nodes, "nodes", s, stats) ||
-              follow(std::move(checks_w), on_checks, "checks", s, stats));
+    co_await (follow(std::move(nodes_w), on_nodes, "Error watching the assigned nodes", "what",
+                     "nodes", s, stats) ||
+              follow(std::move(checks_w), on_checks, "Error watching the assigned nodes", "what",
+                     "checks", s, stats));
   } catch (const std::exception&) {
   }
 }
@@ -324,6 +340,7 @@ asio::awaitable<void> add_nodes(consul::client& c, worker_settings s, worker_sta
 // share.
 asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, worker_state& st,
                                         assignment_sink& sink, worker_stats& stats) {
+  std::exception_ptr failure;
   try {
     for (;;) {
       if (!co_await st.changed.wait()) co_return;
@@ -345,8 +362,10 @@ asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, wo
       auto cs = co_await asio::this_coro::cancellation_state;
       if (cs.cancelled() != asio::cancellation_type::none) co_return;
     }
-  } catch (const std::exception&) {
+  } catch (...) {
+    failure = std::current_exception();
   }
+  if (failure) rethrow_unless_stop(failure, "share");
 }
 
 }  // namespace

@@ -492,3 +492,31 @@ TEST_CASE("a service whose check stays critical past DeregisterCriticalServiceAf
   REQUIRE(run_until(io, [&] { return !has_service(); }, 10s));
   CHECK(e.engine.stats().services_reaped == 1);
 }
+
+TEST_CASE("stopping the engine cancels the probes in flight; a new run resumes every check") {
+  asio::io_context io;
+  probe_test::silent_tcp_server silent(io);
+  switch_server target(io);
+  running_engine e(io, fast_settings());
+  auto node = unique("restart");
+  e.nodes = {node};
+  auto hang = http_check(node, "hang", "http://127.0.0.1:" + std::to_string(silent.port()) + "/", 200ms);
+  hang.definition.timeout = 10s;
+  register_node(io, e.client, node, {hang, http_check(node, "web", target.url(), 200ms)});
+  e.feed();
+  REQUIRE(run_until(io, [&] { return e.engine.find(node, "hang")->running; }));
+  auto stopped_at = clock::now();
+  e.run.cancel();
+  REQUIRE(run_until(io, [&] { return e.run.done(); }, 5s));
+  CHECK(clock::now() - stopped_at < 1s);  // not the 10 s probe timeout
+  CHECK(e.engine.stats().in_flight == 0);
+  auto runs = e.engine.find(node, "web")->runs;
+  run_for(io, 500ms);
+  CHECK(e.engine.find(node, "web")->runs == runs);  // nothing runs while stopped
+
+  task again(io, e.engine.run());
+  REQUIRE(run_until(io, [&] { return e.engine.find(node, "web")->runs >= runs + 2; }, 5s));
+  CHECK(e.engine.find(node, "hang")->running);
+  again.cancel();
+  REQUIRE(run_until(io, [&] { return again.done(); }, 5s));
+}

@@ -3,6 +3,7 @@
 
 #include <boost/json/value.hpp>
 
+#include "esm/checks/engine.hpp"
 #include "esm/checks/plan.hpp"
 
 using namespace esm::checks;
@@ -157,4 +158,31 @@ TEST_CASE("equal definitions give equal plans; any probe field change gives a di
   auto c = a;
   c.definition.interval = 11s;
   CHECK_FALSE(std::get<check_plan>(plan_check(a, {})) == std::get<check_plan>(plan_check(c, {})));
+}
+
+TEST_CASE("definition_lost: a probe field the stored copy lacks (Consul's txn endpoint before 1.1x)") {
+  esm::consul::check_definition had;
+  had.grpc = "10.0.0.1:50051";
+  had.grpc_use_tls = true;
+  had.interval = 10s;
+  auto got = had;
+  CHECK_FALSE(esm::checks::definition_lost(had, got));
+  got.grpc.clear();
+  got.grpc_use_tls = false;
+  CHECK(esm::checks::definition_lost(had, got));
+  esm::consul::check_definition http;
+  http.http = "http://10.0.0.1/";
+  http.header["X"] = {"1"};
+  auto kept = http;
+  kept.extra["Extra"] = 1;  // members the engine does not model do not count
+  CHECK_FALSE(esm::checks::definition_lost(http, kept));
+  auto no_header = http;
+  no_header.header.clear();
+  CHECK(esm::checks::definition_lost(http, no_header));
+  esm::consul::check_definition tls;
+  tls.tcp = "10.0.0.1:443";
+  tls.tcp_use_tls = true;
+  auto plain = tls;
+  plain.tcp_use_tls = false;
+  CHECK(esm::checks::definition_lost(tls, plain));
 }
