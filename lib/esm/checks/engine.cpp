@@ -181,8 +181,19 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
   for (auto& c : checks) {
     if (c.check_id == sharding::external_node_health_check_id) continue;
     auto key = key_of(c);
-    auto planned = plan_check(c, settings_.plans);
     auto it = index_.find(key);
+    // Fast path: the copy the engine holds is this very version (the worker hands over the
+    // whole share on every change, so most checks are unchanged). The engine's own writes
+    // take the full path, to notice a definition Consul stripped.
+    if (it != index_.end()) {
+      auto& held = *slots_[it->second];
+      if (c.modify_index != 0 && c.modify_index == held.catalog.modify_index &&
+          c.modify_index != held.written_index) {
+        held.seen = epoch_;
+        continue;
+      }
+    }
+    auto planned = plan_check(c, settings_.plans);
     if (it == index_.end()) {
       auto i = allocate_slot();
       auto& s = *slots_[i];
