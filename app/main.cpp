@@ -67,11 +67,15 @@ class daemon_sink : public esm::sharding::assignment_sink {
     nodes_.on_nodes(std::move(h), std::move(p));
   }
   void on_checks(std::vector<esm::consul::health_check> c) override {
-    esm::log::info("Health checks of the assigned nodes", {{"checks", c.size()}});
+    // INFO when the count changed (consul-esm's "Health check counts changed"), else DEBUG.
+    auto l = c.size() == last_count_ ? esm::log::level::debug : esm::log::level::info;
+    esm::log::write(l, "Health checks of the assigned nodes", {{"checks", c.size()}});
+    last_count_ = c.size();
     checks_.on_checks(std::move(c));
   }
 
  private:
+  std::size_t last_count_ = static_cast<std::size_t>(-1);
   esm::sharding::logging_sink& nodes_;
   esm::checks::check_engine& checks_;
 };
