@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
 #include "esm/probe/check_kind.hpp"
@@ -47,6 +48,11 @@ std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
   f.ttl = d.ttl;
   auto kind = probe::classify(f);
   if (auto why = probe::unsupported_reason(kind)) return *why;
+  // A duration the client could not parse stays in `extra` (see consul/json.cpp).
+  for (std::string_view key : {"Interval", "IntervalDuration", "Timeout", "TimeoutDuration"})
+    if (auto* v = d.extra.if_contains(key))
+      return "check definition has an invalid " + std::string(key) + " (" +
+             boost::json::serialize(*v) + "); it is not run";
 
   check_plan p;
   p.timeout = probe::effective_timeout(to_ms(d.timeout));

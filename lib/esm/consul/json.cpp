@@ -35,6 +35,29 @@ void get_duration(const json::object& o, std::string_view key, nanoseconds& out)
   out = nanoseconds{v->to_number<std::int64_t>()};
 }
 
+// For check definitions read from the catalog: a duration member that does not parse is
+// reported (false) instead of failing the whole list, so one odd check cannot stop an
+// instance from reading its share; the caller keeps the raw member for the write-back.
+bool get_duration_lenient(const json::object& o, std::string_view key, nanoseconds& out) {
+  auto* v = o.if_contains(key);
+  if (!v || v->is_null()) return true;
+  if (v->is_string()) {
+    auto d = util::parse_go_duration(v->get_string());
+    if (!d) return false;
+    out = *d;
+    return true;
+  }
+  if (v->is_int64()) {
+    out = nanoseconds{v->get_int64()};
+    return true;
+  }
+  if (v->is_uint64() && v->get_uint64() <= std::uint64_t(INT64_MAX)) {
+    out = nanoseconds{std::int64_t(v->get_uint64())};
+    return true;
+  }
+  return false;
+}
+
 template <class T>
 void put(json::object& o, std::string_view key, const T& v) {
   o[key] = json::value_from(v);
@@ -160,19 +183,24 @@ check_definition tag_invoke(json::value_to_tag<check_definition>, const json::va
   get(o, "AliasService", d.alias_service);
   // The api package's *Duration members carry the same values as integer nanoseconds; the
   // plain names win when both are present.
-  get_duration(o, "IntervalDuration", d.interval);
-  get_duration(o, "Interval", d.interval);
-  get_duration(o, "TimeoutDuration", d.timeout);
-  get_duration(o, "Timeout", d.timeout);
-  get_duration(o, "TTL", d.ttl);
-  get_duration(o, "DeregisterCriticalServiceAfterDuration", d.deregister_critical_service_after);
-  get_duration(o, "DeregisterCriticalServiceAfter", d.deregister_critical_service_after);
+  std::vector<std::string_view> invalid;
+  auto duration = [&](std::string_view key, nanoseconds& out) {
+    if (!get_duration_lenient(o, key, out)) invalid.push_back(key);
+  };
+  duration("IntervalDuration", d.interval);
+  duration("Interval", d.interval);
+  duration("TimeoutDuration", d.timeout);
+  duration("Timeout", d.timeout);
+  duration("TTL", d.ttl);
+  duration("DeregisterCriticalServiceAfterDuration", d.deregister_critical_service_after);
+  duration("DeregisterCriticalServiceAfter", d.deregister_critical_service_after);
   d.extra = rest(o, {"HTTP", "Header", "Method", "Body", "DisableRedirects", "TLSServerName",
                      "TLSSkipVerify", "TCP", "TCPUseTLS", "UDP", "GRPC", "GRPCUseTLS", "H2PING",
                      "H2PingUseTLS", "OSService", "ScriptArgs", "DockerContainerID", "AliasNode",
                      "AliasService", "Interval", "IntervalDuration", "Timeout",
                      "TimeoutDuration", "TTL", "DeregisterCriticalServiceAfter",
                      "DeregisterCriticalServiceAfterDuration"});
+  for (auto key : invalid) d.extra[key] = o.at(key);  // written back as it came
   return d;
 }
 

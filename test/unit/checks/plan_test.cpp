@@ -186,3 +186,11 @@ TEST_CASE("definition_lost: a probe field the stored copy lacks (Consul's txn en
   plain.tcp_use_tls = false;
   CHECK(esm::checks::definition_lost(tls, plain));
 }
+
+TEST_CASE("a definition with a duration that does not parse is not run, and names the member") {
+  auto c = http_check("http://127.0.0.1/");
+  c.definition.extra["Interval"] = "10$";  // where the client keeps what it could not parse
+  auto r = plan_check(c, {});
+  REQUIRE(std::holds_alternative<std::string>(r));
+  CHECK(std::get<std::string>(r) == "check definition has an invalid Interval (\"10$\"); it is not run");
+}

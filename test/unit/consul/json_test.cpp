@@ -47,10 +47,22 @@ TEST_CASE("a health check with its definition decodes, durations as strings or n
   CHECK(json::value_to<health_check>(json::value(back)).definition == c.definition);
 }
 
-TEST_CASE("a malformed duration or type is an error, not a crash") {
-  CHECK_THROWS(json::value_to<health_check>(json::parse(R"({"Definition": {"Interval": "10x"}})")));
+TEST_CASE("a malformed type is an error, not a crash") {
   CHECK_THROWS(json::value_to<health_check>(json::parse(R"({"CheckID": 5})")));
   CHECK_THROWS(json::value_to<node>(json::parse(R"([1, 2])")));
+}
+
+TEST_CASE("a check definition's malformed duration is kept verbatim, not an error for the whole list") {
+  // One odd check must not stop an instance from reading its share; the engine reports it
+  // (plan_check) and a write-back sends the member as it came.
+  auto c = json::value_to<health_check>(
+      json::parse(R"({"CheckID": "x", "Definition": {"HTTP": "http://h/", "Interval": "10x", "Timeout": {"a": 1}}})"));
+  CHECK(c.definition.interval.count() == 0);
+  CHECK(c.definition.extra.at("Interval") == "10x");
+  CHECK(c.definition.extra.at("Timeout").is_object());
+  auto back = json::value_from(c).as_object().at("Definition").as_object();
+  CHECK(back.at("Interval") == "10x");
+  CHECK(back.at("HTTP") == "http://h/");
 }
 
 TEST_CASE("KV pairs decode base64 values, null as empty") {

@@ -1,0 +1,54 @@
+// libFuzzer target for what esmd reads from Consul and other instances: assignment values in
+// KV (written by any esmd or consul-esm leader), health check lists from the catalog (turned
+// into probe plans by the check engine), and Go duration strings inside them. Any input must
+// give a value or an error (a decode error, or an exception the client maps to
+// bad_response), never a crash, a hang or an out-of-bounds read.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_to.hpp>
+#include <boost/system/system_error.hpp>
+
+#include "esm/checks/plan.hpp"
+#include "esm/consul/json.hpp"
+#include "esm/sharding/kv_codec.hpp"
+#include "esm/util/duration.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::string_view text(reinterpret_cast<const char*>(data), size);
+
+  auto a = esm::sharding::decode_assignment(text);
+  if (!a && a.error().message.empty()) __builtin_trap();
+
+  std::string err;
+  auto d = esm::util::parse_go_duration(text, &err);
+  if (!d && err.empty()) __builtin_trap();
+  if (d) {
+    // What esmd writes back must read back as the same value.
+    auto again = esm::util::parse_go_duration(esm::util::format_go_duration(*d));
+    if (!again || *again != *d) __builtin_trap();
+  }
+
+  boost::system::error_code ec;
+  auto jv = boost::json::parse(text, ec);
+  if (ec) return 0;
+  try {
+    auto checks = boost::json::value_to<std::vector<esm::consul::health_check>>(jv);
+    esm::checks::plan_settings s;
+    for (auto& c : checks) {
+      auto p = esm::checks::plan_check(c, s);
+      if (auto* plan = std::get_if<esm::checks::check_plan>(&p)) {
+        if (plan->interval < s.min_interval || plan->timeout.count() <= 0) __builtin_trap();
+      }
+      (void)boost::json::value_from(c);  // what a compare-and-set would send
+    }
+  } catch (const std::exception&) {
+    // A type mismatch: the client catches it and reports bad_response.
+  }
+  return 0;
+}
