@@ -8,6 +8,7 @@
 #include <boost/system/system_error.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -504,12 +505,14 @@ asio::awaitable<void> check_engine::run() {
     }
   }
   running_ = true;
+  std::exception_ptr failure;
   try {
     co_await (schedule_loop() && writer_loop() && reaper_loop());
-  } catch (const boost::system::system_error&) {
-    // a loop saw the cancellation as an exception: the same stop
-  } catch (const std::exception& e) {
-    log::error("Check engine stopped by an internal error", {{"error", e.what()}});
+  } catch (const boost::system::system_error& e) {
+    // A loop saw the stop as Asio's operation_aborted exception: the same stop.
+    if (e.code() != asio::error::operation_aborted) failure = std::current_exception();
+  } catch (...) {
+    failure = std::current_exception();
   }
   // Cancelled: stop the probes and wait until their coroutines ended (they honour
   // cancellation promptly), since they refer to this engine.
@@ -523,6 +526,17 @@ asio::awaitable<void> check_engine::run() {
     co_await drained_.async_wait(tuple_awaitable);
   }
   running_ = false;
+  if (failure) {
+    // A bug, not a probe or Consul failure (those are values): stop the daemon (exit 11) so
+    // that a supervisor restarts it, rather than run without checks.
+    try {
+      std::rethrow_exception(failure);
+    } catch (const std::exception& e) {
+      log::error("Check engine stopped by an internal error", {{"error", e.what()}});
+    } catch (...) {
+    }
+    std::rethrow_exception(failure);
+  }
 }
 
 }  // namespace esm::checks
