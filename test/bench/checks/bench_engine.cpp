@@ -1,0 +1,823 @@
+// Benchmark (prints figures, not a test): the cost of running HTTP and TCP checks with esmd's
+// check engine, next to a Consul agent running the same checks as its own agent checks (the
+// check runner consul-esm embeds) and wrk (fresh connection per request) as a floor, all
+// against the same loopback nginx started by this program, in one run.
+//
+//   bench_engine [N [INTERVAL [DURATION]]] [--addresses=K] [--wrk-seconds=S] [--skip-consul]
+//   bench_engine --sustained [N [INTERVAL [DURATION]]] [--addresses=K] [--max-concurrent=M]
+//
+// N checks of each kind (default 2000; --sustained: 100000 HTTP checks, engine only),
+// INTERVAL the check interval (default 10s; "10", "10s" or "500ms"), DURATION the measured
+// window (default 30s). Each phase waits one interval first (every check has run once; the
+// random spread of first runs is over), then measures over the window:
+//   - engine: runs completed, CPU-ms per 1000 runs (getrusage RUSAGE_SELF), memory per check
+//     (malloc'd bytes, mallinfo2, after feeding the checks and after the window; RSS delta),
+//     schedule lag p50/p99/max (1 ms buckets, upper bounds), runs/s;
+//   - Consul agent: CPU of the agent process (/proc/PID/stat), runs counted as
+//     N * window / interval and checked against nginx's own request counter, memory per check
+//     from VmRSS before registering and one interval after;
+//   - wrk -t1 -c32 -H 'Connection: close': CPU (RUSAGE_CHILDREN) per 1000 requests.
+// nginx listens on 127.0.0.1..127.0.0.K (same port); checks are spread over the K addresses
+// so ephemeral ports do not run out at high connection rates (K defaults to 1, 8 with
+// --sustained). Every process started is stopped by its own pid. Environment: CONSUL_BIN (else
+// /root/.cache/consul-bin/consul if present, else the project's deploy/dev/get-consul, found
+// through ESMD_SOURCE_ROOT). Needs nginx and wrk (Debian packages). With the defaults a run
+// takes about 3.5 minutes, --sustained about 45 s.
+#include <malloc.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "consul_fixture.hpp"
+#include "process.hpp"
+#include "esm/checks/engine.hpp"
+#include "esm/consul/types.hpp"
+#include "esm/probe/probe.hpp"
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using clk = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+namespace {
+
+// ---- measuring -----------------------------------------------------------------------------
+
+double cpu_ms(int who) {
+  rusage u{};
+  ::getrusage(who, &u);
+  return (double(u.ru_utime.tv_sec) + double(u.ru_stime.tv_sec)) * 1e3 +
+         (double(u.ru_utime.tv_usec) + double(u.ru_stime.tv_usec)) / 1e3;
+}
+
+double seconds_since(clk::time_point t) {
+  return std::chrono::duration<double>(clk::now() - t).count();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::size_t malloc_in_use() { return mallinfo2().uordblks; }
+
+// Resident bytes of this process (/proc/self/statm, second field).
+long long self_rss() {
+  long long size = 0, resident = 0;
+  std::istringstream in(read_file("/proc/self/statm"));
+  in >> size >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE);
+}
+
+// utime + stime of another process, in ms (/proc/PID/stat fields 14 and 15, clock ticks).
+double proc_cpu_ms(pid_t pid) {
+  auto text = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream in(text.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && in >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return double(utime + stime) * 1000.0 / double(::sysconf(_SC_CLK_TCK));
+}
+
+// VmRSS of another process, in bytes.
+long long proc_rss(pid_t pid) {
+  std::istringstream in(read_file("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
+  return 0;
+}
+
+std::string sysctl(const char* path) {
+  auto v = read_file(path);
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  for (auto& ch : v)
+    if (ch == '\t') ch = ' ';
+  return v.empty() ? "?" : v;
+}
+
+// "TCP: inuse 5 orphan 0 tw 12 alloc 7 mem 1" -> tw.
+long tcp_time_wait() {
+  std::smatch m;
+  auto text = read_file("/proc/net/sockstat");
+  if (std::regex_search(text, m, std::regex(R"(TCP: .*\btw (\d+))"))) return std::stol(m[1]);
+  return -1;
+}
+
+std::string find_program(const std::string& name) {
+  std::string path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin";
+  path += ":/usr/sbin:/sbin";
+  std::istringstream dirs(path);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    auto full = dir + "/" + name;
+    if (!dir.empty() && ::access(full.c_str(), X_OK) == 0) return full;
+  }
+  return {};
+}
+
+// ---- nginx ---------------------------------------------------------------------------------
+
+// nginx on 127.0.0.1..127.0.0.K, one port, one worker, `return 200 "ok\n"`, stub_status on
+// /nginx_status (its counters cross-check the runs), started in the foreground so that the
+// pid we hold is the master's; stopped by SIGTERM to that pid.
+class nginx_server {
+ public:
+  explicit nginx_server(int addresses) : addresses_(addresses) {
+    auto bin = find_program("nginx");
+    if (bin.empty()) throw std::runtime_error("nginx not found (apt-get install nginx)");
+    for (int attempt = 0; attempt < 3 && !proc_; ++attempt) {
+      port_ = esm::test::free_port("127.0.0.1");
+      write_config();
+      proc_ = std::make_unique<esm::test::child_process>(
+          std::vector<std::string>{bin, "-c", dir_.path() + "/nginx.conf", "-p", dir_.path() + "/",
+                                   "-e", dir_.path() + "/error.log"},
+          std::map<std::string, std::string>{}, dir_.path() + "/nginx.out");
+      if (wait_ready()) break;
+      std::fprintf(stderr, "nginx did not start on port %d:\n%s%s\n", port_, proc_->output().c_str(),
+                   read_file(dir_.path() + "/error.log").c_str());
+      stop();
+      proc_.reset();
+    }
+    if (!proc_) throw std::runtime_error("cannot start nginx");
+  }
+  ~nginx_server() { stop(); }
+  nginx_server(const nginx_server&) = delete;
+  nginx_server& operator=(const nginx_server&) = delete;
+
+  int port() const { return port_; }
+  int addresses() const { return addresses_; }
+  pid_t pid() const { return proc_ ? proc_->pid() : -1; }
+  std::string ip(int k) const { return "127.0.0." + std::to_string(1 + k % addresses_); }
+  std::string hostport(int k) const { return ip(k) + ":" + std::to_string(port_); }
+
+  struct counters {
+    unsigned long long accepts = 0, requests = 0;
+    double worker_cpu_ms = 0;  // the worker process(es), from /proc
+  };
+  counters read() const {
+    counters c;
+    auto r = esm::test::http_request("127.0.0.1", port_, "GET", "/nginx_status", {}, 5s);
+    std::smatch m;
+    if (std::regex_search(r.body, m, std::regex(R"(requests\s+(\d+)\s+(\d+)\s+(\d+))"))) {
+      c.accepts = std::stoull(m[1]);
+      c.requests = std::stoull(m[3]);
+    }
+    for (pid_t w : workers()) c.worker_cpu_ms += proc_cpu_ms(w);
+    return c;
+  }
+
+  void stop() {
+    if (!proc_) return;
+    proc_->signal(SIGTERM);  // fast shutdown: the master stops its worker and exits
+    if (!proc_->wait(10s)) {
+      std::fprintf(stderr, "nginx (pid %d) did not stop on SIGTERM: SIGKILL\n", int(proc_->pid()));
+      auto ws = workers();
+      proc_->signal(SIGKILL);
+      proc_->wait(5s);
+      for (pid_t w : ws) ::kill(w, SIGKILL);  // orphaned workers, by their own pids
+    }
+  }
+
+ private:
+  std::vector<pid_t> workers() const {
+    std::vector<pid_t> out;
+    if (!proc_) return out;
+    auto p = std::to_string(proc_->pid());
+    std::istringstream in(read_file("/proc/" + p + "/task/" + p + "/children"));
+    pid_t w;
+    while (in >> w) out.push_back(w);
+    return out;
+  }
+
+  void write_config() {
+    const auto& d = dir_.path();
+    std::ofstream f(d + "/nginx.conf", std::ios::trunc);
+    f << "worker_processes 1;\n"
+      << "daemon off;\n"
+      << "pid " << d << "/nginx.pid;\n"
+      << "error_log " << d << "/error.log warn;\n"
+      << "worker_rlimit_nofile 16384;\n"
+      << "events { worker_connections 8192; }\n"
+      << "http {\n"
+      << "  access_log off;\n"
+      << "  client_body_temp_path " << d << "/body;\n"
+      << "  proxy_temp_path " << d << "/proxy;\n"
+      << "  fastcgi_temp_path " << d << "/fastcgi;\n"
+      << "  uwsgi_temp_path " << d << "/uwsgi;\n"
+      << "  scgi_temp_path " << d << "/scgi;\n"
+      << "  server {\n";
+    for (int k = 0; k < addresses_; ++k)
+      f << "    listen " << ip(k) << ":" << port_ << " backlog=4096;\n";
+    f << "    location = /nginx_status { stub_status; }\n"
+      << "    location / { default_type text/plain; return 200 \"ok\\n\"; }\n"
+      << "  }\n"
+      << "}\n";
+  }
+
+  bool wait_ready() {
+    auto end = clk::now() + 10s;
+    while (clk::now() < end) {
+      if (proc_->wait(0ms)) return false;  // exited
+      bool all = true;
+      for (int k = 0; k < addresses_ && all; ++k)
+        all = esm::test::http_request(ip(k), port_, "GET", "/", {}, 1s).status == 200;
+      if (all) return true;
+      std::this_thread::sleep_for(50ms);
+    }
+    return false;
+  }
+
+  esm::test::temp_dir dir_;
+  int addresses_;
+  int port_ = 0;
+  std::unique_ptr<esm::test::child_process> proc_;
+};
+
+// ---- the engine ----------------------------------------------------------------------------
+
+enum class kind { http, tcp };
+const char* kind_name(kind k) { return k == kind::http ? "HTTP" : "TCP"; }
+
+// A co_spawn'ed coroutine with its own cancellation signal, both kept alive until it completed
+// (Boost 1.81: a signal must outlive its operation); as test/integration/sharding's `task`.
+class task {
+ public:
+  task(asio::io_context& io, asio::awaitable<void> body) : state_(std::make_shared<state>()) {
+    auto s = state_;
+    asio::co_spawn(io, std::move(body),
+                   asio::bind_cancellation_slot(s->signal.slot(), [s](std::exception_ptr e) {
+                     s->error = e;
+                     s->done = true;
+                   }));
+  }
+  void cancel() {
+    if (!state_->done) state_->signal.emit(asio::cancellation_type::terminal);
+  }
+  bool done() const { return state_->done; }
+  std::exception_ptr error() const { return state_->error; }
+
+ private:
+  struct state {
+    asio::cancellation_signal signal;
+    bool done = false;
+    std::exception_ptr error;
+  };
+  std::shared_ptr<state> state_;
+};
+
+asio::awaitable<void> sleep_for(milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+struct engine_figures {
+  long long checks = 0;
+  unsigned long long runs = 0, cancelled = 0;
+  double window_s = 0, cpu = 0;
+  double alloc_fed = 0, alloc_after = 0, rss_fed = 0;  // bytes per check
+  double build_s = 0, feed_s = 0;  // building the check objects; on_checks alone
+  double lag_p50 = 0, lag_p99 = 0, lag_max = 0;
+  unsigned long long lag_samples = 0;
+  std::size_t max_in_flight = 0, max_queued = 0;
+  long long passing = 0, not_passing = 0, no_result = 0;
+  std::string sample_output;
+  unsigned long long nginx_requests = 0, nginx_accepts = 0;
+  double nginx_cpu = 0;
+  long time_wait = -1;
+  double cpu_per_1000() const { return runs ? cpu / double(runs) * 1000.0 : 0; }
+  double runs_per_s() const { return window_s > 0 ? double(runs) / window_s : 0; }
+};
+
+esm::consul::health_check make_check(kind k, long long i, const nginx_server& ng,
+                                     milliseconds interval) {
+  esm::consul::health_check c;
+  c.node = "bench-node-" + std::to_string(i % 100);
+  c.check_id = "c" + std::to_string(i);
+  c.name = "bench";
+  c.status = "passing";
+  c.type = k == kind::http ? "http" : "tcp";
+  if (k == kind::http)
+    c.definition.http = "http://" + ng.hostport(int(i)) + "/";
+  else
+    c.definition.tcp = ng.hostport(int(i));
+  c.definition.interval = interval;
+  c.definition.timeout = 5s;
+  return c;
+}
+
+// `segment` > 0: also prints runs/s, CPU, queue and lag of each segment of the window.
+std::optional<engine_figures> run_engine(kind k, long long n, milliseconds interval,
+                                         milliseconds duration, const nginx_server& ng,
+                                         milliseconds segment = 0ms,
+                                         std::size_t max_concurrent = 1024) {
+  engine_figures f;
+  f.checks = n;
+  asio::io_context io(1);
+  esm::probe::probe_context probes;  // loads the trust store: before the baseline
+  esm::checks::engine_settings s;
+  s.max_concurrent = max_concurrent;
+  s.plans.min_interval = std::min<milliseconds>(1000ms, interval);
+  auto engine = std::make_unique<esm::checks::check_engine>(io.get_executor(), nullptr, probes, s);
+
+  auto m0 = malloc_in_use();
+  auto r0 = self_rss();
+  auto tf = clk::now();
+  {
+    std::vector<esm::consul::health_check> checks;
+    checks.reserve(std::size_t(n));
+    for (long long i = 0; i < n; ++i) checks.push_back(make_check(k, i, ng, interval));
+    f.build_s = seconds_since(tf);
+    tf = clk::now();
+    engine->on_checks(std::move(checks));  // one call, blocking the thread
+  }
+  f.feed_s = seconds_since(tf);
+  auto m1 = malloc_in_use();
+  auto r1 = self_rss();
+  f.alloc_fed = (double(m1) - double(m0)) / double(n);
+  f.rss_fed = (double(r1) - double(r0)) / double(n);
+
+  task run(io, engine->run());
+  double cpu0 = 0;
+  clk::time_point t0;
+  std::uint64_t runs0 = 0, cancelled0 = 0;
+  nginx_server::counters ng0;
+  bool measured = false;
+  auto driver = [&]() -> asio::awaitable<void> {
+    co_await sleep_for(interval);  // warm-up: every check has run once
+    auto& st = engine->stats();
+    st.lag.clear();
+    st.max_in_flight = st.in_flight;
+    st.max_queued = st.queued;
+    ng0 = ng.read();
+    runs0 = st.runs;
+    cancelled0 = st.cancelled_runs;
+    t0 = clk::now();
+    cpu0 = cpu_ms(RUSAGE_SELF);
+    if (segment > 0ms) {
+      std::printf("  %6s %8s %7s %8s %9s %8s %8s\n", "t s", "runs/s", "CPU %", "queued",
+                  "in flight", "lag p50", "lag p99");
+      auto end = t0 + duration;
+      auto seg_t = t0;
+      auto seg_runs = st.runs;
+      auto seg_cpu = cpu0;
+      auto seg_lag = st.lag.counts;
+      while (clk::now() < end) {
+        co_await sleep_for(std::min<milliseconds>(
+            segment, std::chrono::duration_cast<milliseconds>(end - clk::now()) + 1ms));
+        esm::checks::lag_histogram h;  // this segment's samples only
+        for (std::size_t b = 0; b < h.buckets; ++b) {
+          h.counts[b] = st.lag.counts[b] - seg_lag[b];
+          h.total += h.counts[b];
+        }
+        double secs = seconds_since(seg_t), cpu = cpu_ms(RUSAGE_SELF);
+        std::printf("  %6.1f %8.0f %7.1f %8zu %9zu %8.0f %8.0f\n", seconds_since(t0),
+                    double(st.runs - seg_runs) / secs, (cpu - seg_cpu) / (secs * 10.0), st.queued,
+                    st.in_flight, h.quantile_ms(0.5), h.quantile_ms(0.99));
+        std::fflush(stdout);
+        seg_t = clk::now();
+        seg_runs = st.runs;
+        seg_cpu = cpu;
+        seg_lag = st.lag.counts;
+      }
+    } else {
+      co_await sleep_for(duration);
+    }
+    f.cpu = cpu_ms(RUSAGE_SELF) - cpu0;
+    f.window_s = seconds_since(t0);
+    f.runs = st.runs - runs0;
+    f.cancelled = st.cancelled_runs - cancelled0;
+    f.time_wait = tcp_time_wait();
+    auto ng1 = ng.read();
+    f.nginx_requests = ng1.requests - ng0.requests - 1;  // less our own status read
+    f.nginx_accepts = ng1.accepts - ng0.accepts - 1;
+    f.nginx_cpu = ng1.worker_cpu_ms - ng0.worker_cpu_ms;
+    f.lag_p50 = st.lag.quantile_ms(0.50);
+    f.lag_p99 = st.lag.quantile_ms(0.99);
+    f.lag_max = st.lag.quantile_ms(1.0);
+    f.lag_samples = st.lag.total;
+    f.max_in_flight = st.max_in_flight;
+    f.max_queued = st.max_queued;
+    measured = true;
+    run.cancel();
+  };
+  asio::co_spawn(io, driver(), asio::detached);
+  io.run_for(interval + duration + 60s);  // bounded: the driver ends it well before
+  if (!run.done() || !measured) {
+    std::fprintf(stderr, "engine %s: did not finish in time (measured %d, stopped %d)\n",
+                 kind_name(k), int(measured), int(run.done()));
+    (void)engine.release();  // coroutines may still refer to it
+    return std::nullopt;
+  }
+  if (auto e = run.error()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      std::fprintf(stderr, "engine %s: run() ended with an error: %s\n", kind_name(k), x.what());
+    } catch (...) {
+      std::fprintf(stderr, "engine %s: run() ended with an unknown error\n", kind_name(k));
+    }
+  }
+  f.alloc_after = (double(malloc_in_use()) - double(m0)) / double(n);
+  for (long long i = 0; i < n; ++i) {
+    auto v = engine->find("bench-node-" + std::to_string(i % 100), "c" + std::to_string(i));
+    if (!v || !v->desired) {
+      ++f.no_result;
+    } else if (v->desired->status == esm::probe::check_status::passing) {
+      ++f.passing;
+      if (f.sample_output.empty()) f.sample_output = v->desired->output;
+    } else {
+      ++f.not_passing;
+      if (f.not_passing <= 3)
+        std::fprintf(stderr, "  %s check c%lld: %s %s\n", kind_name(k), i,
+                     std::string(to_string(v->desired->status)).c_str(), v->desired->output.c_str());
+    }
+  }
+  return f;
+}
+
+void print_engine(kind k, const engine_figures& f) {
+  std::printf("esmd engine, %lld %s checks: %llu runs in %.1f s (%.0f runs/s), CPU %.0f ms "
+              "(%.1f%% of one core), %.1f CPU-ms/1000 runs\n",
+              f.checks, kind_name(k), f.runs, f.window_s, f.runs_per_s(), f.cpu,
+              f.cpu / (f.window_s * 10.0), f.cpu_per_1000());
+  std::printf("  schedule lag over %llu runs (1 ms buckets, upper bounds): p50 %.0f ms, p99 %.0f ms, "
+              "max %.0f ms; max in flight %zu, max queued %zu, cancelled runs %llu\n",
+              f.lag_samples, f.lag_p50, f.lag_p99, f.lag_max, f.max_in_flight, f.max_queued,
+              f.cancelled);
+  std::printf("  memory per check: %.0f B malloc'd after feeding, %.0f B after the runs, "
+              "RSS delta after feeding %.0f B (sizeof health_check %zu, check_plan %zu); "
+              "checks built in %.2f s, on_checks took %.2f s\n",
+              f.alloc_fed, f.alloc_after, f.rss_fed, sizeof(esm::consul::health_check),
+              sizeof(esm::checks::check_plan), f.build_s, f.feed_s);
+  std::printf("  results: %lld passing, %lld not passing, %lld without a result%s%s\n", f.passing,
+              f.not_passing, f.no_result, f.sample_output.empty() ? "" : "; output: ",
+              f.sample_output.c_str());
+  std::printf("  nginx in the window: %llu requests, %llu connections, worker CPU %.0f ms\n",
+              f.nginx_requests, f.nginx_accepts, f.nginx_cpu);
+  if (f.time_wait >= 0) std::printf("  TCP sockets in TIME_WAIT at the end: %ld\n", f.time_wait);
+}
+
+// ---- the Consul agent ----------------------------------------------------------------------
+
+struct consul_figures {
+  long long checks = 0;
+  double window_s = 0, cpu = 0, runs = 0;  // runs: N * window / interval
+  double idle_cpu_per_s = 0;               // the agent before any check was registered
+  double rss_per_check = 0;
+  long long rss_before = 0, rss_after = 0;
+  long long register_failures = 0, passing = -1;
+  double register_s = 0;
+  unsigned long long nginx_requests = 0, nginx_accepts = 0;
+  double cpu_per_1000() const { return runs > 0 ? cpu / runs * 1000.0 : 0; }
+};
+
+// Consul pretty-prints agent endpoints: `"Status": "passing"`.
+long long count_passing(const std::string& text) {
+  static const std::regex passing(R"re("Status":\s*"passing")re");
+  return std::distance(std::sregex_iterator(text.begin(), text.end(), passing),
+                       std::sregex_iterator());
+}
+
+std::optional<consul_figures> run_consul(kind k, long long n, milliseconds interval,
+                                         milliseconds duration, const nginx_server& ng) {
+  consul_figures f;
+  f.checks = n;
+  esm::test::consul_dev_agent agent;  // -log-level=warn: no line per check run
+  pid_t pid = agent.process().pid();
+  int port = agent.http_port();
+  std::this_thread::sleep_for(2s);  // settle after the leader election
+  auto idle0 = proc_cpu_ms(pid);
+  auto ti = clk::now();
+  std::this_thread::sleep_for(5s);
+  f.idle_cpu_per_s = (proc_cpu_ms(pid) - idle0) / seconds_since(ti);
+
+  f.rss_before = proc_rss(pid);
+  auto tr = clk::now();
+  std::string iv = std::to_string(interval.count()) + "ms";
+  for (long long i = 0; i < n; ++i) {
+    std::string body = R"({"ID":"c)" + std::to_string(i) + R"(","Name":"bench",)";
+    if (k == kind::http)
+      body += R"("HTTP":"http://)" + ng.hostport(int(i)) + R"(/",)";
+    else
+      body += R"("TCP":")" + ng.hostport(int(i)) + R"(",)";
+    body += R"("Interval":")" + iv + R"(","Timeout":"5s"})";
+    auto r = esm::test::http_request("127.0.0.1", port, "PUT", "/v1/agent/check/register", body, 10s);
+    if (r.status != 200 && ++f.register_failures <= 3)
+      std::fprintf(stderr, "  register c%lld: HTTP %d %s\n", i, r.status, r.body.c_str());
+    if (seconds_since(tr) > 300) {
+      std::fprintf(stderr, "consul %s: registration took over 300 s, giving up\n", kind_name(k));
+      return std::nullopt;
+    }
+  }
+  f.register_s = seconds_since(tr);
+  std::this_thread::sleep_for(interval);  // every check has run once
+  f.rss_after = proc_rss(pid);
+  f.rss_per_check = double(f.rss_after - f.rss_before) / double(n);
+
+  auto ng0 = ng.read();
+  auto cpu0 = proc_cpu_ms(pid);
+  auto t0 = clk::now();
+  std::this_thread::sleep_for(duration);
+  f.cpu = proc_cpu_ms(pid) - cpu0;
+  f.window_s = seconds_since(t0);
+  auto ng1 = ng.read();
+  f.nginx_requests = ng1.requests - ng0.requests - 1;
+  f.nginx_accepts = ng1.accepts - ng0.accepts - 1;
+  f.runs = double(n) * f.window_s / (double(interval.count()) / 1000.0);
+
+  auto checks = esm::test::http_request("127.0.0.1", port, "GET", "/v1/agent/checks", {}, 30s);
+  if (checks.status == 200) f.passing = count_passing(checks.body);
+  return f;  // the agent is stopped here, by its own pid
+}
+
+void print_consul(kind k, const consul_figures& f) {
+  std::printf("Consul agent, %lld %s agent checks: %.0f runs counted as N * %.1f s / interval, "
+              "CPU %.0f ms, %.1f CPU-ms/1000 runs\n",
+              f.checks, kind_name(k), f.runs, f.window_s, f.cpu, f.cpu_per_1000());
+  double net = f.cpu - f.idle_cpu_per_s * f.window_s;
+  std::printf("  idle agent before registering: %.1f CPU-ms/s; less that: %.1f CPU-ms/1000 runs\n",
+              f.idle_cpu_per_s, f.runs > 0 ? net / f.runs * 1000.0 : 0);
+  std::printf("  memory per check: VmRSS %.1f MiB before registering, %.1f MiB one interval later: "
+              "%.0f B per check\n",
+              double(f.rss_before) / 1048576.0, double(f.rss_after) / 1048576.0, f.rss_per_check);
+  std::printf("  registered in %.1f s (%lld failures); %lld checks passing at the end\n",
+              f.register_s, f.register_failures, f.passing);
+  std::printf("  nginx in the window: %llu requests, %llu connections (expected runs: %.0f)\n",
+              f.nginx_requests, f.nginx_accepts, f.runs);
+}
+
+// ---- wrk -----------------------------------------------------------------------------------
+
+struct wrk_figures {
+  long long requests = 0, non_2xx = 0;
+  double seconds = 0, cpu = 0;
+  bool ok = false;
+  double cpu_per_1000() const { return requests ? cpu / double(requests) * 1000.0 : 0; }
+};
+
+wrk_figures run_wrk(const std::string& url, int seconds) {
+  wrk_figures f;
+  std::string out_path = "/tmp/esmd-bench-engine-wrk-" + std::to_string(::getpid());
+  double cpu0 = cpu_ms(RUSAGE_CHILDREN);
+  std::fflush(stdout);  // or the child would print our buffered lines again
+  std::fflush(stderr);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    FILE* out = std::freopen(out_path.c_str(), "w", stdout);
+    (void)out;
+    std::string d = "-d" + std::to_string(seconds) + "s";
+    ::execlp("wrk", "wrk", "-t1", "-c32", d.c_str(), "-H", "Connection: close", url.c_str(),
+             (char*)nullptr);
+    std::_Exit(127);
+  }
+  if (pid < 0) return f;
+  int status = 0;
+  auto end = clk::now() + std::chrono::seconds(seconds + 30);
+  for (;;) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0 && errno != EINTR) break;
+    if (clk::now() > end) {
+      std::fprintf(stderr, "wrk (pid %d) overran: SIGKILL\n", int(pid));
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  f.cpu = cpu_ms(RUSAGE_CHILDREN) - cpu0;
+  auto text = read_file(out_path);
+  std::remove(out_path.c_str());
+  std::smatch m;
+  if (std::regex_search(text, m, std::regex(R"((\d+) requests in ([\d.]+)s)"))) {
+    f.requests = std::stoll(m[1]);
+    f.seconds = std::stod(m[2]);
+  }
+  if (std::regex_search(text, m, std::regex(R"(Non-2xx or 3xx responses: (\d+))")))
+    f.non_2xx = std::stoll(m[1]);
+  f.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0 && f.requests > 0;
+  if (!f.ok) std::fprintf(stderr, "wrk failed (is it installed?):\n%s\n", text.c_str());
+  else if (text.find("Socket errors") != std::string::npos || f.non_2xx)
+    std::fprintf(stderr, "wrk reported errors:\n%s\n", text.c_str());
+  return f;
+}
+
+// ---- command line --------------------------------------------------------------------------
+
+milliseconds parse_duration(const std::string& s) {
+  char* end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  std::string unit = end ? end : "";
+  if (unit == "ms") return milliseconds(static_cast<long long>(v));
+  if (unit == "m") return milliseconds(static_cast<long long>(v * 60'000));
+  if (unit.empty() || unit == "s") return milliseconds(static_cast<long long>(v * 1000));
+  throw std::runtime_error("bad duration: " + s);
+}
+
+std::string fmt(double v, const char* f = "%.1f") {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, f, v);
+  return buf;
+}
+
+struct options {
+  bool sustained = false, skip_consul = false;
+  long long n = 0;
+  milliseconds interval{10'000}, duration{30'000};
+  int addresses = 0;
+  int wrk_seconds = 10;
+  std::size_t max_concurrent = 1024;
+};
+
+options parse(int argc, char** argv) {
+  options o;
+  std::vector<std::string> pos;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--sustained") o.sustained = true;
+    else if (a == "--skip-consul") o.skip_consul = true;
+    else if (a.rfind("--addresses=", 0) == 0) o.addresses = std::atoi(a.c_str() + 12);
+    else if (a.rfind("--wrk-seconds=", 0) == 0) o.wrk_seconds = std::atoi(a.c_str() + 14);
+    else if (a.rfind("--max-concurrent=", 0) == 0)
+      o.max_concurrent = std::size_t(std::max(1, std::atoi(a.c_str() + 17)));
+    else if (a.rfind("--", 0) == 0) throw std::runtime_error("unknown option " + a);
+    else pos.push_back(a);
+  }
+  o.n = pos.size() > 0 ? std::atoll(pos[0].c_str()) : (o.sustained ? 100'000 : 2000);
+  if (pos.size() > 1) o.interval = parse_duration(pos[1]);
+  if (pos.size() > 2) o.duration = parse_duration(pos[2]);
+  if (o.addresses <= 0) o.addresses = o.sustained ? 8 : 1;
+  o.addresses = std::clamp(o.addresses, 1, 254);
+  if (o.n <= 0 || o.interval <= 0ms || o.duration <= 0ms)
+    throw std::runtime_error("N, interval and duration must be positive");
+  return o;
+}
+
+void print_row(const char* name, const std::string& cpu, const std::string& mem,
+               const std::string& lag, const std::string& vs_consul, const std::string& vs_wrk) {
+  std::printf("%-22s %14s %16s %10s %16s %10s\n", name, cpu.c_str(), mem.c_str(), lag.c_str(),
+              vs_consul.c_str(), vs_wrk.c_str());
+}
+
+int run_sustained(const options& o) {
+  nginx_server ng(o.addresses);
+  std::printf("Sustained: %lld HTTP checks, interval %.1f s, window %.1f s, max_concurrent %zu, "
+              "nginx on %d address(es) port %d (pid %d)\n\n",
+              o.n, o.interval.count() / 1000.0, o.duration.count() / 1000.0, o.max_concurrent,
+              o.addresses, ng.port(), int(ng.pid()));
+  auto f = run_engine(kind::http, o.n, o.interval, o.duration, ng, 5s, o.max_concurrent);
+  if (!f) return 1;
+  print_engine(kind::http, *f);
+  double target = double(o.n) / (o.interval.count() / 1000.0);
+  std::printf("\nsustained: %.0f runs/s achieved of %.0f due per second (%.1f%%), p99 lag %.0f ms, "
+              "CPU %.1f%% of one core, %.1f CPU-ms/1000 runs, %.0f B per check\n",
+              f->runs_per_s(), target, f->runs_per_s() / target * 100.0, f->lag_p99,
+              f->cpu / (f->window_s * 10.0), f->cpu_per_1000(), f->alloc_after);
+  return 0;
+}
+
+int run_compare(const options& o) {
+  nginx_server ng(o.addresses);
+  std::string url = "http://127.0.0.1:" + std::to_string(ng.port()) + "/";
+  std::printf("%lld checks of each kind, interval %.1f s, window %.1f s (after one interval), "
+              "nginx %s on %d address(es) (pid %d)\n\n",
+              o.n, o.interval.count() / 1000.0, o.duration.count() / 1000.0, url.c_str(),
+              o.addresses, int(ng.pid()));
+
+  struct per_kind {
+    std::optional<engine_figures> engine;
+    std::optional<consul_figures> consul;
+  } http, tcp;
+  std::optional<wrk_figures> wrk;
+
+  for (kind k : {kind::http, kind::tcp}) {
+    auto& r = k == kind::http ? http : tcp;
+    r.engine = run_engine(k, o.n, o.interval, o.duration, ng, 0ms, o.max_concurrent);
+    if (r.engine) print_engine(k, *r.engine);
+    std::fflush(stdout);
+    if (!o.skip_consul) {
+      try {
+        r.consul = run_consul(k, o.n, o.interval, o.duration, ng);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "consul %s: %s\n", kind_name(k), e.what());
+      }
+      if (r.consul) print_consul(k, *r.consul);
+    }
+    if (k == kind::http) {
+      auto before = ng.read();
+      wrk = run_wrk(url, o.wrk_seconds);
+      auto after = ng.read();
+      std::printf("wrk -t1 -c32 -d%ds -H 'Connection: close' %s: %lld requests in %.2f s, CPU %.0f ms, "
+                  "%.1f CPU-ms/1000 requests (nginx counted %llu)\n",
+                  o.wrk_seconds, url.c_str(), wrk->requests, wrk->seconds, wrk->cpu,
+                  wrk->cpu_per_1000(), after.requests - before.requests - 1);
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+
+  std::printf("Summary (CPU per 1000 runs/requests; memory per configured check: engine malloc'd "
+              "bytes after feeding / after the runs, Consul VmRSS delta one interval after "
+              "registering; Consul runs counted as N * window / interval)\n");
+  for (kind k : {kind::http, kind::tcp}) {
+    auto& r = k == kind::http ? http : tcp;
+    std::printf("\n%s checks, N=%lld, interval %.1f s\n", kind_name(k), o.n,
+                o.interval.count() / 1000.0);
+    print_row("", "CPU-ms/1000", "memory/check B", "p99 lag", "engine/consul", "engine/wrk");
+    std::string e_cpu = "-", e_mem = "-", e_lag = "-", vs_c = "-", vs_w = "-";
+    if (r.engine) {
+      e_cpu = fmt(r.engine->cpu_per_1000());
+      e_mem = fmt(r.engine->alloc_fed, "%.0f") + " / " + fmt(r.engine->alloc_after, "%.0f");
+      e_lag = fmt(r.engine->lag_p99, "%.0f ms");
+    }
+    if (r.engine && r.consul && r.consul->cpu_per_1000() > 0)
+      vs_c = fmt(r.engine->cpu_per_1000() / r.consul->cpu_per_1000(), "%.3f") + " CPU";
+    if (k == kind::http && r.engine && wrk && wrk->ok)
+      vs_w = fmt(r.engine->cpu_per_1000() / wrk->cpu_per_1000(), "%.2f");
+    print_row("esmd engine", e_cpu, e_mem, e_lag, vs_c, vs_w);
+    if (r.consul) {
+      std::string mem_ratio = "-";
+      if (r.engine && r.consul->rss_per_check > 0)
+        mem_ratio = fmt(r.engine->alloc_after / r.consul->rss_per_check, "%.3f") + " mem";
+      print_row("Consul agent checks", fmt(r.consul->cpu_per_1000()),
+                fmt(r.consul->rss_per_check, "%.0f"), "-", mem_ratio, "-");
+    } else {
+      print_row("Consul agent checks", "-", "-", "-", "-", "-");
+    }
+    if (k == kind::http && wrk && wrk->ok)
+      print_row("wrk floor", fmt(wrk->cpu_per_1000()), "-", "-", "-", "-");
+    else
+      print_row("wrk floor", "n/a", "-", "-", "-", "-");
+    if (k == kind::tcp) std::printf("(no wrk floor for TCP checks: wrk speaks HTTP only)\n");
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o;
+  try {
+    o = parse(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\nusage: %s [--sustained] [N [INTERVAL [DURATION]]] [--addresses=K] "
+                 "[--wrk-seconds=S] [--skip-consul] [--max-concurrent=M]\n", e.what(), argv[0]);
+    return 2;
+  }
+  if (!std::getenv("CONSUL_BIN") && ::access("/root/.cache/consul-bin/consul", X_OK) == 0)
+    ::setenv("CONSUL_BIN", "/root/.cache/consul-bin/consul", 0);
+  rlimit nofile{};
+  ::getrlimit(RLIMIT_NOFILE, &nofile);
+  if (nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;  // up to 1024 probes in flight, plus nginx's side
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  std::printf("net.ipv4.tcp_tw_reuse = %s, net.ipv4.ip_local_port_range = %s, "
+              "net.ipv4.tcp_max_tw_buckets = %s, open files %llu\n",
+              sysctl("/proc/sys/net/ipv4/tcp_tw_reuse").c_str(),
+              sysctl("/proc/sys/net/ipv4/ip_local_port_range").c_str(),
+              sysctl("/proc/sys/net/ipv4/tcp_max_tw_buckets").c_str(),
+              (unsigned long long)nofile.rlim_cur);
+  try {
+    return o.sustained ? run_sustained(o) : run_compare(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_engine: %s\n", e.what());
+    return 1;
+  }
+}
