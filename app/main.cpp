@@ -66,12 +66,12 @@ class daemon_sink : public esm::sharding::assignment_sink {
   void on_nodes(std::vector<esm::consul::node> h, std::vector<esm::consul::node> p) override {
     nodes_.on_nodes(std::move(h), std::move(p));
   }
-  void on_checks(std::vector<esm::consul::health_check> c) override {
+  void on_checks(const std::vector<esm::consul::health_check>& c) override {
     // INFO when the count changed (consul-esm's "Health check counts changed"), else DEBUG.
     auto l = c.size() == last_count_ ? esm::log::level::debug : esm::log::level::info;
     esm::log::write(l, "Health checks of the assigned nodes", {{"checks", c.size()}});
     last_count_ = c.size();
-    checks_.on_checks(std::move(c));
+    checks_.on_checks(c);
   }
 
  private:

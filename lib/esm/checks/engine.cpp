@@ -175,11 +175,11 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
 
 // ---- reconciliation ------------------------------------------------------------------------
 
-void check_engine::on_checks(std::vector<consul::health_check> checks) {
+void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
   ++epoch_;
   std::uint64_t added = 0, updated = 0, removed = 0;
   std::vector<std::uint32_t> p_damaged;
-  for (auto& c : checks) {
+  for (const auto& c : checks) {
     if (c.check_id == sharding::external_node_health_check_id) continue;
     auto key = key_of(c);
     auto it = index_.find(key);
@@ -209,9 +209,9 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
         log::warn(std::get<std::string>(planned),
                   {{"node", c.node}, {"check", c.check_id}, {"name", c.name}});
       }
-      s.catalog = std::move(c);
+      s.catalog = c;
       update_critical_since(i);
-      if (s.plan) start_check(i, false);
+      if (s.plan) start_check(i);
       ++added;
       continue;
     }
@@ -222,11 +222,15 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
     if (c.modify_index >= s.catalog.modify_index) {
       if (c.modify_index == s.written_index && definition_lost(s.catalog.definition, c.definition)) {
         // The engine's own transaction stripped the definition: keep ours and restore it.
-        c.definition = s.catalog.definition;
-        planned = plan_check(c, settings_.plans);
+        auto kept = std::move(s.catalog.definition);
+        s.catalog = c;
+        s.catalog.definition = std::move(kept);
+        planned = plan_check(s.catalog, settings_.plans);
         p_damaged.push_back(i);
+      } else {
+        s.catalog = c;
       }
-      s.catalog = std::move(c);
+      if (s.desired && !needs_write(s)) s.desired.reset();
       update_critical_since(i);
     }
     auto* p = std::get_if<check_plan>(&planned);
@@ -238,7 +242,7 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
       if (!s.plan) --stats_.unsupported;
       s.plan = std::make_shared<const check_plan>(std::move(*p));
       log::info("Updating check", {{"node", s.catalog.node}, {"check", s.catalog.check_id}});
-      start_check(i, true);
+      start_check(i);
     } else {
       if (s.plan) ++stats_.unsupported;
       s.plan.reset();
@@ -261,6 +265,7 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
     it = index_.erase(it);
     if (!s.running) release_slot(i);  // else finish_run releases it
   }
+  schedule_started();
   stats_.added += added;
   stats_.updated += updated;
   stats_.removed += removed;
@@ -271,7 +276,7 @@ void check_engine::on_checks(std::vector<consul::health_check> checks) {
 
 // (Re)starts a runnable check: counters reset to the plan's thresholds, first run at a random
 // point of the interval. A restart keeps the desired state and the catalog copy.
-void check_engine::start_check(std::uint32_t i, bool restart) {
+void check_engine::start_check(std::uint32_t i) {
   auto& s = *slots_[i];
   s.live = true;
   ++s.starts;
@@ -280,10 +285,21 @@ void check_engine::start_check(std::uint32_t i, bool restart) {
   if (s.plan->interval_raised)
     log::warn("Check interval too low", {{"node", s.catalog.node}, {"check", s.catalog.check_id},
                                          {"interval", s.plan->interval}});
-  std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
-  auto due = clock::now() + std::chrono::microseconds(spread(rng_));
-  (void)restart;
-  push_heap(due, i, false);
+  started_.push_back(i);  // first run scheduled by schedule_started()
+}
+
+// First runs at random points of each interval, counted from now: after a long
+// reconciliation (100 000 new checks take most of a second), checks drawn early in it would
+// otherwise all be due at once when it ends, and stay clustered run after run.
+void check_engine::schedule_started() {
+  auto now = clock::now();
+  for (auto i : started_) {
+    auto& s = *slots_[i];
+    if (!s.live || !s.plan) continue;
+    std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
+    push_heap(now + std::chrono::microseconds(spread(rng_)), i, false);
+  }
+  started_.clear();
 }
 
 // Invalidates the check's heap entries (by generation) and cancels its run in progress.
@@ -454,7 +470,10 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   }
   s.desired = std::move(r);
   update_critical_since(i);
-  if (!needs_write(s)) return;
+  if (!needs_write(s)) {
+    s.desired.reset();  // the catalog copy says the same: keep one copy of the output
+    return;
+  }
   bool status_differs = to_string(s.desired->status) != s.catalog.status;
   if (status_differs || settings_.check_update_interval <= milliseconds::zero()) {
     queue_write(i);

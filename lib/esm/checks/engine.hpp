@@ -11,7 +11,8 @@
 // unchanged check keeps its counters; a removed check's run is cancelled at once.
 //
 // Results pass the thresholds (thresholds.hpp) and become the check's *desired* status and
-// output. A desired state that differs from the catalog copy in its status is queued for
+// output (kept only while it differs from the catalog copy, so a steady check holds its
+// output once). A desired state that differs from the catalog copy in its status is queued for
 // writing at once; one that differs only in its output waits `check_update_interval` (0: at
 // once), and a status change in the meantime supersedes it.
 //
@@ -129,8 +130,8 @@ class check_engine : public sharding::assignment_sink {
 
   void on_nodes(std::vector<consul::node>, std::vector<consul::node>) override {}
   // Reconciles the checks held with `checks` (the complete share): adds, restarts changed
-  // ones, removes the rest. externalNodeHealth is ignored (the node prober owns it).
-  void on_checks(std::vector<consul::health_check> checks) override;
+  // ones, removes the rest. Copies only new and changed checks. externalNodeHealth is ignored (the node prober owns it).
+  void on_checks(const std::vector<consul::health_check>& checks) override;
 
   // Runs the schedule, the writer and the service reaper until cancelled (terminal); cancels
   // the probes in flight and returns once they ended. Checks handed over before or during the
@@ -144,7 +145,9 @@ class check_engine : public sharding::assignment_sink {
   // What the engine holds for one check (tests, diagnostics).
   struct check_view {
     std::string catalog_status, catalog_output;  // the engine's copy of the catalog
-    std::optional<probe::probe_result> desired;  // the reported result, once one exists
+    // The reported result while the catalog copy differs from it (a write is due); empty
+    // once the catalog says the same (the catalog fields are then the reported state).
+    std::optional<probe::probe_result> desired;
     std::uint64_t modify_index = 0;
     std::uint64_t runs = 0;
     std::uint32_t starts = 0;  // schedule (re)starts: 1 until its plan changes
@@ -167,7 +170,8 @@ class check_engine : public sharding::assignment_sink {
   static std::string key_of(const consul::health_check& c);
   std::uint32_t allocate_slot();
   void release_slot(std::uint32_t i);
-  void start_check(std::uint32_t i, bool restart);
+  void start_check(std::uint32_t i);
+  void schedule_started();
   void stop_check(std::uint32_t i);
   void push_heap(std::chrono::steady_clock::time_point due, std::uint32_t i, bool output_write);
   void fire_due(std::chrono::steady_clock::time_point now);
@@ -207,6 +211,7 @@ class check_engine : public sharding::assignment_sink {
   std::vector<heap_entry> heap_;
   std::deque<std::uint32_t> ready_;  // due checks waiting for a probe slot, in due order
   std::vector<std::uint32_t> write_queue_;
+  std::vector<std::uint32_t> started_;  // (re)started during a reconciliation
   std::chrono::steady_clock::time_point first_queued_{};
   std::mt19937_64 rng_;
   std::uint64_t epoch_ = 0;

@@ -28,7 +28,7 @@ struct check_engine::slot {
   std::string key;                           // partition, namespace, node, check ID
   consul::health_check catalog;              // the newest copy known (watch or own write)
   std::shared_ptr<const check_plan> plan;    // null: not run (unsupported)
-  std::optional<probe::probe_result> desired;  // what esmd reports, once it has a result
+  std::optional<probe::probe_result> desired;  // what esmd reports, while the catalog differs
   status_gate gate;
   legacy_counter legacy;
   std::shared_ptr<run_state> running;        // set while a probe runs

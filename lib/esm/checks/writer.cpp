@@ -144,6 +144,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
         s.catalog.status = w.status;
         s.catalog.output = w.output;
         if (idx > 0) s.catalog.modify_index = s.written_index = idx;
+        if (s.desired && !needs_write(s)) s.desired.reset();  // one copy of the output
         if (stored && definition_lost(w.definition, stored->definition)) definition_damaged(ids[j]);
         ++stats_.write_ops;
         log::debug("Check status written", {{"node", w.node}, {"check", w.check_id},
@@ -246,6 +247,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<std::uint3
       s.restore_definition = false;
       s.catalog.status = r.checks[k].status;
       s.catalog.output = r.checks[k].output;
+      if (s.desired && !needs_write(s)) s.desired.reset();
       ++stats_.write_ops;
       ++stats_.registration_writes;
     }

@@ -79,7 +79,7 @@ void logging_sink::on_nodes(std::vector<consul::node> health_nodes,
   }
 }
 
-void logging_sink::on_checks(std::vector<consul::health_check> checks) {
+void logging_sink::on_checks(const std::vector<consul::health_check>& checks) {
   auto l = checks.size() == last_checks_ ? log::level::debug : log::level::info;
   last_checks_ = checks.size();
   log::write(l, "Health checks of the assigned nodes", {{"checks", checks.size()}});

@@ -70,7 +70,9 @@ namespace esm::sharding {
 inline constexpr std::string_view external_node_health_check_id = "externalNodeHealth";
 
 // Receives this instance's share. Called on the worker's executor, never concurrently; the
-// implementation must not block. Each call carries the complete current state (not a delta).
+// implementation must not block. Each call carries the complete current state (not a delta),
+// by reference to the worker's own copy (valid during the call): a share of 100 000 checks is
+// not copied on every change.
 class assignment_sink {
  public:
   virtual ~assignment_sink() = default;
@@ -82,7 +84,7 @@ class assignment_sink {
   // Every check on health_nodes except externalNodeHealth, sorted by (node, check ID).
   // Called when a check was added, removed or modified (its ModifyIndex moved), and when the
   // assignment changed.
-  virtual void on_checks(std::vector<consul::health_check> checks) = 0;
+  virtual void on_checks(const std::vector<consul::health_check>& checks) = 0;
 };
 
 // Logs what it receives (counts at INFO when they change, like consul-esm's `Health check
@@ -92,7 +94,7 @@ class logging_sink : public assignment_sink {
  public:
   void on_nodes(std::vector<consul::node> health_nodes,
                 std::vector<consul::node> ping_nodes) override;
-  void on_checks(std::vector<consul::health_check> checks) override;
+  void on_checks(const std::vector<consul::health_check>& checks) override;
 
  private:
   std::size_t last_checks_ = static_cast<std::size_t>(-1);

@@ -332,10 +332,15 @@ esm::consul::health_check make_check(kind k, long long i, const nginx_server& ng
   c.name = "bench";
   c.status = "passing";
   c.type = k == kind::http ? "http" : "tcp";
-  if (k == kind::http)
+  // The catalog copy already says what the probe will find, as after esmd's first write: the
+  // engine then holds one copy of the output per check, its steady state in the daemon.
+  if (k == kind::http) {
     c.definition.http = "http://" + ng.hostport(int(i)) + "/";
-  else
+    c.output = "HTTP GET " + c.definition.http + ": 200 OK Output: ok\n";
+  } else {
     c.definition.tcp = ng.hostport(int(i));
+    c.output = "TCP connect " + c.definition.tcp + ": Success";
+  }
   c.definition.interval = interval;
   c.definition.timeout = 5s;
   return c;
@@ -456,7 +461,9 @@ std::optional<engine_figures> run_engine(kind k, long long n, milliseconds inter
   f.alloc_after = (double(malloc_in_use()) - double(m0)) / double(n);
   for (long long i = 0; i < n; ++i) {
     auto v = engine->find("bench-node-" + std::to_string(i % 100), "c" + std::to_string(i));
-    if (!v || !v->desired) {
+    if (v && v->runs > 0 && !v->desired) {
+      ++f.passing;  // its result equals the catalog copy: passing with the expected output
+    } else if (!v || !v->desired) {
       ++f.no_result;
     } else if (v->desired->status == esm::probe::check_status::passing) {
       ++f.passing;

@@ -67,8 +67,8 @@ struct recording_sink : esm::sharding::assignment_sink {
     pings = std::move(p);
     ++node_calls;
   }
-  void on_checks(std::vector<consul::health_check> c) override {
-    checks = std::move(c);
+  void on_checks(const std::vector<consul::health_check>& c) override {
+    checks = c;
     ++check_calls;
   }
   std::set<std::string> node_names() const {
