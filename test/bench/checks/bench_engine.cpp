@@ -369,9 +369,9 @@ std::optional<engine_figures> run_engine(kind k, long long n, milliseconds inter
     for (long long i = 0; i < n; ++i) checks.push_back(make_check(k, i, ng, interval));
     f.build_s = seconds_since(tf);
     tf = clk::now();
-    engine->on_checks(std::move(checks));  // one call, blocking the thread
-  }
-  f.feed_s = seconds_since(tf);
+    engine->on_checks(checks);  // one call, blocking the thread; by reference, as the worker
+    f.feed_s = seconds_since(tf);
+  }  // the handed-over list is gone, as the worker's copy is not the engine's memory
   auto m1 = malloc_in_use();
   auto r1 = self_rss();
   f.alloc_fed = (double(m1) - double(m0)) / double(n);
