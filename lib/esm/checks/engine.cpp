@@ -400,7 +400,8 @@ void check_engine::start_run(std::uint32_t i) {
 
 asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t generation,
                                                  std::shared_ptr<const check_plan> plan) {
-  auto r = co_await probe::run_probe(plan->spec, probes_);
+  // This coroutine exists for this one probe: no second coroutine inside run_probe.
+  auto r = co_await probe::run_probe_in_own_thread(plan->spec, probes_);
   auto cs = co_await asio::this_coro::cancellation_state;
   if (cs.cancelled() != asio::cancellation_type::none) {
     finish_run(i, generation, std::nullopt);

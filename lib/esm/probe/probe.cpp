@@ -19,9 +19,7 @@ probe_context::probe_context() : tls_(make_base_tls_context({})) {}
 probe_context::probe_context(const tls_files& files) : tls_(make_base_tls_context(files)) {}
 probe_context::~probe_context() = default;
 
-namespace {
-
-asio::awaitable<probe_result> probe_thread(const probe_spec& spec, probe_context& ctx) {
+asio::awaitable<probe_result> run_probe_in_own_thread(const probe_spec& spec, probe_context& ctx) {
   // This coroutine is its own thread of execution: these settings stay local to it.
   co_await asio::this_coro::reset_cancellation_state(asio::enable_total_cancellation());
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -41,14 +39,12 @@ asio::awaitable<probe_result> probe_thread(const probe_spec& spec, probe_context
   }
 }
 
-}  // namespace
-
 // Cancellation: the caller's slot is forwarded by co_spawn into the probe's own coroutine,
 // which accepts terminal and total cancellation.
 asio::awaitable<probe_result> run_probe(const probe_spec& spec, probe_context& ctx) {
   auto ex = co_await asio::this_coro::executor;
   auto [ep, result] =
-      co_await asio::co_spawn(ex, probe_thread(spec, ctx), asio::as_tuple(asio::use_awaitable));
+      co_await asio::co_spawn(ex, run_probe_in_own_thread(spec, ctx), asio::as_tuple(asio::use_awaitable));
   if (ep) {
     try {
       std::rethrow_exception(ep);

@@ -53,4 +53,10 @@ class probe_context {
 // else runs on the caller's executor.
 boost::asio::awaitable<probe_result> run_probe(const probe_spec& spec, probe_context& ctx);
 
+// The same without the extra coroutine, for a caller that co_spawned a coroutine just for this
+// probe (the check engine): it changes that coroutine's cancellation filter (terminal and
+// total accepted) and switches throw_if_cancelled off. Never throws.
+boost::asio::awaitable<probe_result> run_probe_in_own_thread(const probe_spec& spec,
+                                                             probe_context& ctx);
+
 }  // namespace esm::probe
