@@ -56,6 +56,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "async.hpp"
 #include "consul_fixture.hpp"
 #include "process.hpp"
 #include "esm/checks/engine.hpp"
@@ -274,32 +275,7 @@ class nginx_server {
 enum class kind { http, tcp };
 const char* kind_name(kind k) { return k == kind::http ? "HTTP" : "TCP"; }
 
-// A co_spawn'ed coroutine with its own cancellation signal, both kept alive until it completed
-// (Boost 1.81: a signal must outlive its operation); as test/integration/sharding's `task`.
-class task {
- public:
-  task(asio::io_context& io, asio::awaitable<void> body) : state_(std::make_shared<state>()) {
-    auto s = state_;
-    asio::co_spawn(io, std::move(body),
-                   asio::bind_cancellation_slot(s->signal.slot(), [s](std::exception_ptr e) {
-                     s->error = e;
-                     s->done = true;
-                   }));
-  }
-  void cancel() {
-    if (!state_->done) state_->signal.emit(asio::cancellation_type::terminal);
-  }
-  bool done() const { return state_->done; }
-  std::exception_ptr error() const { return state_->error; }
-
- private:
-  struct state {
-    asio::cancellation_signal signal;
-    bool done = false;
-    std::exception_ptr error;
-  };
-  std::shared_ptr<state> state_;
-};
+using esm::test::task;
 
 asio::awaitable<void> sleep_for(milliseconds d) {
   asio::steady_timer t(co_await asio::this_coro::executor, d);

@@ -107,30 +107,7 @@ class switch_server {
   std::shared_ptr<state> st_;
 };
 
-// A co_spawn'ed coroutine with its own cancellation signal, both alive until it completed.
-class task {
- public:
-  task(asio::io_context& io, asio::awaitable<void> body) : st_(std::make_shared<state>()) {
-    auto s = st_;
-    asio::co_spawn(io, std::move(body),
-                   asio::bind_cancellation_slot(s->signal.slot(), [s](std::exception_ptr e) {
-                     s->error = e;
-                     s->done = true;
-                   }));
-  }
-  void cancel() {
-    if (!st_->done) st_->signal.emit(asio::cancellation_type::terminal);
-  }
-  bool done() const { return st_->done; }
-
- private:
-  struct state {
-    asio::cancellation_signal signal;
-    bool done = false;
-    std::exception_ptr error;
-  };
-  std::shared_ptr<state> st_;
-};
+using esm::test::task;
 
 // Runs the io_context until pred() holds or `limit` passed; returns pred().
 inline bool run_until(asio::io_context& io, const std::function<bool()>& pred,
@@ -186,6 +163,16 @@ struct running_engine {
     if (patch) patch(all);
     engine.on_checks(std::move(all));
   }
+  // Hands over only the check `id` of `node` (as an instance that owns just that check).
+  void feed_only(const std::string& node, const std::string& id) {
+    auto all = esm::test::run(io, client.health_node(node));
+    if (!all) throw std::runtime_error("health_node failed: " + all.error().to_string());
+    std::vector<esm::consul::health_check> mine;
+    for (auto& c : all->value)
+      if (c.check_id == id) mine.push_back(c);
+    engine.on_checks(mine);
+  }
+
   // Applied to what feed() read before handing it over (to stand in for a newer Consul).
   std::function<void(std::vector<esm::consul::health_check>&)> patch;
 

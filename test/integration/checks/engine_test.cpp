@@ -77,15 +77,8 @@ TEST_CASE("HTTPS with a test CA and a client certificate") {
   b.status = "passing";
   register_node(io, with_cert.client, node, {a, b});
   // Each engine holds one of the two checks (as two instances would).
-  auto only = [&](running_engine& e, const std::string& id) {
-    auto all = esm::test::run(io, e.client.health_node(node));
-    std::vector<esm::consul::health_check> mine;
-    for (auto& c : all->value)
-      if (c.check_id == id) mine.push_back(c);
-    e.engine.on_checks(mine);
-  };
-  only(with_cert, "with-cert");
-  only(without_cert, "without-cert");
+  with_cert.feed_only(node, "with-cert");
+  without_cert.feed_only(node, "without-cert");
   CHECK(run_until(io, [&] {
     return with_cert.engine.stats().write_ops >= 1 && without_cert.engine.stats().write_ops >= 1;
   }));
@@ -240,15 +233,8 @@ TEST_CASE("thresholds are counted once (consul mode) and twice in legacy mode") 
   auto a = http_check(node, "consul", consul_target.url(), 400ms);
   auto b = http_check(node, "legacy", legacy_target.url(), 400ms);
   register_node(io, consul_mode.client, node, {a, b});
-  auto feed_one = [&](running_engine& e, const std::string& id) {
-    auto all = esm::test::run(io, e.client.health_node(node));
-    std::vector<esm::consul::health_check> mine;
-    for (auto& c : all->value)
-      if (c.check_id == id) mine.push_back(c);
-    e.engine.on_checks(mine);
-  };
-  feed_one(consul_mode, "consul");
-  feed_one(legacy_mode, "legacy");
+  consul_mode.feed_only(node, "consul");
+  legacy_mode.feed_only(node, "legacy");
   // Steady passing first.
   REQUIRE(run_until(io, [&] {
     return consul_target.answered(200) >= 4 && legacy_target.answered(200) >= 4 &&

@@ -20,6 +20,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "async.hpp"
 #include "esm/consul/client.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
@@ -29,32 +30,7 @@ namespace esm::test::sharding {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
-// A co_spawn'ed coroutine with its own cancellation signal, both kept alive until it
-// completed (Boost 1.81: a signal must outlive its operation).
-class task {
- public:
-  task(asio::io_context& io, asio::awaitable<void> body) : state_(std::make_shared<state>()) {
-    auto s = state_;
-    asio::co_spawn(io, std::move(body),
-                   asio::bind_cancellation_slot(s->signal.slot(), [s](std::exception_ptr e) {
-                     s->error = e;
-                     s->done = true;
-                   }));
-  }
-  void cancel() {
-    if (!state_->done) state_->signal.emit(asio::cancellation_type::terminal);
-  }
-  bool done() const { return state_->done; }
-  std::exception_ptr error() const { return state_->error; }
-
- private:
-  struct state {
-    asio::cancellation_signal signal;
-    bool done = false;
-    std::exception_ptr error;
-  };
-  std::shared_ptr<state> state_;
-};
+using esm::test::task;
 
 // What a worker handed over last, and when.
 struct recording_sink : esm::sharding::assignment_sink {
