@@ -103,6 +103,7 @@ TEST_CASE("TCP, TCP with TLS, UDP, gRPC serving and not serving, and H2PING") {
   auto node = unique("kinds");
   e.nodes = {node};
   auto refused = std::to_string(probe_test::refused_tcp_port());
+  auto closed_udp = std::to_string(probe_test::refused_udp_port());
 
   std::vector<esm::consul::health_check> checks;
   auto add = [&](std::string id, auto fill) {
@@ -129,7 +130,9 @@ TEST_CASE("TCP, TCP with TLS, UDP, gRPC serving and not serving, and H2PING") {
   add("tcp-tls", [&](auto&) {});
   add("tcp-tls-on-plain", [&](auto&) {});
   add("udp", [&](auto&) {});
+  add("udp-closed", [&](auto&) {});
   add("h2ping", [&](auto&) {});
+  add("h2ping-refused", [&](auto&) {});
   e.patch = [&](std::vector<esm::consul::health_check>& all) {
     for (auto& c : all) {
       auto& d = c.definition;
@@ -141,8 +144,13 @@ TEST_CASE("TCP, TCP with TLS, UDP, gRPC serving and not serving, and H2PING") {
         d.tcp_use_tls = true;
       } else if (c.check_id == "udp") {
         d.udp = udp_addr;
+      } else if (c.check_id == "udp-closed") {
+        d.udp = "127.0.0.1:" + closed_udp;
       } else if (c.check_id == "h2ping") {
         d.h2ping = grpc_addr;
+        d.h2ping_use_tls = false;
+      } else if (c.check_id == "h2ping-refused") {
+        d.h2ping = "127.0.0.1:" + refused;
         d.h2ping_use_tls = false;
       }
     }
@@ -167,6 +175,10 @@ TEST_CASE("TCP, TCP with TLS, UDP, gRPC serving and not serving, and H2PING") {
   CHECK(e.catalog(node, "grpc-down").output ==
         "gRPC " + grpc_addr + "/down serving status: NOT_SERVING");
   CHECK(e.catalog(node, "h2ping").output == "HTTP2 ping was successful");
+  REQUIRE(e.wait_status(node, "udp-closed", "critical"));
+  CHECK(e.catalog(node, "udp-closed").output.find("read: connection refused") != std::string::npos);
+  REQUIRE(e.wait_status(node, "h2ping-refused", "critical"));
+  CHECK(e.catalog(node, "h2ping-refused").output.find("connection refused") != std::string::npos);
   // Consul 1.8.7's transaction endpoint strips a GRPC definition; the engine restored it
   // and writes these checks by registration, so the catalog keeps the definition.
   REQUIRE(run_until(io, [&] { return e.catalog(node, "grpc").definition.grpc == grpc_addr; }, 5s));
@@ -182,7 +194,8 @@ TEST_CASE("TCP, TCP with TLS, UDP, gRPC serving and not serving, and H2PING") {
   REQUIRE(v);
   CHECK_FALSE(v->runnable);
   CHECK(v->runs == 0);
-  for (std::string id : {"tcp", "tcp-refused", "grpc", "grpc-down", "tcp-tls", "tcp-tls-on-plain", "udp", "h2ping"}) {
+  for (std::string id : {"tcp", "tcp-refused", "grpc", "grpc-down", "tcp-tls", "tcp-tls-on-plain",
+                         "udp", "udp-closed", "h2ping", "h2ping-refused"}) {
     INFO(id);
     CHECK(e.engine.find(node, id)->runnable);
   }
