@@ -43,10 +43,14 @@ class election {
       : c_(c), o_(std::move(o)), work_(std::move(w)), st_(st), ex_(ex) {}
 
   awaitable<void> run() {
-    co_await run_terms();
-    // Stop the background clean-ups of earlier terms (the caller is stopping us).
+    // The election notices a stop itself at every wait. With Asio's default, a stop would
+    // instead throw from the next co_await and unwind this frame while the term's children
+    // (monitor, keeper, leader work) still run and use it (found by ASan: a SIGTERM just as
+    // the lock was acquired).
     bool rethrow = co_await asio::this_coro::throw_if_cancelled();
     co_await asio::this_coro::throw_if_cancelled(false);
+    co_await run_terms();
+    // Stop the background clean-ups of earlier terms (the caller is stopping us).
     for (auto& c : cleaners_) c->cancel();
     for (auto& c : cleaners_) co_await join(*cleaners_wake_, c);
     co_await asio::this_coro::throw_if_cancelled(rethrow);
@@ -79,9 +83,7 @@ class election {
       retry.reset();
       if (is_cancelled(co_await asio::this_coro::cancellation_state)) {
         // Cancelled while the session was being created: do not leave it to its TTL.
-        co_await asio::this_coro::throw_if_cancelled(false);
         co_await destroy(*id);
-        co_await asio::this_coro::throw_if_cancelled(true);
         co_return;
       }
       auto t = std::make_shared<term>(*id, o_.timing);

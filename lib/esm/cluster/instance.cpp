@@ -42,6 +42,8 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
   // the next co_await after a stop would throw instead and skip that, so a SIGTERM during
   // registration became "stopped on an unexpected error" (exit 11) and left what was
   // registered behind.
+  // The same holds for the rest: the keeper and the election are children that must be
+  // joined before this frame ends, so a stop must never unwind it by an exception.
   bool rethrow_reg = co_await asio::this_coro::throw_if_cancelled();
   co_await asio::this_coro::throw_if_cancelled(false);
   auto reg = co_await register_instance(c, mo, status.membership);
@@ -59,7 +61,6 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
     co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
     co_return run_outcome{};
   }
-  co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
 
   leader_work_fn work = hooks.leader_work ? std::move(hooks.leader_work) : leader_work_fn(idle_leader_work);
   if (mo.agentless) {
@@ -85,14 +86,12 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
   }
 
   // Graceful stop: the election releases the key, then destroys its session; then deregister.
-  bool rethrow = co_await asio::this_coro::throw_if_cancelled();
-  co_await asio::this_coro::throw_if_cancelled(false);
   election->cancel();
   keeper->cancel();
   co_await join(*wake, election, keeper);
   co_await deregister_instance(c, mo);
   status.membership.registered = false;
-  co_await asio::this_coro::throw_if_cancelled(rethrow);
+  co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
   co_return out;
 }
 

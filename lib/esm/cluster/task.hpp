@@ -41,6 +41,9 @@ inline bool is_cancelled(const asio::cancellation_state& s) {
 
 // true when the time ran out, false when the wait was cancelled.
 inline asio::awaitable<bool> sleep_until(std::chrono::steady_clock::time_point t) {
+  // A stop that arrived while this coroutine was not waiting cancels nothing later on: check.
+  auto cs = co_await asio::this_coro::cancellation_state;
+  if (cs.cancelled() != asio::cancellation_type::none) co_return false;
   asio::steady_timer timer(co_await asio::this_coro::executor, t);
   auto [ec] = co_await timer.async_wait(tuple_awaitable);
   co_return !ec;
@@ -60,8 +63,19 @@ class event {
   void reset() { set_ = false; }
   bool is_set() const { return set_; }
   // Returns at once when set; otherwise waits for set() (true) or the caller's cancellation
-  // (false). Does not clear the flag.
+  // (false), including a cancellation that arrived before this call (a stop emitted while the
+  // coroutine was not waiting cancels no later wait by itself). Does not clear the flag.
   asio::awaitable<bool> wait() {
+    if (set_) co_return true;
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return false;
+    timer_.expires_at(asio::steady_timer::time_point::max());
+    co_await timer_.async_wait(tuple_awaitable);
+    co_return set_;
+  }
+  // For clean-up after a stop (join): waits for set() even when the caller was cancelled
+  // (a further cancellation still ends the wait, returning false).
+  asio::awaitable<bool> wait_even_if_cancelled() {
     if (set_) co_return true;
     timer_.expires_at(asio::steady_timer::time_point::max());
     co_await timer_.async_wait(tuple_awaitable);
@@ -117,7 +131,7 @@ asio::awaitable<void> join(event& wake, const C&... children) {
   for (;;) {
     wake.reset();
     if (((!children || children->done()) && ...)) co_return;
-    co_await wake.wait();
+    co_await wake.wait_even_if_cancelled();
   }
 }
 
