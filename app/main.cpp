@@ -58,25 +58,22 @@ struct daemon_state {
   esm::sharding::logging_sink node_log;  // logs the assigned nodes until the node prober exists
 };
 
-// The worker's share goes to the check engine (checks) and, for now, the log (nodes).
+// The worker's share goes to the check engine (checks) and the log (counts; nodes until the
+// node prober exists).
 class daemon_sink : public esm::sharding::assignment_sink {
  public:
-  daemon_sink(esm::sharding::logging_sink& nodes, esm::checks::check_engine& checks)
-      : nodes_(nodes), checks_(checks) {}
+  daemon_sink(esm::sharding::logging_sink& log, esm::checks::check_engine& checks)
+      : log_(log), checks_(checks) {}
   void on_nodes(std::vector<esm::consul::node> h, std::vector<esm::consul::node> p) override {
-    nodes_.on_nodes(std::move(h), std::move(p));
+    log_.on_nodes(std::move(h), std::move(p));
   }
   void on_checks(const std::vector<esm::consul::health_check>& c) override {
-    // INFO when the count changed (consul-esm's "Health check counts changed"), else DEBUG.
-    auto l = c.size() == last_count_ ? esm::log::level::debug : esm::log::level::info;
-    esm::log::write(l, "Health checks of the assigned nodes", {{"checks", c.size()}});
-    last_count_ = c.size();
+    log_.on_checks(c);  // the count at INFO when it changed, else DEBUG
     checks_.on_checks(c);
   }
 
  private:
-  std::size_t last_count_ = static_cast<std::size_t>(-1);
-  esm::sharding::logging_sink& nodes_;
+  esm::sharding::logging_sink& log_;
   esm::checks::check_engine& checks_;
 };
 

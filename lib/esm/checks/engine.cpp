@@ -61,8 +61,7 @@ engine_settings make_engine_settings(const config::config& cfg) {
   s.plans.min_interval = ms_of(cfg.min_check_interval);
   s.plans.passing_threshold = cfg.passing_threshold;
   s.plans.critical_threshold = cfg.critical_threshold;
-  s.legacy_thresholds = cfg.thresholds() == config::threshold_kind::legacy;
-  s.plans.legacy_thresholds = s.legacy_thresholds;
+  s.plans.legacy_thresholds = cfg.thresholds() == config::threshold_kind::legacy;
   auto max = cfg.max_concurrent_probes > 0 ? cfg.max_concurrent_probes
                                            : config::default_max_concurrent_probes();
   s.max_concurrent = static_cast<std::size_t>(std::max<std::int64_t>(1, max));
@@ -463,7 +462,7 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   std::string_view cur_status = s.desired ? to_string(s.desired->status) : std::string_view(s.catalog.status);
   const std::string& cur_output = s.desired ? s.desired->output : s.catalog.output;
   bool status_changed = to_string(r.status) != cur_status;
-  if (settings_.legacy_thresholds) {
+  if (settings_.plans.legacy_thresholds) {
     bool same = !status_changed && r.output == cur_output;
     if (!s.legacy.admit(r.status, same, settings_.plans.passing_threshold,
                         settings_.plans.critical_threshold))
@@ -524,7 +523,6 @@ asio::awaitable<void> check_engine::run() {
       push_heap(clock::now() + std::chrono::microseconds(spread(rng_)), i, false);
     }
   }
-  running_ = true;
   std::exception_ptr failure;
   try {
     co_await (schedule_loop() && writer_loop() && reaper_loop());
@@ -545,7 +543,6 @@ asio::awaitable<void> check_engine::run() {
     drained_.expires_after(std::chrono::milliseconds(100));
     co_await drained_.async_wait(tuple_awaitable);
   }
-  running_ = false;
   if (failure) {
     // A bug, not a probe or Consul failure (those are values): stop the daemon (exit 11) so
     // that a supervisor restarts it, rather than run without checks.

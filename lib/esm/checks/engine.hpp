@@ -72,8 +72,7 @@ namespace esm::checks {
 
 struct engine_settings {
   engine_settings() {}
-  plan_settings plans;
-  bool legacy_thresholds = false;  // threshold_mode = "legacy"
+  plan_settings plans;  // plans.legacy_thresholds: threshold_mode = "legacy"
   std::size_t max_concurrent = 1024;                     // max_concurrent_probes
   std::chrono::milliseconds batch_flush_interval{500};   // 0: write as soon as possible
   std::chrono::milliseconds check_update_interval{300'000};  // output-only changes; 0: at once
@@ -215,7 +214,6 @@ class check_engine : public sharding::assignment_sink {
   std::chrono::steady_clock::time_point first_queued_{};
   std::mt19937_64 rng_;
   std::uint64_t epoch_ = 0;
-  bool running_ = false;
   bool stopping_ = false;
 
   boost::asio::steady_timer schedule_wake_;

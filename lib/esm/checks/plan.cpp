@@ -29,6 +29,15 @@ milliseconds to_ms(std::chrono::nanoseconds d) {
   return std::chrono::ceil<milliseconds>(d);
 }
 
+// The per-check TLS settings and the timeout, shared by the probes that have them.
+template <class Spec>
+Spec& with_tls(Spec& spec, const consul::check_definition& d, milliseconds timeout) {
+  spec.tls_server_name = d.tls_server_name;
+  spec.tls_skip_verify = d.tls_skip_verify;
+  spec.timeout = timeout;
+  return spec;
+}
+
 }  // namespace
 
 std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
@@ -69,21 +78,15 @@ std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
       h.method = d.method;
       h.headers = d.header;
       h.body = d.body;
-      h.tls_server_name = d.tls_server_name;
-      h.tls_skip_verify = d.tls_skip_verify;
       h.disable_redirects = d.disable_redirects;
-      h.timeout = p.timeout;
-      p.spec = std::move(h);
+      p.spec = std::move(with_tls(h, d, p.timeout));
       break;
     }
     case probe::check_kind::tcp: {
       probe::tcp_spec t;
       t.address = d.tcp;
       t.use_tls = d.tcp_use_tls;
-      t.tls_server_name = d.tls_server_name;
-      t.tls_skip_verify = d.tls_skip_verify;
-      t.timeout = p.timeout;
-      p.spec = std::move(t);
+      p.spec = std::move(with_tls(t, d, p.timeout));
       break;
     }
     case probe::check_kind::udp: {
@@ -97,20 +100,14 @@ std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
       probe::grpc_spec g;
       g.target = d.grpc;
       g.use_tls = d.grpc_use_tls;
-      g.tls_server_name = d.tls_server_name;
-      g.tls_skip_verify = d.tls_skip_verify;
-      g.timeout = p.timeout;
-      p.spec = std::move(g);
+      p.spec = std::move(with_tls(g, d, p.timeout));
       break;
     }
     case probe::check_kind::h2ping: {
       probe::h2ping_spec h;
       h.address = d.h2ping;
       h.use_tls = d.h2ping_use_tls;
-      h.tls_server_name = d.tls_server_name;
-      h.tls_skip_verify = d.tls_skip_verify;
-      h.timeout = p.timeout;
-      p.spec = std::move(h);
+      p.spec = std::move(with_tls(h, d, p.timeout));
       break;
     }
     default:

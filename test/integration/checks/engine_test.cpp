@@ -239,7 +239,6 @@ TEST_CASE("thresholds are counted once (consul mode) and twice in legacy mode") 
   auto s = fast_settings();
   s.plans.critical_threshold = 2;
   running_engine consul_mode(io, s);
-  s.legacy_thresholds = true;
   s.plans.legacy_thresholds = true;
   running_engine legacy_mode(io, s);
   auto node = unique("thresholds");
