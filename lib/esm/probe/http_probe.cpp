@@ -10,8 +10,10 @@
 #include <cctype>
 #include <cstdint>
 #include <limits>
+#include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -71,6 +73,104 @@ std::string error_url(const urls::url_view& u, const std::string& text) {
   urls::url copy(u);
   copy.set_password("***");
   return std::string(copy.buffer());
+}
+
+// Go's %q (strconv.Quote) for the texts Go quotes in errors, so that a CR/LF in a
+// definition shows as "\r\n" in the check output instead of breaking it. Valid UTF-8 above
+// ASCII is kept as is (Go also escapes non-printable runes there; not worth a Unicode table).
+std::string go_quote(std::string_view s) {
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    switch (c) {
+      case '\a': out += "\\a"; continue;
+      case '\b': out += "\\b"; continue;
+      case '\f': out += "\\f"; continue;
+      case '\n': out += "\\n"; continue;
+      case '\r': out += "\\r"; continue;
+      case '\t': out += "\\t"; continue;
+      case '\v': out += "\\v"; continue;
+      case '"': out += "\\\""; continue;
+      case '\\': out += "\\\\"; continue;
+      default: break;
+    }
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+      continue;
+    }
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      continue;
+    }
+    // A well-formed UTF-8 sequence (no overlong form, surrogate or value above U+10FFFF) is
+    // copied; any other byte is shown as \xNN, as Go does.
+    std::size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    bool ok = len != 0 && c <= 0xf4 && i + len <= s.size();
+    for (std::size_t k = 1; ok && k < len; ++k)
+      ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+    if (ok && len >= 3) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0) && !(c == 0xf0 && c1 < 0x90) &&
+           !(c == 0xf4 && c1 >= 0x90);
+    }
+    if (!ok) {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 0xf];
+      continue;
+    }
+    out.append(s.substr(i, len));
+    i += len - 1;
+  }
+  out += '"';
+  return out;
+}
+
+// RFC 9110 tchar, as Go's httpguts.IsTokenRune: the only bytes allowed in a method or a
+// header field name. Anything else (CR, LF, space, ':', non-ASCII) could end the name early
+// and let a definition write its own header lines or a second request.
+bool is_tchar(unsigned char c) {
+  if (c >= '0' && c <= '9') return true;
+  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+}
+
+// Go's validMethod and httpguts.ValidHeaderFieldName: a non-empty token.
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return is_tchar(static_cast<unsigned char>(c)); });
+}
+
+// Go's httpguts.ValidHeaderFieldValue: no CTL except HTAB, so no CR, LF or NUL.
+bool is_valid_field_value(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+  });
+}
+
+// Go's url.Parse refuses any CTL byte before parsing.
+bool has_ctl_byte(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return c < 0x20 || c == 0x7f;
+  });
+}
+
+using header_map = std::map<std::string, std::vector<std::string>>;
+
+// Go's Transport.roundTrip header check, in its texts; empty when all are valid. Go walks its
+// map in random order; std::map's order makes the reported field stable. The value is never
+// shown: it may be a secret.
+std::string header_error(const header_map& headers) {
+  for (const auto& [k, vs] : headers) {
+    if (!is_token(k)) return "net/http: invalid header field name " + go_quote(k);
+    for (const auto& v : vs)
+      if (!is_valid_field_value(v)) return "net/http: invalid header field value for " + go_quote(k);
+  }
+  return {};
 }
 
 using header_list = std::vector<std::pair<std::string, std::string>>;
@@ -216,11 +316,25 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
   const std::string op = url_error_op(first_method);
   auto critical = [](std::string text) { return probe_result{check_status::critical, std::move(text)}; };
 
+  // Everything from the definition that goes on the wire verbatim (method, URL, header names
+  // and values) is checked here, before any connection, in Go's order: http.NewRequest checks
+  // the method, then parses the URL (these errors are not wrapped in a url.Error, as in
+  // Consul's output); Transport.roundTrip then checks the headers. Beast 1.81 writes all of
+  // them unchecked, so a CR/LF would let a definition add header lines or a second request.
+  if (!spec.method.empty() && !is_token(spec.method))
+    co_return critical("net/http: invalid method " + go_quote(spec.method));
+  if (has_ctl_byte(spec.url))
+    co_return critical("parse " + go_quote(spec.url) + ": net/url: invalid control character in URL");
   auto parsed = urls::parse_uri_reference(spec.url);
   if (!parsed || !parsed->has_scheme())
-    co_return critical("parse \"" + spec.url + "\": " +
+    co_return critical("parse " + go_quote(spec.url) + ": " +
                        (parsed ? std::string("invalid URI for request")
                                : parsed.error().message()));
+  // Go checks the headers only for http and https; another scheme fails on the scheme alone,
+  // in the loop below.
+  const bool is_http = iequals(parsed->scheme(), "http") || iequals(parsed->scheme(), "https");
+  if (auto err = is_http ? header_error(spec.headers) : std::string(); !err.empty())
+    co_return critical(op + " " + go_quote(error_url(*parsed, spec.url)) + ": " + err);
 
   // Headers as Consul builds them: the definition's, a Host header taken as the request
   // host, then the default User-Agent and Accept when absent.

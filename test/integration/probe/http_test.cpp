@@ -260,6 +260,128 @@ TEST_CASE("http: refused, silent and malformed targets are critical with Go's te
   }
 }
 
+// Header injection: a definition's Header, Method or URL with CR/LF (or other characters Go's
+// client refuses) must fail the check before anything reaches the target, as in Consul.
+TEST_CASE("http: injected header names and values fail the check and never reach the wire") {
+  asio::io_context ioc;
+  raw_http_server srv(ioc);
+  probe_context ctx;
+  const std::string url = srv.url("/ok");
+
+  SUBCASE("the reported case: a bad name and a bad value; the first in name order is named") {
+    http_spec s{.url = url,
+                .headers = {{"X-Ok", {"v\r\nX-Injected: 2"}}, {"Bad\r\nX-Injected", {"3"}}}};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    // Go's %q: the CR/LF are shown escaped, not raw.
+    CHECK(r.output == "Get \"" + url + "\": net/http: invalid header field name \"Bad\\r\\nX-Injected\"");
+  }
+  SUBCASE("a value with CR LF; Go does not show the value, it may be secret") {
+    http_spec s{.url = url, .headers = {{"X-Ok", {"fine", "v\r\nX-Injected: 2"}}}};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "Get \"" + url + "\": net/http: invalid header field value for \"X-Ok\"");
+  }
+  SUBCASE("a bare LF, a bare CR, a NUL and DEL in a value") {
+    for (std::string v : {std::string("a\nX-Injected: 1"), std::string("a\rX-Injected: 1"),
+                          std::string("a\0b", 3), std::string("a\x7f" "b")}) {
+      CAPTURE(v);
+      http_spec s{.url = url, .headers = {{"X-Ok", {v}}}};
+      auto r = run_one(ioc, s, ctx);
+      CHECK(r.status == check_status::critical);
+      CHECK(r.output == "Get \"" + url + "\": net/http: invalid header field value for \"X-Ok\"");
+    }
+  }
+  SUBCASE("names that are not tokens: empty, space, colon, LF, non-ASCII") {
+    for (std::string n : {std::string(""), std::string("X Bad"), std::string("X-Injected: 1\nX"),
+                          std::string("X:Bad"), std::string("X-\xc3\xa9")}) {
+      CAPTURE(n);
+      http_spec s{.url = url, .headers = {{n, {"1"}}}};
+      auto r = run_one(ioc, s, ctx);
+      CHECK(r.status == check_status::critical);
+      CHECK(r.output.rfind("Get \"" + url + "\": net/http: invalid header field name \"", 0) == 0);
+    }
+    http_spec s{.url = url, .headers = {{"X-Injected: 1\nX", {"1"}}}};
+    CHECK(run_one(ioc, s, ctx).output ==
+          "Get \"" + url + "\": net/http: invalid header field name \"X-Injected: 1\\nX\"");
+  }
+  SUBCASE("a Host header with CR LF is refused like any other") {
+    http_spec s{.url = url, .headers = {{"Host", {"a.example\r\nX-Injected: 1"}}}};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "Get \"" + url + "\": net/http: invalid header field value for \"Host\"");
+  }
+  SUBCASE("https: refused before the handshake too") {
+    http_spec s{.url = "https://127.0.0.1:" + std::to_string(srv.port()) + "/ok",
+                .headers = {{"X-Ok", {"v\r\nX-Injected: 2"}}},
+                .timeout = 2s};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "Get \"https://127.0.0.1:" + std::to_string(srv.port()) +
+                          "/ok\": net/http: invalid header field value for \"X-Ok\"");
+  }
+  // Nothing was sent: no connection at all, so no injected byte.
+  CHECK(srv.accepted() == 0);
+  CHECK(srv.all_bytes().find("X-Injected") == std::string::npos);
+}
+
+TEST_CASE("http: an injected method or URL fails the check and never reaches the wire") {
+  asio::io_context ioc;
+  raw_http_server srv(ioc);
+  probe_context ctx;
+  const std::string url = srv.url("/ok");
+
+  SUBCASE("a method that is not a token: NewRequest's error, without a url.Error") {
+    http_spec s{.url = url, .method = "GE T"};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "net/http: invalid method \"GE T\"");
+    http_spec crlf{.url = url, .method = "GET / HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET"};
+    r = run_one(ioc, crlf, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "net/http: invalid method \"GET / HTTP/1.1\\r\\nX-Injected: 1\\r\\n\\r\\nGET\"");
+  }
+  SUBCASE("a URL with CR LF: Go's url.Parse error, the URL quoted") {
+    http_spec s{.url = url + "\r\nX-Injected: 1"};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output == "parse \"" + url + "\\r\\nX-Injected: 1\": net/url: invalid control character in URL");
+    http_spec tab{.url = url + "\tX"};
+    r = run_one(ioc, tab, ctx);
+    CHECK(r.output == "parse \"" + url + "\\tX\": net/url: invalid control character in URL");
+  }
+  SUBCASE("a URL with a space is refused by the URL parser") {
+    http_spec s{.url = url + " HTTP/1.1\r\nX-Injected: 1"};
+    auto r = run_one(ioc, s, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output.rfind("parse \"" + url, 0) == 0);
+    http_spec space{.url = url + " X-Injected"};
+    r = run_one(ioc, space, ctx);
+    CHECK(r.status == check_status::critical);
+    CHECK(r.output.rfind("parse \"" + url + " X-Injected\": ", 0) == 0);
+  }
+  CHECK(srv.accepted() == 0);
+  CHECK(srv.all_bytes().find("X-Injected") == std::string::npos);
+}
+
+TEST_CASE("http: valid headers, tokens and tabs in values still arrive intact") {
+  asio::io_context ioc;
+  raw_http_server srv(ioc);
+  probe_context ctx;
+  http_spec s{.url = srv.url("/ok"),
+              .method = "X-CUSTOM.M~1",
+              .headers = {{"X-Ok", {"v: 2; a=\"b\"\tc"}}, {"!#$%&'*+-.^_`|~09az", {""}}}};
+  auto r = run_one(ioc, s, ctx);
+  CHECK(r.status == check_status::passing);
+  CHECK(r.output == "HTTP X-CUSTOM.M~1 " + srv.url("/ok") + ": 200 OK Output: ok");
+  CHECK(srv.accepted() == 1);
+  const std::string raw = srv.all_bytes();
+  CAPTURE(raw);
+  CHECK(raw.rfind("X-CUSTOM.M~1 /ok HTTP/1.1\r\n", 0) == 0);
+  CHECK(contains(raw, "\r\nX-Ok: v: 2; a=\"b\"\tc\r\n"));
+  CHECK(contains(raw, "\r\n!#$%&'*+-.^_`|~09az: \r\n"));
+}
+
 TEST_CASE("https: test CA, client certificate, server name and skip-verify") {
   test_pki pki;
   asio::io_context ioc;

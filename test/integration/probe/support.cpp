@@ -293,6 +293,66 @@ std::string http_server::url(const std::string& path) const {
 }
 
 // ---------------------------------------------------------------------------------------
+// Raw HTTP server
+
+struct raw_http_server::impl {
+  explicit impl(asio::io_context& ioc)
+      : acceptor(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {}
+  tcp::acceptor acceptor;
+  int accepted = 0;
+  std::vector<std::shared_ptr<std::string>> bytes;  // one per connection
+
+  static asio::awaitable<void> session(std::shared_ptr<impl> self, tcp::socket sock) {
+    auto raw = std::make_shared<std::string>();
+    self->bytes.push_back(raw);
+    beast::tcp_stream s(std::move(sock));
+    s.expires_after(10s);
+    std::array<char, 4096> buf{};
+    bool answered = false;
+    // Reads until the client closes, so that bytes after the first head (a smuggled second
+    // request) are recorded too; bounded by the expiry and by size.
+    while (raw->size() < 1024 * 1024) {
+      auto [ec, n] = co_await s.async_read_some(asio::buffer(buf), token);
+      raw->append(buf.data(), n);
+      if (ec) break;
+      if (!answered && raw->find("\r\n\r\n") != std::string::npos) {
+        answered = true;
+        std::string out = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
+        auto [wec, wn] = co_await asio::async_write(s, asio::buffer(out), token);
+        if (wec) break;
+      }
+    }
+  }
+
+  static asio::awaitable<void> accept_loop(std::shared_ptr<impl> self) {
+    for (;;) {
+      auto [ec, sock] = co_await self->acceptor.async_accept(token);
+      if (ec) co_return;
+      ++self->accepted;
+      asio::co_spawn(self->acceptor.get_executor(), session(self, std::move(sock)), asio::detached);
+    }
+  }
+};
+
+raw_http_server::raw_http_server(asio::io_context& ioc) : impl_(std::make_shared<impl>(ioc)) {
+  asio::co_spawn(ioc, impl::accept_loop(impl_), asio::detached);
+}
+raw_http_server::~raw_http_server() {
+  boost::system::error_code ec;
+  impl_->acceptor.close(ec);
+}
+unsigned short raw_http_server::port() const { return impl_->acceptor.local_endpoint().port(); }
+std::string raw_http_server::url(const std::string& path) const {
+  return "http://127.0.0.1:" + std::to_string(port()) + path;
+}
+int raw_http_server::accepted() const { return impl_->accepted; }
+std::string raw_http_server::all_bytes() const {
+  std::string out;
+  for (const auto& b : impl_->bytes) out += *b;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
 // Silent TCP server
 
 struct silent_tcp_server::impl {

@@ -75,6 +75,23 @@ class http_server {
   std::shared_ptr<impl> impl_;
 };
 
+// A plain HTTP server on 127.0.0.1 that records the raw bytes of each connection, unparsed:
+// what a probe put on the wire, including anything a parser would split or reject. Answers
+// every request head (up to the first empty line) with 200 "ok".
+class raw_http_server {
+ public:
+  explicit raw_http_server(asio::io_context& ioc);
+  ~raw_http_server();
+  unsigned short port() const;
+  std::string url(const std::string& path) const;
+  int accepted() const;
+  std::string all_bytes() const;  // every connection's bytes, in order
+
+ private:
+  struct impl;
+  std::shared_ptr<impl> impl_;
+};
+
 // Accepts TCP connections (optionally completing a TLS handshake) and never answers.
 class silent_tcp_server {
  public:
