@@ -13,7 +13,7 @@
 
 #include "esm/checks/engine.hpp"
 #include "esm/checks/slot.hpp"
-#include "esm/consul/backoff.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/client.hpp"
 #include "esm/log/log.hpp"
 
@@ -44,7 +44,7 @@ void check_engine::requeue(const std::vector<std::uint32_t>& ids) {
 }
 
 asio::awaitable<void> check_engine::writer_loop() {
-  consul::backoff retry(settings_.retry_base, settings_.retry_cap);
+  util::backoff retry(settings_.retry_base, settings_.retry_cap);
   asio::steady_timer pause(ex_);
   for (;;) {
     if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;

@@ -2,13 +2,15 @@
 
 #include <memory>
 
-#include "esm/cluster/task.hpp"
-#include "esm/config/config.hpp"
-#include "esm/consul/backoff.hpp"
+#include "esm/util/async.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/watch.hpp"
 #include "esm/log/log.hpp"
 
 namespace esm::cluster {
+
+namespace asio = boost::asio;
+using namespace esm::async;
 
 using namespace std::chrono_literals;
 using asio::awaitable;
@@ -54,11 +56,14 @@ class election {
     for (auto& c : cleaners_) c->cancel();
     for (auto& c : cleaners_) co_await join(*cleaners_wake_, c);
     co_await asio::this_coro::throw_if_cancelled(rethrow);
+    // The leader work failed by a bug: the term ended cleanly (key released, session
+    // destroyed); now the daemon stops (exit 11) for its supervisor to restart it.
+    if (work_failure_) std::rethrow_exception(work_failure_);
   }
 
  private:
   awaitable<void> run_terms() {
-    consul::backoff retry(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
+    util::backoff retry(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
     for (;;) {
       if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
       log::info("Trying to obtain leadership...");
@@ -88,7 +93,7 @@ class election {
       }
       auto t = std::make_shared<term>(*id, o_.timing);
       bool shutdown = co_await run_term(t, sent);
-      if (shutdown) co_return;
+      if (shutdown || work_failure_) co_return;
       if (t->needs_release || t->needs_destroy) start_cleaner(t);
     }
   }
@@ -103,7 +108,7 @@ class election {
   }
 
   awaitable<int> clean_up(std::shared_ptr<term> t) {
-    consul::backoff pause(250ms, 2s);
+    util::backoff pause(250ms, 2s);
     auto until = t->fence.earliest_expiry() + o_.timing.session_ttl + 1s;
     while (clock::now() < until) {
       if (!co_await sleep_for(pause.next())) co_return 0;
@@ -162,7 +167,11 @@ class election {
   // Waits until the key can be taken and takes it.
   awaitable<acquire_end> acquire(std::shared_ptr<term> t) {
     consul::index_tracker tracker;
-    consul::backoff errors(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
+    util::backoff errors(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
+    // Refused acquisitions back off on their own count: the read before each attempt succeeds
+    // and resets `errors`, which made a token without write permission retry about five times
+    // a second, each attempt a request to the Consul servers.
+    util::backoff refusals(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
     for (;;) {
       consul::query_options q;
       q.index = tracker.index();
@@ -204,10 +213,18 @@ class election {
       std::string empty;
       auto a = co_await c_.kv_put(o_.key, empty, how, w);
       if (!a) {
-        if (classify(a.error()) == failure_kind::cancelled) co_return acquire_end::cancelled;
-        log::warn("Failed to acquire the leader key", {{"key", o_.key}, {"error", a.error().to_string()}});
+        auto kind = classify(a.error());
+        if (kind == failure_kind::cancelled) co_return acquire_end::cancelled;
+        ++st_.acquire_failures;
+        if (a.error().is_http(403))
+          log::error("Failed to acquire the leader key: the ACL token may not write it",
+                     {{"key", o_.key},
+                      {"needs", "key_prefix \"" + o_.key.substr(0, o_.key.rfind('/') + 1) + "\" write"},
+                      {"error", a.error().to_string()}});
+        else
+          log::warn("Failed to acquire the leader key", {{"key", o_.key}, {"error", a.error().to_string()}});
         tracker.reset();
-        if (!co_await sleep_for(errors.next())) co_return acquire_end::cancelled;
+        if (!co_await sleep_for(refusals.next())) co_return acquire_end::cancelled;
         continue;
       }
       if (*a) co_return acquire_end::held;
@@ -288,7 +305,8 @@ class election {
     auto acquirer = child<acquire_end>::spawn(ex_, acquire(t), wake);
     std::shared_ptr<child<monitor_end>> mon;
     std::shared_ptr<child<int>> work;
-    bool holding = false;
+    bool holding = false;  // the key is ours: release it at the end of the term
+    bool leading = false;  // leadership was announced (is_leader, "Obtained leadership")
     std::string reason;
 
     for (;;) {
@@ -305,12 +323,14 @@ class election {
           reason = "acquisition stopped";
           break;
         }
+        holding = true;
         if (t->fence.expired(clock::now())) {  // a very slow acquire: not safe to act
-          holding = true;
-          reason = "the session could not be confirmed before the fencing deadline";
+          reason = "the key was acquired after the fencing deadline";
+          log::warn("Acquired the leader key too late to act on it; releasing it",
+                    {{"key", o_.key}});
           break;
         }
-        holding = true;
+        leading = true;
         st_.is_leader = true;
         ++st_.leadership_changes;
         log::info("Obtained leadership");
@@ -322,13 +342,22 @@ class election {
         reason = mon->value() ? mon->value()->reason : std::string("the lock monitor stopped");
         break;
       }
-      if (work && work->done() && work->error()) {
-        try {
-          std::rethrow_exception(work->error());
-        } catch (const std::exception& e) {
-          reason = std::string("the leader work failed: ") + e.what();
-        } catch (...) {
-          reason = "the leader work failed";
+      if (work && work->done()) {
+        // Leader work that ends for any reason ends the term: a leader must never hold the
+        // lock while doing nothing. A normal end is a fenced-out write (the key is not ours
+        // any more); an exception is a bug, which also stops the daemon after the clean-up.
+        if (auto e = work->error()) {
+          work_failure_ = e;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& x) {
+            reason = std::string("the leader work failed: ") + x.what();
+          } catch (...) {
+            reason = "the leader work failed";
+          }
+          log::error("Leader work stopped on an internal error", {{"error", reason}});
+        } else {
+          reason = "the leader work ended";
         }
         break;
       }
@@ -342,11 +371,11 @@ class election {
     bool rethrow = co_await asio::this_coro::throw_if_cancelled();
     co_await asio::this_coro::throw_if_cancelled(false);
     if (work) work->cancel();
-    if (holding) st_.last_step_down = clock::now();
+    if (leading) st_.last_step_down = clock::now();
     if (mon) mon->cancel();
     acquirer->cancel();
     co_await join(*wake, work, mon, acquirer);
-    if (holding) {
+    if (leading) {
       st_.is_leader = false;
       ++st_.leadership_changes;
       if (shutdown) {
@@ -356,8 +385,9 @@ class election {
         log::warn("Leader lock lost", {{"reason", reason}});
         log::info("Lost leadership");
       }
-      t->needs_release = !co_await release(*t);  // before the destroy: a successor needs no lock-delay
     }
+    // Before the destroy: a successor needs no lock-delay.
+    if (holding) t->needs_release = !co_await release(*t);
     keeper->cancel();
     co_await join(*wake, keeper);
     if (keeper->value() != keeper_end::gone) t->needs_destroy = !co_await destroy(t->session);
@@ -373,33 +403,12 @@ class election {
   asio::any_io_executor ex_;
   std::shared_ptr<event> cleaners_wake_ = std::make_shared<event>(ex_);
   std::vector<std::shared_ptr<child<int>>> cleaners_;
+  std::exception_ptr work_failure_;  // the leader work's exception: stops the election
 };
 
 }  // namespace
 
-lock_timing make_lock_timing(const config::config& cfg) {
-  lock_timing t;
-  t.session_ttl = cfg.session_ttl;
-  t.lock_delay = cfg.lock_delay;
-  t.monitor_retries = cfg.lock_monitor_retries;
-  t.monitor_retry_time = cfg.lock_monitor_retry_time;
-  t.blocking_wait = cfg.blocking_query_wait;
-  t.retry_interval = cfg.retry_interval;
-  t.request_timeout = cfg.consul.request_timeout;
-  return t;
-}
 
-election_options make_election_options(const config::config& cfg) {
-  instance_names n(cfg.consul_service, cfg.instance_id, cfg.consul_kv_path);
-  election_options o;
-  o.key = n.leader_key();
-  o.timing = make_lock_timing(cfg);
-  if (cfg.enable_agentless) {
-    o.session_node = n.node_name();
-    o.session_checks = std::vector<std::string>{};
-  }
-  return o;
-}
 
 awaitable<void> run_leader_election(consul::client& c, election_options opts, leader_work_fn work,
                                     election_status& status) {

@@ -25,10 +25,6 @@
 #include "esm/cluster/names.hpp"
 #include "esm/consul/client.hpp"
 
-namespace esm::config {
-struct config;
-}
-
 namespace esm::cluster {
 
 // Readable by the admin endpoint and metrics (one thread: plain fields).
@@ -36,6 +32,7 @@ struct election_status {
   bool is_leader = false;
   std::uint64_t leadership_changes = 0;  // every gain and every loss
   std::uint64_t session_renew_failures = 0;
+  std::uint64_t acquire_failures = 0;  // lock acquisitions that failed (refused, timed out)
   std::string session_id;  // the current term's session, empty between terms
   // Send time of the last request that confirmed the session (create or renew).
   std::optional<clock::time_point> last_confirmed;
@@ -60,12 +57,6 @@ struct election_options {
   std::vector<std::string> session_node_checks;
   lock_timing timing;
 };
-
-// Agent mode: session on the local agent's node with its serfHealth. Agentless: session on
-// `S:I:node` bound to no check at all (the synthetic node has no serfHealth), so it lives by
-// its TTL alone.
-election_options make_election_options(const config::config& cfg);
-lock_timing make_lock_timing(const config::config& cfg);
 
 // Runs terms until the caller's terminal cancellation; then cancels the leader work, releases
 // the key before destroying the session (a successor needs no lock-delay), each with

@@ -2,10 +2,13 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
-#include "esm/cluster/task.hpp"
+#include "esm/util/async.hpp"
 #include "esm/log/log.hpp"
 
 namespace esm::cluster {
+
+namespace asio = boost::asio;
+using namespace esm::async;
 
 using namespace std::chrono_literals;
 using asio::awaitable;
@@ -28,12 +31,6 @@ awaitable<void> both(awaitable<void> a, awaitable<void> b) {
 }
 
 }  // namespace
-
-awaitable<run_outcome> run_instance(consul::client& c, const config::config& cfg, instance_hooks hooks,
-                                    instance_status& status) {
-  co_return co_await run_instance(c, make_membership_options(cfg), make_election_options(cfg), std::move(hooks),
-                                  status);
-}
 
 awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, election_options eo,
                                     instance_hooks hooks, instance_status& status) {

@@ -9,10 +9,6 @@
 #include "esm/cluster/election.hpp"
 #include "esm/cluster/membership.hpp"
 
-namespace esm::config {
-struct config;
-}
-
 namespace esm::cluster {
 
 struct instance_hooks {
@@ -35,10 +31,6 @@ boost::asio::awaitable<void> idle_leader_work(std::string session_id, consul::tx
 // cluster_errc::duplicate_instance with consul-esm's message (esmd exits 11), a refused
 // registration cluster_errc::registration_failed. When it returns because of the caller's
 // cancellation, the caller's thread is still cancelled: co_return right after it.
-boost::asio::awaitable<run_outcome> run_instance(consul::client& c, const config::config& cfg,
-                                                 instance_hooks hooks, instance_status& status);
-
-// The same with explicit options (tests).
 boost::asio::awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, election_options eo,
                                                  instance_hooks hooks, instance_status& status);
 

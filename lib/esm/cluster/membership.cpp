@@ -5,11 +5,13 @@
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
-#include "esm/cluster/task.hpp"
-#include "esm/config/config.hpp"
+#include "esm/util/async.hpp"
 #include "esm/log/log.hpp"
 
 namespace esm::cluster {
+
+namespace asio = boost::asio;
+using namespace esm::async;
 
 using namespace std::chrono_literals;
 using asio::awaitable;
@@ -310,19 +312,6 @@ std::string duplicate_message(const std::string& service_id) {
   return "ESM instance with service id '" + service_id + "' is already registered with Consul";
 }
 
-membership_options make_membership_options(const config::config& cfg) {
-  membership_options o(instance_names(cfg.consul_service, cfg.instance_id, cfg.consul_kv_path));
-  o.tag = cfg.consul_service_tag;
-  o.agentless = cfg.enable_agentless;
-  o.datacenter = cfg.datacenter;
-  o.partition = cfg.partition;
-  o.deregister_after = cfg.instance_deregister_after;
-  o.timing.session_ttl = cfg.session_ttl;
-  o.timing.lock_delay = cfg.lock_delay;
-  o.timing.retry_interval = cfg.retry_interval;
-  o.timing.request_timeout = cfg.consul.request_timeout;
-  return o;
-}
 
 awaitable<run_outcome> register_instance(consul::client& c, membership_options o, membership_status& st) {
   if (o.agentless) co_return co_await register_agentless(c, o, st);

@@ -33,10 +33,6 @@
 #include "esm/cluster/names.hpp"
 #include "esm/consul/client.hpp"
 
-namespace esm::config {
-struct config;
-}
-
 namespace esm::cluster {
 
 enum class cluster_errc {
@@ -67,7 +63,6 @@ struct membership_options {
   nanoseconds deregister_after = std::chrono::minutes(30);  // instance_deregister_after
   lock_timing timing;  // session_ttl is also the agent check's TTL
 };
-membership_options make_membership_options(const config::config& cfg);
 
 struct membership_status {
   bool registered = false;

@@ -10,14 +10,14 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "esm/consul/backoff.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/error.hpp"
 
 namespace esm::consul {
 
 // `attempt()` returns awaitable<result<T>>. At most `max_attempts` calls (0: no limit).
 template <class Attempt>
-auto retry(Attempt attempt, backoff delays, unsigned max_attempts = 0) -> decltype(attempt()) {
+auto retry(Attempt attempt, util::backoff delays, unsigned max_attempts = 0) -> decltype(attempt()) {
   auto ex = co_await boost::asio::this_coro::executor;
   for (unsigned n = 1;; ++n) {
     auto r = co_await attempt();

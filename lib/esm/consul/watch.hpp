@@ -17,7 +17,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
-#include "esm/consul/backoff.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/client.hpp"
 
 namespace esm::consul {

@@ -5,35 +5,21 @@
 #include <map>
 #include <optional>
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 
-#include "esm/config/config.hpp"
-#include "esm/consul/backoff.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/watch.hpp"
 #include "esm/log/log.hpp"
 #include "esm/sharding/assignment.hpp"
-#include "esm/sharding/flow.hpp"
 #include "esm/sharding/kv_plan.hpp"
+#include "esm/util/async.hpp"
 
 namespace esm::sharding {
 
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-leader_settings make_leader_settings(const config::config& cfg) {
-  leader_settings s;
-  s.kv_path = cfg.consul_kv_path;
-  s.service = cfg.consul_service;
-  s.service_tag = cfg.consul_service_tag;
-  s.node_meta.assign(cfg.external_node_meta.begin(), cfg.external_node_meta.end());
-  s.partition = cfg.partition;
-  s.wait = duration_cast<milliseconds>(cfg.blocking_query_wait);
-  s.retry_cap = std::max(duration_cast<milliseconds>(cfg.retry_interval), s.retry_base);
-  return s;
-}
 
 namespace {
 
@@ -42,7 +28,7 @@ struct leader_state {
   explicit leader_state(asio::any_io_executor ex) : dirty(ex) {}
   std::optional<std::vector<external_node>> nodes;     // sorted by name
   std::optional<std::vector<std::string>> instances;   // sorted service IDs
-  flow::wake dirty;
+  async::event dirty;
 };
 
 std::vector<external_node> to_external(const std::vector<consul::node>& in) {
@@ -71,14 +57,14 @@ std::vector<std::string> to_instances(const std::vector<consul::service_entry>& 
 // Honours terminal cancellation; never throws on Consul errors (logged, retried with backoff).
 template <class T, class R, class Extract>
 asio::awaitable<void> follow(consul::watch<T> w, Extract extract, std::optional<R>& slot,
-                             flow::wake& dirty, const char* what, leader_settings s) {
-  consul::backoff delays(s.retry_base, s.retry_cap);
+                             async::event& dirty, const char* what, leader_settings s) {
+  util::backoff delays(s.retry_base, s.retry_cap);
   for (;;) {
     auto r = co_await w.next();
     if (!r) {
       if (r.error().is_cancelled()) co_return;
       log::warn("Error watching for the leader", {{"what", what}, {"error", r.error().to_string()}});
-      if (!co_await flow::pause(delays.next())) co_return;
+      if (!co_await async::sleep_for(delays.next())) co_return;
       continue;
     }
     delays.reset();
@@ -98,11 +84,7 @@ asio::awaitable<void> watch_nodes(consul::client& c, leader_settings s, leader_s
   consul::watch<std::vector<consul::node>> w(
       [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
   auto extract = [](const std::vector<consul::node>& v) { return to_external(v); };
-  try {
-    co_await follow(std::move(w), extract, st.nodes, st.dirty, "external nodes", s);
-  } catch (const std::exception&) {
-    // Cancellation surfaces as an exception at the next co_await of an awaitable.
-  }
+  co_await follow(std::move(w), extract, st.nodes, st.dirty, "external nodes", s);
 }
 
 asio::awaitable<void> watch_instances(consul::client& c, leader_settings s, leader_state& st) {
@@ -116,10 +98,7 @@ asio::awaitable<void> watch_instances(consul::client& c, leader_settings s, lead
       },
       q, s.wait);
   auto extract = [](const std::vector<consul::service_entry>& v) { return to_instances(v); };
-  try {
-    co_await follow(std::move(w), extract, st.instances, st.dirty, "healthy instances", s);
-  } catch (const std::exception&) {
-  }
+  co_await follow(std::move(w), extract, st.instances, st.dirty, "healthy instances", s);
 }
 
 enum class write_outcome { done, retry, fenced };
@@ -211,32 +190,31 @@ asio::awaitable<write_outcome> rebalance(consul::client& c, const leader_setting
 }
 
 // Waits for news, lets a burst settle, computes and writes; retries failures with backoff.
-// Returns only when fenced out (or cancelled).
+// Returns only when fenced out (or cancelled). An exception (a broken invariant of the
+// assignment, for example) is not caught: it ends the leader work, so the election ends the
+// term and the daemon stops (exit 11) instead of holding the lock and assigning nothing.
 asio::awaitable<void> compute_loop(consul::client& c, leader_settings s, consul::txn_op fence,
                                    leader_state& st, leader_stats& stats) {
-  try {
-    consul::backoff delays(s.retry_base, s.retry_cap);
+  {
+    util::backoff delays(s.retry_base, s.retry_cap);
     for (;;) {
       if (!co_await st.dirty.wait()) co_return;
       if (!st.nodes || !st.instances) {
-        st.dirty.clear();  // both inputs are needed; the missing one will set it again
+        st.dirty.reset();  // both inputs are needed; the missing one will set it again
         continue;
       }
-      if (!co_await flow::pause(s.debounce)) co_return;
-      st.dirty.clear();
+      if (!co_await async::sleep_for(s.debounce)) co_return;
+      st.dirty.reset();
       auto outcome = co_await rebalance(c, s, fence, st, stats);
       if (outcome == write_outcome::fenced) co_return;
       if (outcome == write_outcome::retry) {
-        if (!co_await flow::pause(delays.next())) co_return;
+        if (!co_await async::sleep_for(delays.next())) co_return;
         st.dirty.set();
       } else {
         delays.reset();
       }
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) co_return;
+      if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     }
-  } catch (const std::exception&) {
-    // Cancelled while awaiting: nothing to clean up.
   }
 }
 
@@ -249,11 +227,13 @@ asio::awaitable<void> run_assignment_leader(consul::client& c, leader_settings s
     log::warn("external_node_meta is empty: every node in the catalog counts as external");
   log::info("Watching external nodes and ESM instances for the assignment",
             {{"service", s.service}, {"kv_path", s.kv_path}});
-  // Every branch returns normally (errors are values), as `||` requires; the first to return
-  // (the computation, when fenced out) cancels the watches. The caller's cancellation reaches
-  // all three.
-  co_await (watch_nodes(c, s, st) || watch_instances(c, s, st) ||
-            compute_loop(c, s, std::move(fence), st, stats));
+  // The first branch to end (the computation, when fenced out) stops the other two; an
+  // exception of any branch is rethrown (never swallowed), and ends the term.
+  std::vector<asio::awaitable<void>> branches;
+  branches.push_back(watch_nodes(c, s, st));
+  branches.push_back(watch_instances(c, s, st));
+  branches.push_back(compute_loop(c, s, std::move(fence), st, stats));
+  co_await async::first_of(std::move(branches));
 }
 
 }  // namespace esm::sharding

@@ -25,10 +25,6 @@
 #include "esm/consul/client.hpp"
 #include "esm/consul/types.hpp"
 
-namespace esm::config {
-struct config;
-}
-
 namespace esm::sharding {
 
 struct leader_settings {
@@ -46,9 +42,6 @@ struct leader_settings {
   std::chrono::milliseconds retry_base{250};
   std::chrono::milliseconds retry_cap{10'000};  // retry_interval
 };
-
-// From the configuration keys named above.
-leader_settings make_leader_settings(const config::config& cfg);
 
 // For tests, metrics and the admin endpoint (one thread: plain fields, read between awaits).
 struct leader_stats {

@@ -8,37 +8,21 @@
 #include <set>
 #include <tuple>
 
-#include <boost/asio/error.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/system/system_error.hpp>
 #include <boost/asio/this_coro.hpp>
 
-#include "esm/config/config.hpp"
-#include "esm/consul/backoff.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/watch.hpp"
 #include "esm/log/log.hpp"
-#include "esm/sharding/flow.hpp"
 #include "esm/sharding/kv_codec.hpp"
 #include "esm/sharding/kv_plan.hpp"
+#include "esm/util/async.hpp"
 
 namespace esm::sharding {
 
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-worker_settings make_worker_settings(const config::config& cfg) {
-  worker_settings s;
-  s.kv_path = cfg.consul_kv_path;
-  s.service_id = cfg.consul_service + ":" + cfg.instance_id;
-  s.node_meta.assign(cfg.external_node_meta.begin(), cfg.external_node_meta.end());
-  s.partition = cfg.partition;
-  s.stale_reads = cfg.stale_read_nodes;
-  s.wait = duration_cast<milliseconds>(cfg.blocking_query_wait);
-  s.retry_cap = std::max(duration_cast<milliseconds>(cfg.retry_interval), s.retry_base);
-  return s;
-}
 
 std::string node_name_filter(const std::vector<std::string>& names) {
   // Consul 1.8's go-bexpr string literal turns `\\` into `\` and has no escape for '"'. So
@@ -90,7 +74,7 @@ namespace {
 struct worker_state {
   explicit worker_state(asio::any_io_executor ex) : changed(ex) {}
   std::optional<assignment> current;  // nullopt until the key was read once
-  flow::wake changed;                 // a new assignment is in `current`
+  async::event changed;                // a new assignment is in `current`
 
   // What the sink holds, to deliver only changes.
   std::vector<consul::node> nodes;  // node objects of the share, sorted by name
@@ -162,14 +146,14 @@ template <class T, class Deliver>
 asio::awaitable<void> follow(consul::watch<T> w, Deliver deliver, const char* message,
                              const char* field, std::string value, worker_settings s,
                              worker_stats& stats) {
-  consul::backoff delays(s.retry_base, s.retry_cap);
+  util::backoff delays(s.retry_base, s.retry_cap);
   for (;;) {
     auto r = co_await w.next();
     if (!r) {
       if (r.error().is_cancelled()) co_return;
       ++stats.errors;
       log::warn(message, {{field, value}, {"error", r.error().to_string()}});
-      if (!co_await flow::pause(delays.next())) co_return;
+      if (!co_await async::sleep_for(delays.next())) co_return;
       continue;
     }
     delays.reset();
@@ -177,20 +161,8 @@ asio::awaitable<void> follow(consul::watch<T> w, Deliver deliver, const char* me
   }
 }
 
-// A stop may surface as Asio's operation_aborted exception from the next co_await; anything
-// else is a bug, logged before it ends the worker (and with it the daemon, exit 11).
-void rethrow_unless_stop(std::exception_ptr e, const char* where) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const boost::system::system_error& x) {
-    if (x.code() == asio::error::operation_aborted) return;
-    log::error("Worker stopped on an internal error", {{"where", where}, {"error", x.what()}});
-    throw;
-  } catch (const std::exception& x) {
-    log::error("Worker stopped on an internal error", {{"where", where}, {"error", x.what()}});
-    throw;
-  }
-}
+// Ends when `e` is set or the caller is cancelled: a branch of async::first_of.
+asio::awaitable<void> until_set(async::event& e) { co_await e.wait(); }
 
 // Follows the own key. Honours terminal cancellation; errors are logged and retried.
 asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker_state& st,
@@ -222,13 +194,7 @@ asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker
     ++stats.assignments;
     st.changed.set();
   };
-  std::exception_ptr failure;
-  try {
-    co_await follow(std::move(w), apply, "Error watching the assignment", "key", key, s, stats);
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  if (failure) rethrow_unless_stop(failure, "assignment watch");
+  co_await follow(std::move(w), apply, "Error watching the assignment", "key", key, s, stats);
 }
 
 consul::query_options share_query(const worker_settings& s, const std::set<std::string>& names) {
@@ -250,7 +216,7 @@ consul::query_options share_query(const worker_settings& s, const std::set<std::
 // when cancelled (a new assignment, or the worker's end).
 asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_state& st,
                                    assignment_sink& sink, worker_stats& stats) {
-  try {
+  {
     auto q = share_query(s, follower_sets(*st.current).health_nodes);
     consul::watch<std::vector<consul::node>> nodes_w(
         [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
@@ -269,11 +235,12 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
       st.checks_index = r.meta.last_index;
       deliver_checks(st, sink, stats, std::move(r.value), false);
     };
-    co_await (follow(std::move(nodes_w), on_nodes, "Error watching the assigned nodes", "what",
-                     "nodes", s, stats) ||
-              follow(std::move(checks_w), on_checks, "Error watching the assigned nodes", "what",
-                     "checks", s, stats));
-  } catch (const std::exception&) {
+    std::vector<asio::awaitable<void>> branches;
+    branches.push_back(follow(std::move(nodes_w), on_nodes, "Error watching the assigned nodes",
+                              "what", "nodes", s, stats));
+    branches.push_back(follow(std::move(checks_w), on_checks, "Error watching the assigned nodes",
+                              "what", "checks", s, stats));
+    co_await async::first_of(std::move(branches));
   }
 }
 
@@ -326,25 +293,14 @@ asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, wo
   deliver_checks(st, sink, stats, std::move(all_checks), false);
 }
 
-// read_added as a branch of `||`: returns normally when cancelled.
-asio::awaitable<void> add_nodes(consul::client& c, worker_settings s, worker_state& st,
-                                assignment_sink& sink, worker_stats& stats) {
-  try {
-    co_await read_added(c, s, st, sink, stats);
-  } catch (const std::exception&) {
-    st.nodes_index = st.checks_index = 0;
-  }
-}
-
 // Applies each new assignment: drops what left at once, reads what arrived, and follows the
-// share.
+// share. Returns when cancelled; an exception (a bug, or a sink's) ends the worker.
 asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, worker_state& st,
                                         assignment_sink& sink, worker_stats& stats) {
-  std::exception_ptr failure;
-  try {
+  {
     for (;;) {
       if (!co_await st.changed.wait()) co_return;
-      st.changed.clear();
+      st.changed.reset();
       // Departed nodes and their checks leave what the sink holds before anything is fetched.
       deliver_nodes(st, sink, stats, st.nodes, !st.delivered_nodes);
       deliver_checks(st, sink, stats, st.checks, !st.delivered_checks);
@@ -353,19 +309,26 @@ asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, wo
         st.nodes_index = st.checks_index = 0;
         continue;
       }
-      co_await (st.changed.wait() || add_nodes(c, s, st, sink, stats));
+      {
+        std::vector<asio::awaitable<void>> branches;
+        branches.push_back(until_set(st.changed));
+        branches.push_back(read_added(c, s, st, sink, stats));
+        co_await async::first_of(std::move(branches));
+      }
+      if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
       if (st.changed.is_set()) {  // superseded while reading: start over from scratch
         st.nodes_index = st.checks_index = 0;
         continue;
       }
-      co_await (st.changed.wait() || follow_share(c, s, st, sink, stats));
-      auto cs = co_await asio::this_coro::cancellation_state;
-      if (cs.cancelled() != asio::cancellation_type::none) co_return;
+      {
+        std::vector<asio::awaitable<void>> branches;
+        branches.push_back(until_set(st.changed));
+        branches.push_back(follow_share(c, s, st, sink, stats));
+        co_await async::first_of(std::move(branches));
+      }
+      if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     }
-  } catch (...) {
-    failure = std::current_exception();
   }
-  if (failure) rethrow_unless_stop(failure, "share");
 }
 
 }  // namespace
@@ -374,7 +337,12 @@ asio::awaitable<void> run_assignment_worker(consul::client& c, worker_settings s
                                             assignment_sink& sink, worker_stats& stats) {
   worker_state st(co_await asio::this_coro::executor);
   log::info("Watching the assignment", {{"key", assignment_key(s.kv_path, s.service_id)}});
-  co_await (watch_own_key(c, s, st, stats) || apply_assignments(c, s, st, sink, stats));
+  // Both branches return only when cancelled; an exception of either ends the worker (the
+  // other is stopped, never left following a share that no longer changes).
+  std::vector<asio::awaitable<void>> branches;
+  branches.push_back(watch_own_key(c, s, st, stats));
+  branches.push_back(apply_assignments(c, s, st, sink, stats));
+  co_await async::first_of(std::move(branches));
 }
 
 }  // namespace esm::sharding

@@ -60,10 +60,6 @@
 #include "esm/consul/types.hpp"
 #include "esm/sharding/assignment.hpp"
 
-namespace esm::config {
-struct config;
-}
-
 namespace esm::sharding {
 
 // Node-level check that the node prober owns; never handed to the check runner.
@@ -111,9 +107,6 @@ struct worker_settings {
   std::chrono::milliseconds retry_base{250};
   std::chrono::milliseconds retry_cap{10'000};  // retry_interval
 };
-
-// service_id = consul_service + ":" + instance_id.
-worker_settings make_worker_settings(const config::config& cfg);
 
 // For tests and metrics (one thread: plain fields).
 struct worker_stats {

@@ -1,12 +1,12 @@
-// Capped exponential backoff with jitter, and a retry helper built on it. Decisions only in
-// `backoff` (unit-tested with a fixed random source); `retry` sleeps on an Asio timer.
+// Capped exponential backoff with jitter (decisions only; unit-tested with a fixed random
+// source). consul/retry.hpp and every retry loop sleep the delays it gives.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <random>
 
-namespace esm::consul {
+namespace esm::util {
 
 class backoff {
  public:
@@ -37,4 +37,4 @@ class backoff {
   std::mt19937_64 rng_;
 };
 
-}  // namespace esm::consul
+}  // namespace esm::util

@@ -4,6 +4,7 @@
 // leader, a lock monitor that rides out a short outage, and self-fencing when cut off.
 #include <doctest/doctest.h>
 
+#include <thread>
 #include <vector>
 
 #include "async.hpp"
@@ -319,4 +320,86 @@ TEST_CASE("cut off from Consul: the leader steps down before its session can exp
     CHECK_FALSE(a.status.is_leader);
     co_await stop_all(a, b);
   }(), 90s);
+}
+
+TEST_CASE("leader work that ends by itself ends the term: the key is released and taken again") {
+  auto log = capture_log();
+  asio::io_context io;
+  auto key = std::string("t7/leader");
+  elector a(io, "a", agent().http_address(), test_election(key));
+  a.mode = elector::work_mode::end_at_once;  // e.g. fenced out: the leader work returned
+  run(io, [&]() -> asio::awaitable<void> {
+    a.start(io);
+    // A term whose work ended must not keep the lock while doing nothing: it releases the
+    // key and competes again, so the work runs again in a new session.
+    REQUIRE(co_await eventually([&] { return a.work_runs >= 2; }, 15s));
+    CHECK(a.sessions.at(0) != a.sessions.at(1));
+    CHECK(a.status.leadership_changes >= 3);
+    CHECK(a.status.last_loss_reason == "the leader work ended");
+    co_await stop_all(a);
+  }(), 40s);
+  CHECK(a.error.empty());
+}
+
+TEST_CASE("leader work that throws: the term ends cleanly, then the election ends with the error") {
+  auto log = capture_log();
+  asio::io_context io;
+  auto key = std::string("t8/leader");
+  elector a(io, "a", agent().http_address(), test_election(key));
+  a.mode = elector::work_mode::throw_at_once;
+  consul::client direct(io.get_executor(), opts_for(agent().http_address()));
+  run(io, [&]() -> asio::awaitable<void> {
+    a.start(io);
+    REQUIRE(co_await eventually([&] { return a.done; }, 10s));
+    CHECK(a.error == "leader work bug (test)");
+    CHECK(a.work_runs == 1);  // a bug stops the daemon (exit 11); no new term
+    CHECK_FALSE(a.status.is_leader);
+    auto k = co_await direct.kv_get(key);
+    REQUIRE(k);
+    // Released before the session was destroyed: no session on the key.
+    if (k->value) CHECK(k->value->session.empty());
+    CHECK(count_of(log->str(), "Leader work stopped on an internal error") == 1);
+  }(), 30s);
+}
+
+TEST_CASE("a token that may not write the leader key: acquisition backs off and names the permission") {
+  auto log = capture_log();
+  // An agent of its own with ACLs on (default deny), and a token that may read keys and
+  // create sessions but not write the lock key.
+  consul_dev_agent acl_agent({"-hcl=acl { enabled = true default_policy = \"deny\" tokens { master = \"root\" } }"});
+  std::string secret;
+  for (int attempt = 0; attempt < 50 && secret.empty(); ++attempt) {  // ACLs need a moment
+    auto p = http_request("127.0.0.1", acl_agent.http_port(), "PUT", "/v1/acl/policy?token=root",
+                          R"({"Name":"no-kv-write","Rules":"key_prefix \"\" { policy = \"read\" }\nsession_prefix \"\" { policy = \"write\" }\nnode_prefix \"\" { policy = \"read\" }"})");
+    if (p.status != 200 && p.body.find("already exists") == std::string::npos) {
+      std::this_thread::sleep_for(200ms);
+      continue;
+    }
+    auto t = http_request("127.0.0.1", acl_agent.http_port(), "PUT", "/v1/acl/token?token=root",
+                          R"({"Policies":[{"Name":"no-kv-write"}]})");
+    auto at = t.body.find("\"SecretID\": \"");
+    if (t.status == 200 && at != std::string::npos) secret = t.body.substr(at + 13, 36);
+  }
+  REQUIRE(secret.size() == 36);
+
+  asio::io_context io;
+  auto opts = test_election("t9/leader");
+  opts.timing.retry_interval = 2s;  // the cap of the backoff
+  elector a(io, "a", acl_agent.http_address(), opts, secret);
+  run(io, [&]() -> asio::awaitable<void> {
+    a.start(io);
+    co_await pause(6s);
+    // Backing off 250 ms, 500 ms, 1 s, then 2 s (with jitter): at most 7 attempts in 6 s.
+    // Before, a successful read before each attempt reset the backoff: about 30.
+    MESSAGE("refused acquisitions in 6 s: " << a.status.acquire_failures);
+    CHECK(a.status.acquire_failures >= 2);
+    CHECK(a.status.acquire_failures <= 8);
+    CHECK(a.work_runs == 0);
+    auto text = log->str();
+    auto line = text.find("may not write");
+    REQUIRE(line != std::string::npos);
+    MESSAGE(text.substr(line, text.find('\n', line) - line));
+    CHECK(text.find(R"(needs="key_prefix \"t9/\" write")") != std::string::npos);  // logfmt quoting
+    co_await stop_all(a);
+  }(), 30s);
 }

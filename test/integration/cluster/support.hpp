@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -87,8 +88,14 @@ inline asio::awaitable<bool> eventually(std::function<bool()> pred, std::chrono:
 }
 
 struct elector {
-  elector(asio::io_context& io, std::string n, const std::string& address, cluster::election_options o)
-      : name(std::move(n)), client(io.get_executor(), opts_for(address)), opts(std::move(o)) {}
+  elector(asio::io_context& io, std::string n, const std::string& address, cluster::election_options o,
+          std::string token = {})
+      : name(std::move(n)), client(io.get_executor(), with_token(opts_for(address), std::move(token))),
+        opts(std::move(o)) {}
+  static consul::connection_options with_token(consul::connection_options c, std::string token) {
+    c.token = std::move(token);
+    return c;
+  }
 
   std::string name;
   consul::client client;
@@ -98,6 +105,11 @@ struct elector {
   bool running = false;
   bool done = false;
   std::optional<clock::time_point> stopped_at, done_at;
+
+  // What the leader work does: wait until cancelled (a real leader's shape), return at once
+  // (a leader fenced out), or throw (a bug in the leader work).
+  enum class work_mode { wait, end_at_once, throw_at_once };
+  work_mode mode = work_mode::wait;
 
   // Leader work records.
   int work_runs = 0;
@@ -112,6 +124,8 @@ struct elector {
       sessions.push_back(session);
       fences.push_back(fence);
       work_started = clock::now();
+      if (mode == work_mode::end_at_once) co_return;
+      if (mode == work_mode::throw_at_once) throw std::logic_error("leader work bug (test)");
       asio::steady_timer t(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
       co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
       work_cancelled = clock::now();
@@ -133,7 +147,7 @@ struct elector {
     stopped_at = clock::now();
     if (!done) signal.emit(asio::cancellation_type::terminal);
   }
-  std::string error;  // an exception escaped run_leader_election (must stay empty)
+  std::string error;  // an exception escaped run_leader_election (empty unless work throws)
 };
 
 }  // namespace esm::test

@@ -501,7 +501,7 @@ TEST_CASE("a watch survives a Consul restart and resumes from its index") {
   run(io, [&]() -> asio::awaitable<void> {
     auto ex = co_await asio::this_coro::executor;
     REQUIRE(co_await c.kv_put("esm-watch/k", "after"));
-    backoff retry(50ms, 1s, 1);
+    esm::util::backoff retry(50ms, 1s, 1);
     std::optional<std::string> seen;
     for (int i = 0; i < 40 && seen != "after"; ++i) {
       auto n = co_await w.next();
@@ -589,7 +589,7 @@ TEST_CASE("retry: transient failures are retried with backoff, permanent ones ar
   run(io, [&]() -> asio::awaitable<void> {
     int calls = 0;
     auto t0 = std::chrono::steady_clock::now();
-    auto r = co_await retry([&] { ++calls; return refused.status_leader(); }, backoff(50ms, 200ms, 7), 4);
+    auto r = co_await retry([&] { ++calls; return refused.status_leader(); }, esm::util::backoff(50ms, 200ms, 7), 4);
     REQUIRE_FALSE(r);
     CHECK(calls == 4);
     CHECK(r.error().is_transient());
@@ -600,7 +600,7 @@ TEST_CASE("retry: transient failures are retried with backoff, permanent ones ar
     auto missing = co_await retry([&] {
       ++calls;
       return c.call(method::get, "/no-such-endpoint", {}, std::chrono::milliseconds(0));
-    }, backoff(50ms, 200ms, 7), 4);
+    }, esm::util::backoff(50ms, 200ms, 7), 4);
     REQUIRE(missing);  // the raw call succeeds at the transport level
     CHECK(calls == 1);
     CHECK(missing->status == 404);

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <stdexcept>
 
 #include <boost/asio/io_context.hpp>
 
@@ -592,4 +593,39 @@ TEST_CASE("a burst of catalog changes is written as one rebalance") {
     CHECK(total == 9);
   }(), 60s);
   stop_all(io, {&leader});
+}
+
+TEST_CASE("a sink that throws ends the worker with its exception; nothing keeps following") {
+  // Before, the `||` of the worker's branches swallowed the exception while the other branch
+  // kept following a share that no longer reached the sink: a silently dead worker.
+  struct throwing_sink : recording_sink {
+    void on_checks(const std::vector<consul::health_check>& c) override {
+      recording_sink::on_checks(c);
+      if (!c.empty()) throw std::runtime_error("sink failed (test)");
+    }
+  };
+  asio::io_context io;
+  scenario sc("throwing");
+  consul::client admin(io.get_executor(), options_for(agent().http_address()));
+  std::vector<consul::catalog_registration> regs;
+  for (int i = 0; i < 3; ++i) regs.push_back(external_node("throwing-n" + std::to_string(i), sc.meta, false, 1));
+  regs.push_back(instance(sc.service, "a", "passing"));
+  run(io, register_all(admin, regs), 60s);
+  consul::txn_op fence = run(io, take_lock(admin, sc.kv_path), 20s);
+  leader_instance leader(io, sc, fence);
+  consul::client wc(io.get_executor(), options_for(agent().http_address()));
+  throwing_sink sink;
+  sh::worker_stats stats;
+  task worker(io, sh::run_assignment_worker(wc, sc.worker("a"), sink, stats));
+  run(io, [&]() -> asio::awaitable<void> {
+    REQUIRE(co_await eventually([&] { return worker.done(); }, 20s));
+  }(), 30s);
+  CHECK(sink.check_calls >= 1);
+  REQUIRE(worker.error());
+  try {
+    std::rethrow_exception(worker.error());
+  } catch (const std::runtime_error& e) {
+    CHECK(std::string(e.what()) == "sink failed (test)");
+  }
+  stop_all(io, {&leader.t});
 }

@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "esm/consul/backoff.hpp"
+#include "esm/util/backoff.hpp"
 #include "esm/consul/watch.hpp"
 
 using namespace esm::consul;
@@ -42,7 +42,7 @@ TEST_CASE("a watch that returns fast without a change is rate limited") {
 }
 
 TEST_CASE("backoff grows exponentially to its cap, with jitter in [d/2, d]") {
-  backoff b(100ms, 1s, 42);
+  esm::util::backoff b(100ms, 1s, 42);
   std::vector<std::chrono::milliseconds> ceilings;
   for (int i = 0; i < 6; ++i) {
     auto ceiling = b.ceiling();
@@ -55,7 +55,7 @@ TEST_CASE("backoff grows exponentially to its cap, with jitter in [d/2, d]") {
   b.reset();
   CHECK(b.ceiling() == 100ms);
   // Different instances spread out.
-  backoff x(1s, 10s, 1), y(1s, 10s, 2);
+  esm::util::backoff x(1s, 10s, 1), y(1s, 10s, 2);
   bool differ = false;
   for (int i = 0; i < 5; ++i) differ = differ || x.next() != y.next();
   CHECK(differ);

@@ -1,0 +1,38 @@
+// The daemon's status registry: one place where every part's figures live, owned by the
+// daemon and outliving every coroutine, for the admin endpoint and the metrics to read (one
+// thread: plain fields, read between awaits).
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+#include "esm/checks/engine.hpp"
+#include "esm/cluster/instance.hpp"
+#include "esm/sharding/leader.hpp"
+#include "esm/sharding/worker.hpp"
+
+namespace esm::daemon {
+
+enum class phase {
+  starting,    // checking TLS material, waiting for Consul and its leader
+  running,     // the children run
+  stopping,    // a stop was asked for: clean exits within the grace period
+  stopped,
+};
+std::string_view to_string(phase p);
+
+struct daemon_status {
+  phase state = phase::starting;
+  std::chrono::system_clock::time_point started_at = std::chrono::system_clock::now();
+  std::string instance_id;  // consul_service:instance_id
+  bool agentless = false;
+  std::string consul_leader;   // as Consul named it at startup
+  std::string last_error;      // why the daemon stopped by itself, if it did
+  cluster::instance_status instance;   // registration and election
+  sharding::leader_stats leader;       // the assignment, while leading
+  sharding::worker_stats worker;       // this instance's share
+  const checks::engine_stats* engine = nullptr;  // set while the check engine exists
+};
+
+}  // namespace esm::daemon
