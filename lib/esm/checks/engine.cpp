@@ -7,18 +7,16 @@
 
 #include <boost/system/system_error.hpp>
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/error.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
-#include "esm/config/config.hpp"
 #include "esm/log/log.hpp"
 #include "esm/checks/slot.hpp"
+#include "esm/checks/write_plan.hpp"
+#include "esm/util/async.hpp"
 
 namespace esm::checks {
 
@@ -26,10 +24,9 @@ namespace asio = boost::asio;
 using namespace asio::experimental::awaitable_operators;
 using clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using async::tuple_awaitable;
 
 namespace {
-
-constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 bool heap_later(const auto& a, const auto& b) { return a.due > b.due; }
 
@@ -46,30 +43,6 @@ bool definition_lost(const consul::check_definition& had, const consul::check_de
          (had.grpc_use_tls && !got.grpc_use_tls) ||
          (had.disable_redirects && !got.disable_redirects) ||
          (!had.header.empty() && had.header != got.header);
-}
-
-namespace {
-
-milliseconds ms_of(std::chrono::nanoseconds d) {
-  return std::chrono::duration_cast<milliseconds>(d);
-}
-
-}  // namespace
-
-engine_settings make_engine_settings(const config::config& cfg) {
-  engine_settings s;
-  s.plans.min_interval = ms_of(cfg.min_check_interval);
-  s.plans.passing_threshold = cfg.passing_threshold;
-  s.plans.critical_threshold = cfg.critical_threshold;
-  s.plans.legacy_thresholds = cfg.thresholds() == config::threshold_kind::legacy;
-  auto max = cfg.max_concurrent_probes > 0 ? cfg.max_concurrent_probes
-                                           : config::default_max_concurrent_probes();
-  s.max_concurrent = static_cast<std::size_t>(std::max<std::int64_t>(1, max));
-  s.batch_flush_interval = ms_of(cfg.batch_flush_interval);
-  s.check_update_interval = ms_of(cfg.check_update_interval);
-  s.retry_cap = ms_of(cfg.retry_interval);
-  if (s.retry_cap < s.retry_base) s.retry_base = s.retry_cap;
-  return s;
 }
 
 void lag_histogram::add(clock::duration lag) {
@@ -133,10 +106,21 @@ std::uint32_t check_engine::allocate_slot() {
     auto gen = slots_[i]->generation + 1;
     *slots_[i] = slot{};
     slots_[i]->generation = gen;
+    slots_[i]->incarnation = ++incarnations_;
     return i;
   }
   slots_.push_back(std::make_unique<slot>());
+  slots_.back()->incarnation = ++incarnations_;
   return static_cast<std::uint32_t>(slots_.size() - 1);
+}
+
+check_engine::slot_ref check_engine::ref_of(std::uint32_t i) const {
+  return {i, slots_[i]->incarnation};
+}
+
+check_engine::slot* check_engine::holder(slot_ref r) {
+  auto& s = *slots_[r.index];
+  return s.live && s.incarnation == r.incarnation ? &s : nullptr;
 }
 
 void check_engine::release_slot(std::uint32_t i) {
@@ -278,6 +262,7 @@ void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
 void check_engine::start_check(std::uint32_t i) {
   auto& s = *slots_[i];
   s.live = true;
+  s.reported = false;
   ++s.starts;
   s.gate.reset(s.plan->limits);
   s.legacy = legacy_counter{};
@@ -324,10 +309,11 @@ void check_engine::push_heap(clock::time_point due, std::uint32_t i, bool output
 
 // ---- the schedule --------------------------------------------------------------------------
 
+// Honours any cancellation with `terminal` set: returns at its next wake-up.
 asio::awaitable<void> check_engine::schedule_loop() {
+  co_await asio::this_coro::throw_if_cancelled(false);  // a stop is seen, never thrown
   for (;;) {
-    auto cs = co_await asio::this_coro::cancellation_state;
-    if (cs.cancelled() != asio::cancellation_type::none) co_return;
+    if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     auto now = clock::now();
     fire_due(now);
     dispatch();
@@ -401,8 +387,7 @@ asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t 
                                                  std::shared_ptr<const check_plan> plan) {
   // This coroutine exists for this one probe: no second coroutine inside run_probe.
   auto r = co_await probe::run_probe_in_own_thread(plan->spec, probes_);
-  auto cs = co_await asio::this_coro::cancellation_state;
-  if (cs.cancelled() != asio::cancellation_type::none) {
+  if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) {
     finish_run(i, generation, std::nullopt);
     co_return;
   }
@@ -468,21 +453,29 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
                         settings_.plans.critical_threshold))
       return;
   }
+  bool first = !s.reported;
+  s.reported = true;
   s.desired = std::move(r);
   update_critical_since(i);
-  if (!needs_write(s)) {
-    s.desired.reset();  // the catalog copy says the same: keep one copy of the output
-    return;
-  }
-  bool status_differs = to_string(s.desired->status) != s.catalog.status;
-  if (status_differs || settings_.check_update_interval <= milliseconds::zero()) {
-    queue_write(i);
-    return;
-  }
-  // Output only: written after check_update_interval with the newest output then.
-  if (!s.output_due) {
-    s.output_due = clock::now() + settings_.check_update_interval;
-    push_heap(*s.output_due, i, true);
+  reported_change c;
+  c.differs = needs_write(s);
+  c.status_differs = to_string(s.desired->status) != s.catalog.status;
+  c.first = first;  // see slot::reported
+  c.output_armed = s.output_due.has_value();
+  auto d = decide_write(c, settings_.check_update_interval, clock::now());
+  switch (d.timing) {
+    case write_timing::none:
+      s.desired.reset();  // the catalog copy says the same: keep one copy of the output
+      break;
+    case write_timing::now:
+      queue_write(i);
+      break;
+    case write_timing::deferred:  // written then, with the newest output at that time
+      s.output_due = d.due;
+      push_heap(d.due, i, true);
+      break;
+    case write_timing::armed:
+      break;
   }
 }
 
@@ -508,9 +501,13 @@ void check_engine::queue_write(std::uint32_t i) {
 // ---- the whole -----------------------------------------------------------------------------
 
 asio::awaitable<void> check_engine::run() {
+  // The stop is seen by every wait, not thrown: this frame must outlive the probes it
+  // cancels, and the flush after the stop must be able to await.
+  co_await asio::this_coro::throw_if_cancelled(false);
   if (stopping_) {
     // An earlier run ended: its cancelled runs were not rescheduled. Every runnable check
-    // gets a fresh first run in its interval; counters and reported states are kept.
+    // gets a fresh first run in its interval; counters and desired states are kept, and the
+    // first result of the new run is written at once (slot::reported), as at a start.
     stopping_ = false;
     heap_.clear();
     ready_.clear();
@@ -518,6 +515,7 @@ asio::awaitable<void> check_engine::run() {
       auto& s = *slots_[i];
       ++s.generation;
       s.output_due.reset();
+      s.reported = false;
       if (!s.plan) continue;
       std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
       push_heap(clock::now() + std::chrono::microseconds(spread(rng_)), i, false);
@@ -526,23 +524,24 @@ asio::awaitable<void> check_engine::run() {
   std::exception_ptr failure;
   try {
     co_await (schedule_loop() && writer_loop() && reaper_loop());
-  } catch (const boost::system::system_error& e) {
-    // A loop saw the stop as Asio's operation_aborted exception: the same stop.
-    if (e.code() != asio::error::operation_aborted) failure = std::current_exception();
   } catch (...) {
-    failure = std::current_exception();
+    failure = std::current_exception();  // a bug: the loops see a stop as a value
   }
-  // Cancelled: stop the probes and wait until their coroutines ended (they honour
-  // cancellation promptly), since they refer to this engine.
+  // Stopped: no new run starts; stop the probes and wait until their coroutines ended (they
+  // honour cancellation promptly), since they refer to this engine.
   stopping_ = true;
   for (auto& s : slots_)
     if (s->running) s->running->cancel();
+  // Forget the first stop so that a second one (the daemon's terminal after its grace
+  // period) reaches the waits below and cuts the flush short.
   co_await asio::this_coro::reset_cancellation_state();
-  co_await asio::this_coro::throw_if_cancelled(false);
+  bool aborted = false;
   while (stats_.in_flight > 0) {
     drained_.expires_after(std::chrono::milliseconds(100));
-    co_await drained_.async_wait(tuple_awaitable);
+    co_await drained_.async_wait(tuple_awaitable);  // finish_run's cancel() wakes it early too
+    if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) aborted = true;
   }
+  if (!failure && !aborted && consul_) co_await flush_at_stop();
   if (failure) {
     // A bug, not a probe or Consul failure (those are values): stop the daemon (exit 11) so
     // that a supervisor restarts it, rather than run without checks.

@@ -14,7 +14,9 @@
 // output (kept only while it differs from the catalog copy, so a steady check holds its
 // output once). A desired state that differs from the catalog copy in its status is queued for
 // writing at once; one that differs only in its output waits `check_update_interval` (0: at
-// once), and a status change in the meantime supersedes it.
+// once), and a status change in the meantime supersedes it. The first result after a check
+// (re)starts is written at once even when only its output differs: a check registered with no
+// output must not stay without one for minutes. (The decisions are in write_plan.hpp.)
 //
 // Writing. Queued checks are written by compare-and-set transactions (`Check` verb `cas`,
 // the full catalog object with the new Status and Output and the ModifyIndex the watch
@@ -24,7 +26,9 @@
 // the flush writes its newest desired state, so an older result is never written over a newer
 // one. A transaction rolled back because an index was stale re-reads those nodes once and
 // is retried once with the fresh indexes (checks that vanished are dropped); failures are
-// retried with capped backoff, never dropped. Catalog copies delivered by the worker replace
+// retried with capped backoff, never dropped. A write's answer is applied by the identity of
+// the check it was sent for (slot incarnation), never to a check that reused its slot while
+// the write was in flight. A stop flushes the queue before run() returns. Catalog copies delivered by the worker replace
 // the engine's only when their ModifyIndex is newer, so a late read cannot undo a write.
 //
 // Consul before 1.1x copies only the HTTP and TCP fields of a check's Definition in its
@@ -61,9 +65,6 @@
 #include "esm/probe/probe.hpp"
 #include "esm/sharding/worker.hpp"
 
-namespace esm::config {
-struct config;
-}
 namespace esm::consul {
 class client;
 }
@@ -80,8 +81,6 @@ struct engine_settings {
   std::chrono::milliseconds retry_base{250};
   std::chrono::milliseconds retry_cap{10'000};           // retry_interval
 };
-
-engine_settings make_engine_settings(const config::config& cfg);
 
 // Whether `got` lacks a probe field `had` carried (exposed for unit tests).
 bool definition_lost(const consul::check_definition& had, const consul::check_definition& got);
@@ -132,9 +131,13 @@ class check_engine : public sharding::assignment_sink {
   // ones, removes the rest. Copies only new and changed checks. externalNodeHealth is ignored (the node prober owns it).
   void on_checks(const std::vector<consul::health_check>& checks) override;
 
-  // Runs the schedule, the writer and the service reaper until cancelled (terminal); cancels
-  // the probes in flight and returns once they ended. Checks handed over before or during the
-  // run are kept across runs. Never throws for Consul or probe failures.
+  // Runs the schedule, the writer and the service reaper until cancelled (any type with
+  // `terminal` set, e.g. the daemon's terminal|total). That first stop ends scheduling, cancels
+  // the probes in flight and waits for them, then writes every queued result (and deferred
+  // output) before returning: a stop loses no result. Each transaction of that flush is
+  // bounded by the client's request timeout, and a second cancellation (terminal) aborts the
+  // flush at once. Checks handed over before or during the run are kept across runs. Never
+  // throws for Consul or probe failures, and a stop never unwinds it by an exception.
   boost::asio::awaitable<void> run();
 
   const engine_stats& stats() const noexcept { return stats_; }
@@ -165,6 +168,15 @@ class check_engine : public sharding::assignment_sink {
     std::uint32_t generation;
     bool output_write;  // a deferred output-only write, not a probe run
   };
+  // A check as the writer saw it when it sent a write: the slot may hold another check by the
+  // time the answer comes (removed, then the slot reused by a new one).
+  struct slot_ref {
+    std::uint32_t index;
+    std::uint64_t incarnation;
+  };
+  slot_ref ref_of(std::uint32_t i) const;
+  // The slot when it still holds the check `r` names, else null.
+  slot* holder(slot_ref r);
 
   static std::string key_of(const consul::health_check& c);
   std::uint32_t allocate_slot();
@@ -189,14 +201,17 @@ class check_engine : public sharding::assignment_sink {
                                             std::shared_ptr<const check_plan> plan);
   // Writes the queued checks; false when a failure left some queued for a later attempt.
   boost::asio::awaitable<bool> flush();
-  boost::asio::awaitable<bool> write_chunk(std::vector<std::uint32_t> chunk);
-  boost::asio::awaitable<bool> write_by_registration(std::vector<std::uint32_t> ids);
+  boost::asio::awaitable<bool> write_chunk(std::vector<slot_ref> chunk);
+  boost::asio::awaitable<bool> write_by_registration(std::vector<slot_ref> ids);
+  // After the stop: writes everything queued (and deferred) once, until done, a failure or a
+  // second cancellation.
+  boost::asio::awaitable<void> flush_at_stop();
   void definition_damaged(std::uint32_t i);
   // Re-reads one node's checks into the catalog copies; the keys the node still has, or
   // nullopt when the read failed.
   boost::asio::awaitable<std::optional<std::vector<std::string>>> reread_node(
       std::string node, std::string name_space, std::string partition);
-  void requeue(const std::vector<std::uint32_t>& ids);
+  void requeue(const std::vector<slot_ref>& ids);
 
   boost::asio::any_io_executor ex_;
   consul::client* consul_;
@@ -214,6 +229,7 @@ class check_engine : public sharding::assignment_sink {
   std::chrono::steady_clock::time_point first_queued_{};
   std::mt19937_64 rng_;
   std::uint64_t epoch_ = 0;
+  std::uint64_t incarnations_ = 0;  // the last slot::incarnation handed out
   bool stopping_ = false;
 
   boost::asio::steady_timer schedule_wake_;

@@ -39,6 +39,10 @@ struct check_engine::slot {
   std::uint64_t runs = 0;
   std::uint32_t starts = 0;     // (re)starts of its schedule
   std::uint32_t generation = 0;  // bumped by every stop/restart: voids heap entries
+  // Which check this slot holds: set anew each time the slot is allocated, and never changed
+  // by a restart (unlike `generation`). A write in flight remembers it, so that its answer is
+  // applied only to the check it was sent for, not to one that reused the slot meanwhile.
+  std::uint64_t incarnation = 0;
   bool live = false;             // held (listed in the index)
   bool write_queued = false;
   // Consul's transaction endpoint dropped definition fields of this check (before Consul
@@ -49,6 +53,11 @@ struct check_engine::slot {
   bool restore_definition = false;
   std::uint64_t written_index = 0;  // ModifyIndex of the engine's last transaction write
   bool due_while_running = false;
+  // A result has been reported since the check's schedule (re)started. The first one is
+  // written at once even when only its output differs: the catalog's output may be empty or
+  // years old, and check_update_interval exists to spare Consul repeated output churn, not
+  // to hide the first observation for minutes.
+  bool reported = false;
 };
 
 }  // namespace esm::checks

@@ -6,13 +6,13 @@
 #include <tuple>
 #include <unordered_set>
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include "esm/checks/engine.hpp"
 #include "esm/checks/slot.hpp"
+#include "esm/checks/write_plan.hpp"
+#include "esm/util/async.hpp"
 #include "esm/util/backoff.hpp"
 #include "esm/consul/client.hpp"
 #include "esm/log/log.hpp"
@@ -21,13 +21,12 @@ namespace esm::checks {
 
 namespace asio = boost::asio;
 using clock = std::chrono::steady_clock;
+using async::tuple_awaitable;
 
 namespace {
 
-constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
-
-bool cancelled(const asio::cancellation_state& cs) {
-  return cs.cancelled() != asio::cancellation_type::none;
+asio::awaitable<bool> stopped() {
+  co_return async::is_cancelled(co_await asio::this_coro::cancellation_state);
 }
 
 bool is_stale(const consul::txn_error& e) {
@@ -36,26 +35,29 @@ bool is_stale(const consul::txn_error& e) {
 
 }  // namespace
 
-void check_engine::requeue(const std::vector<std::uint32_t>& ids) {
-  for (auto i : ids) {
-    auto& s = *slots_[i];
-    if (s.live && needs_write(s)) queue_write(i);
+// Only checks still held by the same slot: a slot reused meanwhile holds another check, whose
+// own changes queue it themselves.
+void check_engine::requeue(const std::vector<slot_ref>& ids) {
+  for (auto r : ids) {
+    auto* s = holder(r);
+    if (s && needs_write(*s)) queue_write(r.index);
   }
 }
 
+// Honours any cancellation with `terminal` set: a transaction in flight is abandoned (its
+// checks stay queued for run()'s flush after the stop) and the loop returns.
 asio::awaitable<void> check_engine::writer_loop() {
+  co_await asio::this_coro::throw_if_cancelled(false);  // a stop is seen, never thrown
   util::backoff retry(settings_.retry_base, settings_.retry_cap);
   asio::steady_timer pause(ex_);
   for (;;) {
-    if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
-    if (write_queue_.empty()) {
-      writer_wake_.expires_at(clock::time_point::max());
-      co_await writer_wake_.async_wait(tuple_awaitable);
-      continue;
-    }
-    auto flush_at = first_queued_ + settings_.batch_flush_interval;
-    if (write_queue_.size() < consul::max_txn_ops && clock::now() < flush_at) {
-      writer_wake_.expires_at(flush_at);  // a full batch cancels the wait
+    if (co_await stopped()) co_return;
+    auto now = clock::now();
+    auto flush_at = flush_time(write_queue_.size(), first_queued_, settings_.batch_flush_interval,
+                               consul::max_txn_ops, now);
+    if (!flush_at || now < *flush_at) {
+      // queue_write cancels the wait when the queue gets its first entry or fills a batch.
+      writer_wake_.expires_at(flush_at.value_or(clock::time_point::max()));
       co_await writer_wake_.async_wait(tuple_awaitable);
       continue;
     }
@@ -68,44 +70,74 @@ asio::awaitable<void> check_engine::writer_loop() {
   }
 }
 
+// A cancellation ends it after the transaction in flight; what it did not write stays queued.
 asio::awaitable<bool> check_engine::flush() {
   std::vector<std::uint32_t> batch;
   batch.swap(write_queue_);
-  std::vector<std::uint32_t> todo;
+  std::vector<slot_ref> todo;
   todo.reserve(batch.size());
   for (auto i : batch) {
     auto& s = *slots_[i];
     if (!s.write_queued) continue;  // a duplicate (slot reused)
     s.write_queued = false;
-    if (s.live && needs_write(s)) todo.push_back(i);
+    if (s.live && needs_write(s)) todo.push_back(ref_of(i));
   }
   bool ok = true;
-  std::vector<std::uint32_t> registered;
-  std::erase_if(todo, [&](std::uint32_t i) {
-    if (!slots_[i]->register_writes) return false;
-    registered.push_back(i);
+  std::vector<slot_ref> registered;
+  std::erase_if(todo, [&](slot_ref r) {
+    if (!slots_[r.index]->register_writes) return false;
+    registered.push_back(r);
     return true;
   });
   if (!registered.empty() && !co_await write_by_registration(std::move(registered))) ok = false;
   for (std::size_t at = 0; at < todo.size(); at += consul::max_txn_ops) {
     auto end = std::min(todo.size(), at + consul::max_txn_ops);
-    std::vector<std::uint32_t> chunk(todo.begin() + static_cast<std::ptrdiff_t>(at),
-                                     todo.begin() + static_cast<std::ptrdiff_t>(end));
+    std::vector<slot_ref> chunk(todo.begin() + static_cast<std::ptrdiff_t>(at),
+                                todo.begin() + static_cast<std::ptrdiff_t>(end));
+    if (co_await stopped()) {
+      requeue(chunk);  // the rest too, chunk by chunk
+      ok = false;
+      continue;
+    }
     if (!co_await write_chunk(std::move(chunk))) ok = false;
   }
   co_return ok;
 }
 
+asio::awaitable<void> check_engine::flush_at_stop() {
+  // Deferred output-only changes are pending writes too: the next process would start from
+  // the older output and defer its own for another check_update_interval. Queued after the
+  // status changes already queued, so those go first if the flush is cut short.
+  for (auto& [key, i] : index_) {
+    auto& s = *slots_[i];
+    if (s.output_due && needs_write(s)) queue_write(i);
+    s.output_due.reset();
+  }
+  auto queued = write_queue_.size();
+  // Each round writes what the previous one queued (a restored definition, say). A failure is
+  // not retried: the daemon's grace period is short, and the next process re-runs every check.
+  while (!write_queue_.empty() && !co_await stopped())
+    if (!co_await flush()) break;
+  std::size_t left = 0;
+  for (auto i : write_queue_) left += slots_[i]->write_queued;
+  if (left > 0)
+    log::warn("Stopped with check statuses not written",
+              {{"checks", left}, {"queued_at_stop", queued}});
+}
+
 // One transaction of at most 64 compare-and-set operations, with one retry after stale indexes.
-asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk) {
+// Every answer is applied by the identity of the check it was sent for (slot_ref): during any
+// co_await here on_checks may remove a check and give its slot to a new one.
+asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
   for (int attempt = 0;; ++attempt) {
     // Built from the newest desired state and catalog copy at the moment of sending.
     std::vector<consul::txn_op> ops;
-    std::vector<std::uint32_t> ids;
+    std::vector<slot_ref> ids;
     ops.reserve(chunk.size());
-    for (auto i : chunk) {
-      auto& s = *slots_[i];
-      if (!s.live || !needs_write(s)) continue;
+    for (auto ref : chunk) {
+      auto* held = holder(ref);
+      if (!held || !needs_write(*held)) continue;
+      auto& s = *held;
       consul::txn_check_op op;
       op.verb = "cas";
       op.check = s.catalog;
@@ -114,7 +146,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
       consul::txn_op t;
       t.check = std::move(op);
       ops.push_back(std::move(t));
-      ids.push_back(i);
+      ids.push_back(ref);
     }
     if (ops.empty()) co_return true;
     ++stats_.transactions;
@@ -131,8 +163,9 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
     }
     if (r->committed) {
       for (std::size_t j = 0; j < ids.size(); ++j) {
-        auto& s = *slots_[ids[j]];
-        if (!s.live) continue;
+        auto* held = holder(ids[j]);
+        if (!held) continue;  // removed during the write; the slot may hold another check
+        auto& s = *held;
         const auto& w = sent[j].check->check;
         std::uint64_t idx = 0;
         const consul::health_check* stored = nullptr;
@@ -145,40 +178,44 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
         s.catalog.output = w.output;
         if (idx > 0) s.catalog.modify_index = s.written_index = idx;
         if (s.desired && !needs_write(s)) s.desired.reset();  // one copy of the output
-        if (stored && definition_lost(w.definition, stored->definition)) definition_damaged(ids[j]);
+        if (stored && definition_lost(w.definition, stored->definition)) definition_damaged(ids[j].index);
         ++stats_.write_ops;
         log::debug("Check status written", {{"node", w.node}, {"check", w.check_id},
                                             {"status", w.status}});
       }
       co_return true;
     }
-    // Rolled back: every op failed with it. Stale indexes are re-read once; other errors
-    // drop that op (its check is gone or cannot be written) and the rest is retried.
-    std::vector<bool> drop(ids.size(), false);
-    std::set<std::tuple<std::string, std::string, std::string>> stale_nodes;
-    std::vector<std::uint32_t> stale_ids;
+    // Rolled back: nothing was written. Stale indexes are re-read once; other errors drop
+    // that op (its check is gone or cannot be written) and the rest is retried (write_plan).
+    std::vector<rolled_back_op> failed;
     for (auto& e : r->errors) {
-      if (e.op_index < 0 || static_cast<std::size_t>(e.op_index) >= ids.size()) continue;
-      auto k = static_cast<std::size_t>(e.op_index);
-      const auto& w = sent[k].check->check;
-      if (is_stale(e)) {
-        stale_nodes.emplace(w.node, w.name_space, w.partition);
-        stale_ids.push_back(ids[k]);
-      } else {
-        drop[k] = true;
-        ++stats_.dropped_writes;
-        log::warn("Check status write refused by Consul",
-                  {{"node", w.node}, {"check", w.check_id}, {"error", e.what}});
-      }
+      failed.push_back({e.op_index, is_stale(e)});
+      if (e.op_index < 0 || static_cast<std::size_t>(e.op_index) >= ids.size() || is_stale(e))
+        continue;
+      const auto& w = sent[static_cast<std::size_t>(e.op_index)].check->check;
+      ++stats_.dropped_writes;
+      log::warn("Check status write refused by Consul",
+                {{"node", w.node}, {"check", w.check_id}, {"error", e.what}});
     }
-    if (attempt > 0) {
+    auto plan = plan_rollback(ids.size(), failed, attempt);
+    auto& drop = plan.refused;
+    if (plan.unwritten.empty()) co_return true;  // all refused: nothing left to write
+    if (!plan.retry_now || co_await stopped()) {
       // Stale again right after a re-read: someone writes this check concurrently. Leave it
-      // to the next flush, with the copy the watch delivers by then.
-      ++stats_.write_failures;
-      requeue(stale_ids);
+      // to the next flush, with the copy the watch delivers by then. (Or stopped: the flush
+      // after the stop retries it.)
+      if (!plan.retry_now) ++stats_.write_failures;
+      std::vector<slot_ref> unwritten;
+      for (auto k : plan.unwritten) unwritten.push_back(ids[k]);
+      requeue(unwritten);
       co_return false;
     }
-    stats_.stale_retries += stale_ids.size();
+    std::set<std::tuple<std::string, std::string, std::string>> stale_nodes;
+    for (auto k : plan.stale) {
+      const auto& w = sent[k].check->check;
+      stale_nodes.emplace(w.node, w.name_space, w.partition);
+    }
+    stats_.stale_retries += plan.stale.size();
     for (auto& [node, ns, part] : stale_nodes) {
       auto present = co_await reread_node(node, ns, part);
       if (!present) {  // cannot tell: try again later
@@ -187,15 +224,15 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
       }
       std::unordered_set<std::string> have(present->begin(), present->end());
       for (std::size_t k = 0; k < ids.size(); ++k) {
-        auto& s = *slots_[ids[k]];
         const auto& w = sent[k].check->check;
-        if (w.node == node && w.name_space == ns && w.partition == part && !have.count(s.key)) {
+        // By the key written, not the slot's: the slot may hold another check by now.
+        if (w.node == node && w.name_space == ns && w.partition == part && !have.count(key_of(w))) {
           drop[k] = true;  // vanished from the catalog
           ++stats_.dropped_writes;
         }
       }
     }
-    std::vector<std::uint32_t> again;
+    std::vector<slot_ref> again;
     for (std::size_t k = 0; k < ids.size(); ++k)
       if (!drop[k]) again.push_back(ids[k]);
     chunk = std::move(again);
@@ -206,26 +243,36 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<std::uint32_t> chunk
 // registration per node (SkipNodeUpdate), carrying the full check objects with their
 // definitions and the desired status and output. Not compare-and-set, but still the newest
 // desired state.
-asio::awaitable<bool> check_engine::write_by_registration(std::vector<std::uint32_t> ids) {
-  std::map<std::tuple<std::string, std::string>, std::vector<std::uint32_t>> by_node;
-  for (auto i : ids) by_node[{slots_[i]->catalog.partition, slots_[i]->catalog.node}].push_back(i);
+// Answers applied by slot_ref, as in write_chunk.
+asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> ids) {
+  std::map<std::tuple<std::string, std::string>, std::vector<slot_ref>> by_node;
+  for (auto ref : ids) {
+    const auto& c = slots_[ref.index]->catalog;
+    by_node[{c.partition, c.node}].push_back(ref);
+  }
   bool ok = true;
   for (auto& [where, members] : by_node) {
+    if (co_await stopped()) {
+      requeue(members);
+      ok = false;
+      continue;
+    }
     consul::catalog_registration r;
     r.partition = std::get<0>(where);
     r.node = std::get<1>(where);
     r.skip_node_update = true;
-    std::vector<std::uint32_t> sent_ids;
-    for (auto i : members) {
-      auto& s = *slots_[i];
-      if (!s.live || !needs_write(s)) continue;
+    std::vector<slot_ref> sent_ids;
+    for (auto ref : members) {
+      auto* held = holder(ref);
+      if (!held || !needs_write(*held)) continue;
+      auto& s = *held;
       auto c = s.catalog;
       if (s.desired) {
         c.status = std::string(to_string(s.desired->status));
         c.output = s.desired->output;
       }
       r.checks.push_back(std::move(c));
-      sent_ids.push_back(i);
+      sent_ids.push_back(ref);
     }
     if (sent_ids.empty()) continue;
     ++stats_.transactions;
@@ -241,8 +288,9 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<std::uint3
       continue;
     }
     for (std::size_t k = 0; k < sent_ids.size(); ++k) {
-      auto& s = *slots_[sent_ids[k]];
-      if (!s.live) continue;
+      auto* held = holder(sent_ids[k]);
+      if (!held) continue;  // removed during the write; the slot may hold another check
+      auto& s = *held;
       if (s.restore_definition) ++stats_.definitions_restored;
       s.restore_definition = false;
       s.catalog.status = r.checks[k].status;
@@ -283,12 +331,14 @@ asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_no
   co_return keys;
 }
 
+// Honours any cancellation with `terminal` set.
 asio::awaitable<void> check_engine::reaper_loop() {
+  co_await asio::this_coro::throw_if_cancelled(false);  // a stop is seen, never thrown
   asio::steady_timer timer(ex_);
   for (;;) {
     timer.expires_after(settings_.reap_interval);
     co_await timer.async_wait(tuple_awaitable);
-    if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+    if (co_await stopped()) co_return;
     if (!consul_) continue;
     auto now = clock::now();
     struct victim {
@@ -320,7 +370,7 @@ asio::awaitable<void> check_engine::reaper_loop() {
       d.partition = v.partition;
       d.name_space = v.name_space;
       auto r = co_await consul_->catalog_deregister(d);
-      if (cancelled(co_await asio::this_coro::cancellation_state)) co_return;
+      if (co_await stopped()) co_return;
       if (!r) {
         log::warn("Failed to deregister a service critical for too long",
                   {{"node", v.node}, {"service", v.service_id}, {"error", r.error().to_string()}});

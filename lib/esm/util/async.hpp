@@ -67,7 +67,8 @@ inline asio::awaitable<bool> sleep_until(clock::time_point t) {
   co_return !ec;
 }
 inline asio::awaitable<bool> sleep_for(std::chrono::nanoseconds d) {
-  co_return co_await sleep_until(clock::now() + std::chrono::duration_cast<clock::duration>(d));
+  bool ran_out = co_await sleep_until(clock::now() + std::chrono::duration_cast<clock::duration>(d));
+  co_return ran_out;
 }
 
 class event {
@@ -85,17 +86,19 @@ class event {
     if (set_) co_return true;
     auto cs = co_await asio::this_coro::cancellation_state;
     if (is_cancelled(cs)) co_return false;
-    co_return co_await wait_even_if_cancelled();
+    bool woke = co_await wait_even_if_cancelled();
+    co_return woke;
   }
   // For clean-up after a stop (join): waits for set() even when the caller was cancelled
   // before; a further cancellation still ends the wait (false).
   asio::awaitable<bool> wait_even_if_cancelled() {
-    while (!set_) {
+    bool stopped = false;
+    while (!set_ && !stopped) {
       timer_.expires_at(clock::time_point::max());
       auto [ec] = co_await timer_.async_wait(tuple_awaitable);
-      if (ec && !set_) co_return false;  // set() cancels the timer too, but then set_ is true
+      stopped = ec && !set_;  // set() cancels the timer too, but then set_ is true
     }
-    co_return true;
+    co_return !stopped;
   }
 
  private:
@@ -153,16 +156,20 @@ template <class... C>
 bool all_done(const C&... children) {
   return ((!children || children->done()) && ...);
 }
-// (The fold is outside the coroutine, and the result of co_await is named before it is
-// tested: g++ 12 miscompiled the inline form into an illegal instruction.)
+// g++ 12 miscompiles some coroutines into an illegal instruction (SIGILL at run time): a
+// `co_return` of a value inside a loop after a `co_await` in a condition, and `co_return
+// co_await f()`. The coroutines of this file therefore name every awaited result, test it
+// afterwards, and return once, after their loop.
 template <class... C>
 asio::awaitable<bool> join(event& wake, const C&... children) {
-  for (;;) {
+  bool done = false, woke = true;
+  while (woke) {
     wake.reset();
-    if (all_done(children...)) co_return true;
-    bool woke = co_await wake.wait_even_if_cancelled();
-    if (!woke) co_return false;
+    done = all_done(children...);
+    if (done) break;
+    woke = co_await wake.wait_even_if_cancelled();
   }
+  co_return done;
 }
 
 // Adapts a void coroutine for child<int>.
@@ -190,7 +197,8 @@ inline asio::awaitable<std::size_t> first_of(std::vector<asio::awaitable<void>> 
     for (std::size_t i = 0; i < kids.size() && first == kids.size(); ++i)
       if (kids[i]->done()) first = i;
     if (first != kids.size()) break;
-    if (!co_await wake->wait()) break;
+    bool woke = co_await wake->wait();
+    if (!woke) break;
   }
   for (auto& k : kids) k->cancel();
   for (;;) {
@@ -239,11 +247,14 @@ class task_group {
   }
   // Waits until some child ended (true) or the caller is cancelled (false).
   asio::awaitable<bool> wait_any() {
-    for (;;) {
+    bool any = false, woke = true;
+    while (woke) {
       wake_->reset();
-      if (first_ended()) co_return true;
-      if (!co_await wake_->wait()) co_return false;
+      any = first_ended().has_value();
+      if (any) break;
+      woke = co_await wake_->wait();
     }
+    co_return any;
   }
   // Asks every child still running to stop.
   void cancel(asio::cancellation_type t) {
@@ -264,10 +275,11 @@ class task_group {
       *late = true;
       wake->set();
     });
-    for (;;) {
+    bool woke = true;
+    while (woke && !*late) {
       wake_->reset();
       if (all_done()) break;
-      if (*late || !co_await wake_->wait_even_if_cancelled()) break;
+      woke = co_await wake_->wait_even_if_cancelled();
     }
     co_return all_done();
   }
