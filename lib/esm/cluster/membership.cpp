@@ -1,10 +1,8 @@
 #include "esm/cluster/membership.hpp"
 
-#include <map>
-#include <set>
-
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
+#include "esm/cluster/reaper_policy.hpp"
 #include "esm/util/async.hpp"
 #include "esm/log/log.hpp"
 
@@ -100,10 +98,6 @@ consul::catalog_registration catalog_entry(const membership_options& o, const st
   r.service = s;
   r.checks.push_back(self_check(o, o.names.service_id, status, output));
   return r;
-}
-
-bool is_health_session_of(const consul::session& s, const std::string& service_id) {
-  return s.name == service_id + ":health-session" && s.node == service_id + ":node";
 }
 
 // After a failed request: nullopt to retry (having slept retry_interval), or the outcome to
@@ -343,8 +337,17 @@ awaitable<void> deregister_instance(consul::client& c, membership_options o) {
 
 awaitable<void> reap_dead_instances(consul::client& c, membership_options o, consul::txn_op check_session,
                                     nanoseconds reap_interval) {
-  std::map<std::string, clock::time_point> dead_since;
-  std::set<std::string> marked;
+  reaper_policy policy(o.deregister_after);
+  // Each write is fenced: a deposed leader's late write fails instead of reaping on its word.
+  auto fenced = [&](consul::txn_op op) {
+    std::vector<consul::txn_op> ops;
+    ops.push_back(check_session);
+    ops.push_back(std::move(op));
+    return ops;
+  };
+  auto failure = [](const consul::result<consul::txn_response>& r) {
+    return r ? std::string("not leader") : r.error().to_string();
+  };
   for (;;) {
     auto inst = co_await c.catalog_service_instances(o.names.service);
     consul::result<consul::query_result<std::vector<consul::session>>> sessions = consul::error{};
@@ -356,56 +359,34 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       if (!co_await sleep_for(reap_interval)) co_return;
       continue;
     }
-    auto now = clock::now();
-    std::set<std::string> present;
-    for (auto& e : inst->value) {
-      if (e.node != e.service_id + ":node") continue;  // agent-mode instances: the agent reaps them
-      present.insert(e.service_id);
-      bool alive = false;
-      for (auto& s : sessions->value) alive = alive || is_health_session_of(s, e.service_id);
-      if (alive) {
-        dead_since.erase(e.service_id);
-        marked.erase(e.service_id);
-        continue;
-      }
-      auto since = dead_since.emplace(e.service_id, now).first->second;
-      if (now - since >= o.deregister_after) {
-        std::vector<consul::txn_op> ops;
-        ops.push_back(check_session);
-        consul::txn_op del;
-        del.node = consul::txn_node_op{"delete", {}};
-        del.node->node.name = e.node;
-        ops.push_back(del);
-        auto r = co_await c.txn(ops);
-        if (r && r->committed) {
-          log::info("Deregistered a dead ESM instance", {{"service_id", e.service_id}});
-          dead_since.erase(e.service_id);
-          marked.erase(e.service_id);
-        } else {
-          log::warn("Failed to deregister a dead ESM instance",
-                    {{"service_id", e.service_id}, {"error", r ? std::string("not leader") : r.error().to_string()}});
-        }
-        continue;
-      }
-      if (!marked.count(e.service_id)) {
-        std::vector<consul::txn_op> ops;
-        ops.push_back(check_session);
-        consul::txn_op set;
-        set.check = consul::txn_check_op{"set", self_check(o, e.service_id, "critical",
-                                                           "ESM instance's health session is gone")};
-        ops.push_back(set);
-        auto r = co_await c.txn(ops);
-        if (r && r->committed) {
-          marked.insert(e.service_id);
-          log::info("Marked a dead ESM instance critical", {{"service_id", e.service_id}});
-        } else {
-          log::warn("Failed to mark a dead ESM instance critical",
-                    {{"service_id", e.service_id}, {"error", r ? std::string("not leader") : r.error().to_string()}});
-        }
+    auto plan = policy.step(agentless_instances(inst->value, sessions->value), clock::now());
+    for (auto& d : plan.deregister) {
+      consul::txn_op del;
+      del.node = consul::txn_node_op{"delete", {}};
+      del.node->node.name = d.node;
+      auto r = co_await c.txn(fenced(std::move(del)));
+      // A stop (leadership lost, shutdown) ends the round: no leader write after it is known.
+      if (!r && classify(r.error()) == failure_kind::cancelled) co_return;
+      if (r && r->committed) {
+        log::info("Deregistered a dead ESM instance", {{"service_id", d.service_id}});
+        policy.deregistered(d.service_id);
+      } else {
+        log::warn("Failed to deregister a dead ESM instance", {{"service_id", d.service_id}, {"error", failure(r)}});
       }
     }
-    for (auto it = dead_since.begin(); it != dead_since.end();)
-      it = present.count(it->first) ? std::next(it) : dead_since.erase(it);
+    for (auto& m : plan.mark_critical) {
+      consul::txn_op set;
+      set.check = consul::txn_check_op{"set", self_check(o, m.service_id, "critical",
+                                                         "ESM instance's health session is gone")};
+      auto r = co_await c.txn(fenced(std::move(set)));
+      if (!r && classify(r.error()) == failure_kind::cancelled) co_return;
+      if (r && r->committed) {
+        log::info("Marked a dead ESM instance critical", {{"service_id", m.service_id}});
+        policy.marked(m.service_id);
+      } else {
+        log::warn("Failed to mark a dead ESM instance critical", {{"service_id", m.service_id}, {"error", failure(r)}});
+      }
+    }
     if (!co_await sleep_for(reap_interval)) co_return;
   }
 }

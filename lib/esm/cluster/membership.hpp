@@ -92,7 +92,9 @@ boost::asio::awaitable<void> deregister_instance(consul::client& c, membership_o
 
 // Leader work in agentless mode: every reap_interval, agentless instances of the service whose
 // health session is gone are marked critical, and removed once they have been dead for
-// deregister_after. Writes are fenced with `check_session`. Runs until cancelled.
+// deregister_after. The decisions are reaper_policy's; this reads Consul, steps it and writes.
+// Writes are fenced with `check_session`. Returns at the first wait (a sleep or a request) that
+// sees a cancellation, without sending another write.
 boost::asio::awaitable<void> reap_dead_instances(consul::client& c, membership_options o,
                                                  consul::txn_op check_session, nanoseconds reap_interval);
 
