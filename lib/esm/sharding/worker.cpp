@@ -1,12 +1,8 @@
 #include "esm/sharding/worker.hpp"
 
-#include <algorithm>
-#include <iterator>
 #include <cctype>
-#include <exception>
 #include <optional>
 #include <set>
-#include <tuple>
 
 #include <boost/asio/this_coro.hpp>
 
@@ -15,14 +11,12 @@
 #include "esm/log/log.hpp"
 #include "esm/sharding/kv_codec.hpp"
 #include "esm/sharding/kv_plan.hpp"
+#include "esm/sharding/share_cache.hpp"
 #include "esm/util/async.hpp"
 
 namespace esm::sharding {
 
 namespace asio = boost::asio;
-using std::chrono::duration_cast;
-using std::chrono::milliseconds;
-
 
 std::string node_name_filter(const std::vector<std::string>& names) {
   // Consul 1.8's go-bexpr string literal turns `\\` into `\` and has no escape for '"'. So
@@ -71,72 +65,26 @@ void logging_sink::on_checks(const std::vector<consul::health_check>& checks) {
 
 namespace {
 
+// The driver's state: the decisions live in `cache`.
 struct worker_state {
   explicit worker_state(asio::any_io_executor ex) : changed(ex) {}
-  std::optional<assignment> current;  // nullopt until the key was read once
-  async::event changed;                // a new assignment is in `current`
-
-  // What the sink holds, to deliver only changes.
-  std::vector<consul::node> nodes;  // node objects of the share, sorted by name
-  std::vector<consul::health_check> checks;
-  bool delivered_nodes = false;
-  bool delivered_checks = false;
-  std::vector<std::tuple<std::string, std::string, std::uint64_t>> check_print;
-
-  // The blocking indexes of the share's last answers (0: none yet). While both are set, the
-  // cache holds every node of `followed` as of them, so a new assignment only needs the nodes
-  // it adds, and the blocking queries resume where they were.
-  std::set<std::string> followed;
-  std::uint64_t nodes_index = 0;
-  std::uint64_t checks_index = 0;
+  share_cache cache;
+  async::event changed;  // the cache took a new assignment
 };
 
-bool same_nodes(const std::vector<consul::node>& a, const std::vector<consul::node>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](const consul::node& x, const consul::node& y) {
-                      return x.name == y.name && x.modify_index == y.modify_index &&
-                             x.address == y.address && x.meta == y.meta &&
-                             x.tagged_addresses == y.tagged_addresses;
-                    });
-}
-
-// Hands the node objects over when they or the assignment changed.
-void deliver_nodes(worker_state& st, assignment_sink& sink, worker_stats& stats,
-                   std::vector<consul::node> fetched, bool force) {
-  auto work = follower_sets(*st.current);
-  std::erase_if(fetched, [&](const consul::node& n) { return !work.health_nodes.count(n.name); });
-  std::sort(fetched.begin(), fetched.end(),
-            [](const consul::node& a, const consul::node& b) { return a.name < b.name; });
-  if (!force && st.delivered_nodes && same_nodes(fetched, st.nodes)) return;
-  st.nodes = std::move(fetched);
-  st.delivered_nodes = true;
-  std::vector<consul::node> ping;
-  for (auto& n : st.nodes)
-    if (work.ping_nodes.count(n.name)) ping.push_back(n);
-  ++stats.node_deliveries;
-  stats.nodes = st.nodes.size();
-  sink.on_nodes(st.nodes, std::move(ping));
-}
-
-void deliver_checks(worker_state& st, assignment_sink& sink, worker_stats& stats,
-                    std::vector<consul::health_check> fetched, bool force) {
-  auto work = follower_sets(*st.current);
-  std::erase_if(fetched, [&](const consul::health_check& c) {
-    return !work.health_nodes.count(c.node) || c.check_id == external_node_health_check_id;
-  });
-  std::sort(fetched.begin(), fetched.end(), [](const consul::health_check& a, const consul::health_check& b) {
-    return std::tie(a.node, a.check_id, a.service_id) < std::tie(b.node, b.check_id, b.service_id);
-  });
-  std::vector<std::tuple<std::string, std::string, std::uint64_t>> print;
-  print.reserve(fetched.size());
-  for (auto& c : fetched) print.emplace_back(c.node, c.check_id, c.modify_index);
-  if (!force && st.delivered_checks && print == st.check_print) return;
-  st.check_print = std::move(print);
-  st.checks = std::move(fetched);
-  st.delivered_checks = true;
-  ++stats.check_deliveries;
-  stats.checks = st.checks.size();
-  sink.on_checks(st.checks);
+// Hands over what the cache says changed.
+void deliver(const share_cache& cache, share_cache::delivery d, assignment_sink& sink,
+             worker_stats& stats) {
+  if (d.nodes) {
+    ++stats.node_deliveries;
+    stats.nodes = cache.nodes().size();
+    sink.on_nodes(cache.nodes(), cache.ping_nodes());
+  }
+  if (d.checks) {
+    ++stats.check_deliveries;
+    stats.checks = cache.checks().size();
+    sink.on_checks(cache.checks());
+  }
 }
 
 // Keeps one blocking query's answer flowing into `deliver`; failed reads are logged as
@@ -185,12 +133,10 @@ asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker
       }
       next = std::move(*d);
     }
-    if (st.current && follower_sets(*st.current) == follower_sets(next)) return;
-    auto work = follower_sets(next);
-    log::info("Updated assignment", {{"nodes", work.health_nodes.size()},
-                                      {"probes", work.ping_nodes.size()}});
-    st.current = std::move(next);
-    stats.current = *st.current;
+    if (!st.cache.assign(std::move(next))) return;
+    log::info("Updated assignment", {{"nodes", st.cache.work().health_nodes.size()},
+                                      {"probes", st.cache.work().ping_nodes.size()}});
+    stats.current = *st.cache.current();
     ++stats.assignments;
     st.changed.set();
   };
@@ -211,55 +157,41 @@ consul::query_options share_query(const worker_settings& s, const std::set<std::
   return q;
 }
 
-// Reads and follows the node objects and checks of the current assignment, from the indexes
-// in `st` when they are set (the cache is current as of them), else from scratch. Returns only
-// when cancelled (a new assignment, or the worker's end).
+// Follows the node objects and checks of the followed nodes, from the indexes the cache is
+// current as of when it has them, else from scratch. Returns only when cancelled (a new
+// assignment, or the worker's end).
 asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_state& st,
                                    assignment_sink& sink, worker_stats& stats) {
-  {
-    auto q = share_query(s, follower_sets(*st.current).health_nodes);
-    consul::watch<std::vector<consul::node>> nodes_w(
-        [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
-    consul::watch<std::vector<consul::health_check>> checks_w(
-        [&c](const consul::query_options& o) { return c.health_state("any", o); }, q, s.wait);
-    if (st.nodes_index && st.checks_index) {
-      // Resume: the first call blocks on the index the cache is current as of.
-      nodes_w.tracker().on_result(st.nodes_index, std::chrono::milliseconds::max());
-      checks_w.tracker().on_result(st.checks_index, std::chrono::milliseconds::max());
-    }
-    auto on_nodes = [&st, &sink, &stats](consul::query_result<std::vector<consul::node>> r) {
-      st.nodes_index = r.meta.last_index;
-      deliver_nodes(st, sink, stats, std::move(r.value), false);
-    };
-    auto on_checks = [&st, &sink, &stats](consul::query_result<std::vector<consul::health_check>> r) {
-      st.checks_index = r.meta.last_index;
-      deliver_checks(st, sink, stats, std::move(r.value), false);
-    };
-    std::vector<asio::awaitable<void>> branches;
-    branches.push_back(follow(std::move(nodes_w), on_nodes, "Error watching the assigned nodes",
-                              "what", "nodes", s, stats));
-    branches.push_back(follow(std::move(checks_w), on_checks, "Error watching the assigned nodes",
-                              "what", "checks", s, stats));
-    co_await async::first_of(std::move(branches));
+  auto q = share_query(s, st.cache.followed());
+  consul::watch<std::vector<consul::node>> nodes_w(
+      [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
+  consul::watch<std::vector<consul::health_check>> checks_w(
+      [&c](const consul::query_options& o) { return c.health_state("any", o); }, q, s.wait);
+  if (auto from = st.cache.resume_from()) {
+    // Resume: the first call blocks on the index the cache is current as of.
+    nodes_w.tracker().on_result(from->nodes, std::chrono::milliseconds::max());
+    checks_w.tracker().on_result(from->checks, std::chrono::milliseconds::max());
   }
+  auto on_nodes = [&st, &sink, &stats](consul::query_result<std::vector<consul::node>> r) {
+    deliver(st.cache, st.cache.on_nodes(std::move(r.value), r.meta.last_index), sink, stats);
+  };
+  auto on_checks = [&st, &sink, &stats](consul::query_result<std::vector<consul::health_check>> r) {
+    deliver(st.cache, st.cache.on_checks(std::move(r.value), r.meta.last_index), sink, stats);
+  };
+  std::vector<asio::awaitable<void>> branches;
+  branches.push_back(follow(std::move(nodes_w), on_nodes, "Error watching the assigned nodes",
+                            "what", "nodes", s, stats));
+  branches.push_back(follow(std::move(checks_w), on_checks, "Error watching the assigned nodes",
+                            "what", "checks", s, stats));
+  co_await async::first_of(std::move(branches));
 }
 
-// After an assignment change: when the cache is current for the nodes kept, reads only the
-// added nodes (non-blocking) and merges them, so the instance that receives a few nodes does
-// not download its whole share again. Otherwise (no cache yet, or a read failed) clears the
-// indexes, and follow_share reads the whole share. Honours terminal cancellation.
+// Reads the nodes a new assignment added (non-blocking, filtered to just them) and merges them
+// into the cache; on a failure the cache is invalidated, and follow_share reads the whole share.
+// Honours terminal cancellation.
 asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, worker_state& st,
-                                 assignment_sink& sink, worker_stats& stats) {
-  auto wanted = follower_sets(*st.current).health_nodes;
-  std::set<std::string> added;
-  std::set_difference(wanted.begin(), wanted.end(), st.followed.begin(), st.followed.end(),
-                      std::inserter(added, added.end()));
-  st.followed = wanted;
-  if (!st.nodes_index || !st.checks_index) {
-    st.nodes_index = st.checks_index = 0;
-    co_return;
-  }
-  if (added.empty()) co_return;
+                                 std::set<std::string> added, assignment_sink& sink,
+                                 worker_stats& stats) {
   auto q = share_query(s, added);
   // No co_await inside a conditional expression: g++ 12 mishandles its temporaries.
   auto failed = [&st, &stats](const consul::error& e) {
@@ -267,7 +199,7 @@ asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, wo
       ++stats.errors;
       log::warn("Error reading the added nodes: reading the whole share", {{"error", e.to_string()}});
     }
-    st.nodes_index = st.checks_index = 0;
+    st.cache.invalidate();
   };
   auto nodes = co_await c.catalog_nodes(q);
   if (!nodes) {
@@ -280,54 +212,45 @@ asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, wo
     failed(checks.error());
     co_return;
   }
-  // Blocking from the lower index: if the added nodes were read at a later state, the share
-  // query returns at once and brings everything to that state.
-  st.nodes_index = std::min(st.nodes_index, std::max<std::uint64_t>(nodes->meta.last_index, 1));
-  st.checks_index = std::min(st.checks_index, std::max<std::uint64_t>(checks->meta.last_index, 1));
   ++stats.added_reads;
-  auto all_nodes = st.nodes;
-  all_nodes.insert(all_nodes.end(), nodes->value.begin(), nodes->value.end());
-  auto all_checks = st.checks;
-  all_checks.insert(all_checks.end(), checks->value.begin(), checks->value.end());
-  deliver_nodes(st, sink, stats, std::move(all_nodes), false);
-  deliver_checks(st, sink, stats, std::move(all_checks), false);
+  auto d = st.cache.on_added(std::move(nodes->value), std::move(checks->value),
+                             {nodes->meta.last_index, checks->meta.last_index});
+  deliver(st.cache, d, sink, stats);
 }
 
-// Applies each new assignment: drops what left at once, reads what arrived, and follows the
-// share. Returns when cancelled; an exception (a bug, or a sink's) ends the worker.
+// Applies each new assignment as the cache plans it: drops what left at once, reads what
+// arrived, and follows the share. Returns when cancelled; an exception (a bug, or a sink's)
+// ends the worker.
 asio::awaitable<void> apply_assignments(consul::client& c, worker_settings s, worker_state& st,
                                         assignment_sink& sink, worker_stats& stats) {
-  {
-    for (;;) {
-      if (!co_await st.changed.wait()) co_return;
-      st.changed.reset();
-      // Departed nodes and their checks leave what the sink holds before anything is fetched.
-      deliver_nodes(st, sink, stats, st.nodes, !st.delivered_nodes);
-      deliver_checks(st, sink, stats, st.checks, !st.delivered_checks);
-      if (st.current->empty()) {
-        st.followed.clear();
-        st.nodes_index = st.checks_index = 0;
-        continue;
-      }
+  using catch_up = share_cache::catch_up;
+  for (;;) {
+    if (!co_await st.changed.wait()) co_return;
+    st.changed.reset();
+    auto p = st.cache.apply_assignment();
+    // Departed nodes and their checks leave what the sink holds before anything is fetched.
+    deliver(st.cache, p.drop, sink, stats);
+    if (p.next == catch_up::nothing) continue;
+    if (p.next == catch_up::read_added) {
       {
         std::vector<asio::awaitable<void>> branches;
         branches.push_back(until_set(st.changed));
-        branches.push_back(read_added(c, s, st, sink, stats));
+        branches.push_back(read_added(c, s, st, std::move(p.added), sink, stats));
         co_await async::first_of(std::move(branches));
       }
       if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
-      if (st.changed.is_set()) {  // superseded while reading: start over from scratch
-        st.nodes_index = st.checks_index = 0;
+      if (st.changed.is_set()) {  // superseded while reading: the merge may be partial
+        st.cache.invalidate();
         continue;
       }
-      {
-        std::vector<asio::awaitable<void>> branches;
-        branches.push_back(until_set(st.changed));
-        branches.push_back(follow_share(c, s, st, sink, stats));
-        co_await async::first_of(std::move(branches));
-      }
-      if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     }
+    {
+      std::vector<asio::awaitable<void>> branches;
+      branches.push_back(until_set(st.changed));
+      branches.push_back(follow_share(c, s, st, sink, stats));
+      co_await async::first_of(std::move(branches));
+    }
+    if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
   }
 }
 

@@ -46,6 +46,9 @@
 // them), and the blocking queries resume from the index the cache is current as of, so an
 // instance that receives a few nodes does not download its share again. A check registered on
 // an assigned node arrives with the blocking query's return (tens of milliseconds).
+//
+// Those decisions (what the sink holds, when to deliver, which nodes to read, from which
+// indexes) are share_cache's (share_cache.hpp), without I/O; the worker carries them out.
 #pragma once
 
 #include <chrono>

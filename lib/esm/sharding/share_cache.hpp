@@ -1,0 +1,120 @@
+// The worker's share cache: what the assignment sink holds and every decision about it,
+// without I/O (DESIGN "Decisions" §4; see worker.hpp for how the share is read). The worker
+// (worker.cpp) is the driver: it reads Consul, feeds each answer in, and calls the sink when a
+// step returns a delivery.
+//
+// What it decides:
+//  - whether a newly read assignment changes anything (the same work in another order or
+//    encoding does not);
+//  - what the sink holds: the node objects and checks of the share, sorted, externalNodeHealth
+//    excluded; a step delivers only when that changed (a node object by name, ModifyIndex,
+//    address, meta, tagged addresses, or which of them are pinged; a check by (node, check ID,
+//    ModifyIndex), since any change of a check in Consul moves its ModifyIndex);
+//  - after an assignment change, how to catch up: the departed nodes leave at once, and while
+//    the cache is current for every followed node as of both blocking indexes, only the added
+//    nodes are read and the blocking queries resume from the lower of the two states
+//    (min of the indexes), so an instance receiving a few nodes does not download its share
+//    again; otherwise the whole share is read from scratch.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "esm/consul/types.hpp"
+#include "esm/sharding/assignment.hpp"
+
+namespace esm::sharding {
+
+class share_cache {
+ public:
+  // The blocking indexes of the share's last answers: the cache holds every followed node and
+  // its checks as of them.
+  struct indexes {
+    std::uint64_t nodes = 0;
+    std::uint64_t checks = 0;
+    friend bool operator==(const indexes&, const indexes&) = default;
+  };
+
+  // What to hand to the sink after a step, nodes first: `nodes`: on_nodes(nodes(),
+  // ping_nodes()); `checks`: on_checks(checks()).
+  struct delivery {
+    bool nodes = false;
+    bool checks = false;
+    friend bool operator==(const delivery&, const delivery&) = default;
+  };
+
+  // How to catch up after an assignment change.
+  enum class catch_up {
+    nothing,       // nothing assigned: follow nothing until the next assignment
+    read_added,    // read `added` (non-blocking), on_added(), then follow from resume_from()
+    resume,        // follow the share from resume_from(): nothing new to read
+    from_scratch,  // follow the whole share from index 0
+  };
+  struct plan {
+    delivery drop;  // the departed nodes and their checks: hand over before reading anything
+    catch_up next = catch_up::nothing;
+    std::set<std::string> added;  // the nodes to read first, for read_added (else empty)
+  };
+
+  // Takes an assignment just read from KV; false when it assigns the same work as the one in
+  // force (nothing to do). Steps that follow filter by it at once, even before
+  // apply_assignment(): an answer for the old share that arrives meanwhile must not bring
+  // back a node that left.
+  bool assign(assignment next);
+  // The assignment in force; nullopt until the first assign().
+  const std::optional<assignment>& current() const { return current_; }
+  const follower_work& work() const { return work_; }
+
+  // Catches up with the assignment in force (once per change, however many assign() calls it
+  // stands for). The first call always delivers both lists, empty ones included, so that the
+  // sink learns the share is empty.
+  plan apply_assignment();
+
+  // The share's blocking queries answered (`index`: X-Consul-Index).
+  delivery on_nodes(std::vector<consul::node> fetched, std::uint64_t index);
+  delivery on_checks(std::vector<consul::health_check> fetched, std::uint64_t index);
+  // The added nodes of a read_added plan were read, their nodes at `read_at.nodes` and their
+  // checks at `read_at.checks`: merges them, and lowers the indexes to the older state, so
+  // that the share queries return at once and bring everything to the newer one.
+  delivery on_added(std::vector<consul::node> nodes, std::vector<consul::health_check> checks,
+                    indexes read_at);
+  // The cache can no longer be trusted to be current for every followed node (a read of the
+  // added nodes failed, or a new assignment superseded it midway): the share is read from
+  // scratch. What the sink holds is kept until the new answers replace it.
+  void invalidate() { indexes_ = {}; }
+
+  // Where the share's blocking queries start: nullopt from scratch.
+  std::optional<indexes> resume_from() const;
+  // The nodes the share queries select (the health nodes of the last applied assignment).
+  const std::set<std::string>& followed() const { return followed_; }
+
+  // What the sink holds: node objects of the share sorted by name; those of them to ping; every
+  // check on them but externalNodeHealth, sorted by (node, check ID, service ID).
+  const std::vector<consul::node>& nodes() const { return nodes_; }
+  const std::vector<consul::node>& ping_nodes() const { return ping_; }
+  const std::vector<consul::health_check>& checks() const { return checks_; }
+
+ private:
+  bool take_nodes(std::vector<consul::node> fetched);
+  bool take_checks(std::vector<consul::health_check> fetched);
+
+  std::optional<assignment> current_;
+  follower_work work_;
+
+  std::vector<consul::node> nodes_;
+  std::vector<consul::node> ping_;
+  std::vector<consul::health_check> checks_;
+  // The first delivery happens whatever it holds; after that, only changes are delivered.
+  bool delivered_nodes_ = false;
+  bool delivered_checks_ = false;
+  std::vector<std::tuple<std::string, std::string, std::uint64_t>> check_print_;
+
+  std::set<std::string> followed_;
+  indexes indexes_;  // 0: no answer since the last start from scratch
+};
+
+}  // namespace esm::sharding
