@@ -28,8 +28,6 @@ using async::tuple_awaitable;
 
 namespace {
 
-bool heap_later(const auto& a, const auto& b) { return a.due > b.due; }
-
 }  // namespace
 
 // Fields of `had` that `got` lacks or changed (a definition that went through Consul's
@@ -76,11 +74,10 @@ check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
       consul_(consul),
       probes_(probes),
       settings_(std::move(s)),
-      rng_(std::random_device{}()),
+      schedule_(settings_.max_concurrent, std::random_device{}()),
       schedule_wake_(ex, clock::time_point::max()),
       writer_wake_(ex, clock::time_point::max()),
       drained_(ex, clock::time_point::max()) {
-  if (settings_.max_concurrent == 0) settings_.max_concurrent = 1;
 }
 
 check_engine::~check_engine() = default;
@@ -280,8 +277,7 @@ void check_engine::schedule_started() {
   for (auto i : started_) {
     auto& s = *slots_[i];
     if (!s.live || !s.plan) continue;
-    std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
-    push_heap(now + std::chrono::microseconds(spread(rng_)), i, false);
+    push_heap(schedule_.spread(now, s.plan->interval), i, false);
   }
   started_.clear();
 }
@@ -296,15 +292,12 @@ void check_engine::stop_check(std::uint32_t i) {
 }
 
 void check_engine::push_heap(clock::time_point due, std::uint32_t i, bool output_write) {
-  heap_entry e;
+  run_schedule::entry e;
   e.due = due;
   e.index = i;
   e.generation = slots_[i]->generation;
   e.output_write = output_write;
-  bool earliest = heap_.empty() || due < heap_.front().due;
-  heap_.push_back(e);
-  std::push_heap(heap_.begin(), heap_.end(), [](auto& a, auto& b) { return heap_later(a, b); });
-  if (earliest) schedule_wake_.cancel();  // the loop re-arms its timer for the new front
+  if (schedule_.push(e)) schedule_wake_.cancel();  // the loop re-arms its timer for the new front
 }
 
 // ---- the schedule --------------------------------------------------------------------------
@@ -317,17 +310,14 @@ asio::awaitable<void> check_engine::schedule_loop() {
     auto now = clock::now();
     fire_due(now);
     dispatch();
-    schedule_wake_.expires_at(heap_.empty() ? clock::time_point::max() : heap_.front().due);
+    schedule_wake_.expires_at(schedule_.next_due().value_or(clock::time_point::max()));
     co_await schedule_wake_.async_wait(tuple_awaitable);  // a cancel() re-evaluates the front
   }
 }
 
 void check_engine::fire_due(clock::time_point now) {
-  auto later = [](auto& a, auto& b) { return heap_later(a, b); };
-  while (!heap_.empty() && heap_.front().due <= now) {
-    std::pop_heap(heap_.begin(), heap_.end(), later);
-    auto e = heap_.back();
-    heap_.pop_back();
+  while (auto due = schedule_.pop_due(now)) {
+    const auto& e = *due;
     auto& s = *slots_[e.index];
     if (e.generation != s.generation || !s.live) continue;  // stopped or restarted since
     if (e.output_write) {
@@ -340,21 +330,21 @@ void check_engine::fire_due(clock::time_point now) {
       continue;
     }
     s.due = e.due;
-    ready_.push_back(e.index);
+    schedule_.enqueue(e.index);
   }
-  stats_.queued = ready_.size();
+  stats_.queued = schedule_.queued();
   stats_.max_queued = std::max(stats_.max_queued, stats_.queued);
 }
 
 void check_engine::dispatch() {
-  while (!stopping_ && stats_.in_flight < settings_.max_concurrent && !ready_.empty()) {
-    auto i = ready_.front();
-    ready_.pop_front();
-    auto& s = *slots_[i];
-    if (!s.live || !s.plan || s.running) continue;
-    start_run(i);
+  while (!stopping_) {
+    auto i = schedule_.take_ready();
+    if (!i) break;
+    auto& s = *slots_[*i];
+    if (!s.live || !s.plan || s.running) continue;  // stopped or removed while queued
+    start_run(*i);
   }
-  stats_.queued = ready_.size();
+  stats_.queued = schedule_.queued();
 }
 
 void check_engine::start_run(std::uint32_t i) {
@@ -363,7 +353,8 @@ void check_engine::start_run(std::uint32_t i) {
   stats_.lag.add(now - s.due);
   auto state = std::make_shared<run_state>();
   s.running = state;
-  ++stats_.in_flight;
+  schedule_.run_started();
+  stats_.in_flight = schedule_.in_flight();
   stats_.max_in_flight = std::max(stats_.max_in_flight, stats_.in_flight);
   auto gen = s.generation;
   asio::co_spawn(ex_, run_probe_of(i, gen, s.plan),
@@ -398,7 +389,8 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
                               std::optional<probe::probe_result> r) {
   auto& s = *slots_[i];
   s.running.reset();
-  --stats_.in_flight;
+  schedule_.run_ended();
+  stats_.in_flight = schedule_.in_flight();
   if (stopping_ && stats_.in_flight == 0) drained_.cancel();
   if (!s.live) {
     ++stats_.cancelled_runs;
@@ -408,7 +400,7 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
     if (s.due_while_running) {
       s.due_while_running = false;
       s.due = clock::now();
-      ready_.push_back(i);
+      schedule_.enqueue(i);
     }
   } else {
     ++stats_.runs;
@@ -509,16 +501,14 @@ asio::awaitable<void> check_engine::run() {
     // gets a fresh first run in its interval; counters and desired states are kept, and the
     // first result of the new run is written at once (slot::reported), as at a start.
     stopping_ = false;
-    heap_.clear();
-    ready_.clear();
+    schedule_.clear();
     for (auto& [key, i] : index_) {
       auto& s = *slots_[i];
       ++s.generation;
       s.output_due.reset();
       s.reported = false;
       if (!s.plan) continue;
-      std::uniform_int_distribution<std::int64_t> spread(0, s.plan->interval.count() * 1000 - 1);
-      push_heap(clock::now() + std::chrono::microseconds(spread(rng_)), i, false);
+      push_heap(schedule_.spread(clock::now(), s.plan->interval), i, false);
     }
   }
   std::exception_ptr failure;

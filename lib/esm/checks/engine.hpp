@@ -60,6 +60,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "esm/checks/plan.hpp"
+#include "esm/checks/schedule.hpp"
 #include "esm/checks/thresholds.hpp"
 #include "esm/consul/types.hpp"
 #include "esm/probe/probe.hpp"
@@ -162,12 +163,6 @@ class check_engine : public sharding::assignment_sink {
  private:
   struct slot;
   struct run_state;
-  struct heap_entry {
-    std::chrono::steady_clock::time_point due;
-    std::uint32_t index;
-    std::uint32_t generation;
-    bool output_write;  // a deferred output-only write, not a probe run
-  };
   // A check as the writer saw it when it sent a write: the slot may hold another check by the
   // time the answer comes (removed, then the slot reused by a new one).
   struct slot_ref {
@@ -222,12 +217,10 @@ class check_engine : public sharding::assignment_sink {
   std::vector<std::unique_ptr<slot>> slots_;
   std::vector<std::uint32_t> free_slots_;
   std::unordered_map<std::string, std::uint32_t> index_;
-  std::vector<heap_entry> heap_;
-  std::deque<std::uint32_t> ready_;  // due checks waiting for a probe slot, in due order
+  run_schedule schedule_;  // the heap of due times and the queue for probe slots
   std::vector<std::uint32_t> write_queue_;
   std::vector<std::uint32_t> started_;  // (re)started during a reconciliation
   std::chrono::steady_clock::time_point first_queued_{};
-  std::mt19937_64 rng_;
   std::uint64_t epoch_ = 0;
   std::uint64_t incarnations_ = 0;  // the last slot::incarnation handed out
   bool stopping_ = false;

@@ -1,0 +1,71 @@
+// The check engine's schedule, without I/O: when each check runs next and which due run may
+// start, stepped by the engine's driver (engine.cpp) and by unit tests with times they choose.
+//
+// One binary heap of (due time, check, generation) for every check: a check costs a heap entry,
+// not a coroutine or a timer of its own, and the driver needs one timer for the heap's front.
+// A check's first run is at a uniformly random point of its interval (spread()), each later one
+// `interval` after the previous run ended (the driver pushes it then). Stopping or restarting a
+// check bumps its generation (the engine's slot), which voids its entries without searching
+// the heap: the driver drops popped entries whose generation is not the check's. Due runs wait
+// in one FIFO queue for one of `max_concurrent` probe slots, so an overloaded engine delays
+// every check alike instead of starving some.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <random>
+#include <vector>
+
+namespace esm::checks {
+
+class run_schedule {
+ public:
+  using clock = std::chrono::steady_clock;
+  struct entry {
+    clock::time_point due;
+    std::uint32_t index = 0;       // the engine's slot
+    std::uint32_t generation = 0;  // the slot's generation when pushed
+    bool output_write = false;     // a deferred output-only write, not a probe run
+  };
+
+  run_schedule(std::size_t max_concurrent, std::uint64_t seed)
+      : max_concurrent_(max_concurrent ? max_concurrent : 1), rng_(seed) {}
+
+  // A first run: a uniformly random point of [now, now + interval), in microseconds.
+  clock::time_point spread(clock::time_point now, std::chrono::milliseconds interval);
+
+  // Adds an entry; true when it became the earliest (the driver re-arms its timer).
+  bool push(const entry& e);
+  // The earliest entry's due time; nullopt when there is none.
+  std::optional<clock::time_point> next_due() const;
+  // Pops the earliest entry when it is due at `now`; entries come out in due order.
+  std::optional<entry> pop_due(clock::time_point now);
+  std::size_t entries() const { return heap_.size(); }
+
+  // The queue of due runs waiting for a probe slot.
+  void enqueue(std::uint32_t index) { ready_.push_back(index); }
+  // The next queued run when a probe slot is free (nullopt: none queued, or all slots busy).
+  // The caller either starts it (run_started) or drops it (a check stopped meanwhile).
+  std::optional<std::uint32_t> take_ready();
+  void run_started() { ++in_flight_; }
+  void run_ended() {
+    if (in_flight_ > 0) --in_flight_;
+  }
+  std::size_t in_flight() const { return in_flight_; }
+  std::size_t queued() const { return ready_.size(); }
+  std::size_t max_concurrent() const { return max_concurrent_; }
+
+  // Forgets every entry and queued run (runs in flight are still counted).
+  void clear();
+
+ private:
+  std::size_t max_concurrent_;
+  std::size_t in_flight_ = 0;
+  std::vector<entry> heap_;  // a min-heap on `due`
+  std::deque<std::uint32_t> ready_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace esm::checks
