@@ -18,8 +18,8 @@
 
 #include "async.hpp"
 #include "consul_fixture.hpp"
-#include "counting_proxy.hpp"
-#include "support.hpp"
+#include "sharding_support.hpp"
+#include "tcp_proxy.hpp"
 #include "esm/log/log.hpp"
 #include "esm/consul/watch.hpp"
 #include "esm/sharding/kv_plan.hpp"
@@ -28,6 +28,7 @@ namespace asio = boost::asio;
 namespace consul = esm::consul;
 namespace sh = esm::sharding;
 using namespace esm::test::sharding;
+using esm::test::tcp_proxy;
 using namespace std::chrono_literals;
 using clk = std::chrono::steady_clock;
 
@@ -216,10 +217,10 @@ int main() {
   }
 
   // ---- esmd fleet, each instance's client behind its own counting proxy
-  std::vector<std::unique_ptr<counting_proxy>> esm_px, go_px;
+  std::vector<std::unique_ptr<tcp_proxy>> esm_px, go_px;
   for (int i = 0; i < n_inst; ++i) {
-    esm_px.push_back(std::make_unique<counting_proxy>(io, host, port));
-    go_px.push_back(std::make_unique<counting_proxy>(io, host, port));
+    esm_px.push_back(std::make_unique<tcp_proxy>(io, host, port, 65536));
+    go_px.push_back(std::make_unique<tcp_proxy>(io, host, port, 65536));
   }
   auto fence = esm::test::run(io, [&]() -> asio::awaitable<consul::txn_op> {
     consul::session_request req;

@@ -141,9 +141,10 @@ inline esm::consul::health_check http_check(const std::string& node, const std::
 // over, like the worker's watch.
 struct running_engine {
   running_engine(asio::io_context& io_, esm::checks::engine_settings s,
-                 esm::probe::tls_files tls = {})
+                 esm::probe::tls_files tls = {},
+                 esm::consul::connection_options to_consul = options())
       : io(io_),
-        client(io_.get_executor(), options()),
+        client(io_.get_executor(), to_consul),
         probes(tls),
         engine(io_.get_executor(), &client, probes, std::move(s)),
         run(io_, engine.run()) {}

@@ -6,7 +6,10 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include "../probe/support.hpp"
+#include "esm/util/async.hpp"
+
 #include "engine_support.hpp"
+#include "tcp_proxy.hpp"
 
 using namespace engine_test;
 using esm::checks::engine_settings;
@@ -518,4 +521,146 @@ TEST_CASE("stopping the engine cancels the probes in flight; a new run resumes e
   CHECK(e.engine.find(node, "hang")->running);
   again.cancel();
   REQUIRE(run_until(io, [&] { return again.done(); }, 5s));
+}
+
+TEST_CASE("a write's result is not applied to a check that took over its slot during the write") {
+  asio::io_context io;
+  switch_server target(io);
+  // The engine talks to Consul through a proxy that holds its requests: its transaction stays
+  // in flight while the test changes the engine's checks. The test itself reads directly.
+  esm::test::tcp_proxy proxy(io, agent().http_address());
+  auto via = options();
+  via.address = proxy.address();
+  running_engine e(io, fast_settings(), {}, via);
+  esm::consul::client direct(io.get_executor(), options());
+  auto node = unique("reuse");
+  // A long interval: once its result is sent, `a` does not run again during the test, so its
+  // slot is free the moment it is removed.
+  auto a = http_check(node, "a", target.url(), 2s);
+  esm::consul::health_check b;
+  b.node = node;
+  b.check_id = "b";
+  b.name = "b";
+  b.status = "warning";
+  b.output = "b's own";
+  b.definition.script_args = {"/bin/true"};  // never run: its slot just holds its copy
+  register_node(io, direct, node, {a, b});
+  auto held = esm::test::run(io, direct.health_node(node));
+  REQUIRE(held.has_value());
+  std::vector<esm::consul::health_check> only_a, only_b;
+  for (auto& c : held->value) {
+    if (c.check_id == "a") only_a.push_back(c);
+    if (c.check_id == "b") only_b.push_back(c);
+  }
+  REQUIRE(only_a.size() == 1);
+  REQUIRE(only_b.size() == 1);
+  auto b_index = only_b[0].modify_index;
+
+  e.engine.on_checks(only_a);
+  proxy.set_delay(1500ms);
+  REQUIRE(run_until(io, [&] { return e.engine.stats().transactions >= 1; }, 5s));
+  // While a's write is in flight: a leaves this instance's share, then b joins it (two
+  // deliveries of the share, so b reuses the slot a had).
+  e.engine.on_checks({});
+  e.engine.on_checks(only_b);
+  auto a_written = [&] {
+    auto r = esm::test::run(io, direct.health_node(node));
+    for (auto& c : r->value)
+      if (c.check_id == "a") return c.status == "passing";
+    return false;
+  };
+  REQUIRE(run_until(io, a_written, 10s));  // committed; its answer follows at once
+  run_for(io, 500ms);
+  auto v = e.engine.find(node, "b");
+  REQUIRE(v);
+  CHECK(v->catalog_status == "warning");
+  CHECK(v->catalog_output == "b's own");
+  CHECK(v->modify_index == b_index);
+  CHECK_FALSE(e.engine.find(node, "a"));
+}
+
+TEST_CASE("a stop writes the queued results before run() returns") {
+  asio::io_context io;
+  switch_server target(io);
+  auto s = fast_settings();
+  s.batch_flush_interval = 30s;  // nothing would be written before the stop
+  running_engine e(io, s);
+  auto node = unique("flush");
+  e.nodes = {node};
+  target.set(200, "up");
+  register_node(io, e.client, node, {http_check(node, "web", target.url(), 200ms)});
+  e.feed();
+  REQUIRE(run_until(io, [&] { return e.engine.find(node, "web")->write_queued; }, 5s));
+  REQUIRE(e.catalog(node, "web").status == "critical");
+  auto stopped_at = clock::now();
+  e.run.cancel();
+  REQUIRE(run_until(io, [&] { return e.run.done(); }, 5s));
+  CHECK(clock::now() - stopped_at < 2s);
+  CHECK_FALSE(e.run.error());
+  CHECK(e.catalog(node, "web").status == "passing");
+  CHECK(e.catalog(node, "web").output == "HTTP GET " + target.url() + ": 200 X Output: up");
+  CHECK_FALSE(e.engine.find(node, "web")->write_queued);
+
+  // Again after a restart, stopped the daemon's way (terminal|total).
+  target.set(500, "down");
+  auto again = esm::async::child<int>::spawn(io.get_executor(),
+                                             esm::async::as_child(e.engine.run()));
+  REQUIRE(run_until(io, [&] { return e.engine.find(node, "web")->write_queued; }, 5s));
+  again->cancel(asio::cancellation_type::terminal | asio::cancellation_type::total);
+  REQUIRE(run_until(io, [&] { return again->done(); }, 5s));
+  CHECK_FALSE(again->error());
+  CHECK(e.catalog(node, "web").status == "critical");
+}
+
+TEST_CASE("a second stop aborts the flush of the first") {
+  asio::io_context io;
+  switch_server target(io);
+  esm::test::tcp_proxy proxy(io, agent().http_address());
+  auto via = options();
+  via.address = proxy.address();
+  auto s = fast_settings();
+  s.batch_flush_interval = 30s;
+  running_engine e(io, s, {}, via);
+  esm::consul::client direct(io.get_executor(), options());
+  auto node = unique("abort");
+  register_node(io, direct, node, {http_check(node, "web", target.url(), 200ms)});
+  auto held = esm::test::run(io, direct.health_node(node));
+  REQUIRE(held.has_value());
+  e.engine.on_checks(held->value);
+  REQUIRE(run_until(io, [&] { return e.engine.find(node, "web")->write_queued; }, 5s));
+  proxy.set_delay(30s);  // Consul never answers the flush in time
+  e.run.cancel();
+  run_for(io, 500ms);
+  REQUIRE_FALSE(e.run.done());  // flushing
+  auto second_at = clock::now();
+  e.run.cancel();
+  REQUIRE(run_until(io, [&] { return e.run.done(); }, 5s));
+  CHECK(clock::now() - second_at < 1s);
+  CHECK_FALSE(e.run.error());
+  CHECK(e.engine.stats().in_flight == 0);
+}
+
+TEST_CASE("the first result is written at once even when only its output differs") {
+  asio::io_context io;
+  auto s = fast_settings();
+  s.check_update_interval = 60s;
+  running_engine e(io, s);
+  auto node = unique("first-result");
+  e.nodes = {node};
+  auto refused = "127.0.0.1:" + std::to_string(probe_test::refused_tcp_port());
+  esm::consul::health_check c;
+  c.node = node;
+  c.check_id = "tcp";
+  c.name = "tcp";
+  c.status = "critical";  // as registered: the probe agrees on the status, not on the output
+  c.definition.tcp = refused;
+  c.definition.interval = 200ms;
+  c.definition.timeout = 2s;
+  register_node(io, e.client, node, {c});
+  e.feed();
+  auto started = clock::now();
+  REQUIRE(run_until(io, [&] { return !e.catalog(node, "tcp").output.empty(); }, 5s));
+  CHECK(clock::now() - started < 2s);
+  CHECK(e.catalog(node, "tcp").status == "critical");
+  CHECK(e.catalog(node, "tcp").output == "dial tcp " + refused + ": connect: connection refused");
 }

@@ -9,8 +9,8 @@
 
 #include "async.hpp"
 #include "consul_fixture.hpp"
+#include "election_support.hpp"
 #include "result_string.hpp"
-#include "support.hpp"
 #include "tcp_proxy.hpp"
 
 using namespace esm::test;

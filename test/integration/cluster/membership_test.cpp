@@ -6,9 +6,9 @@
 
 #include "async.hpp"
 #include "consul_fixture.hpp"
+#include "election_support.hpp"
 #include "esm/cluster/instance.hpp"
 #include "result_string.hpp"
-#include "support.hpp"
 #include "tcp_proxy.hpp"
 
 using namespace esm::test;

@@ -1,10 +1,12 @@
 #include "support.hpp"
 
+#include <chrono>
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -236,8 +238,10 @@ struct http_server::impl : std::enable_shared_from_this<impl> {
       auto [hec, hn] = co_await asio::async_write(stream, asio::buffer(head), token);
       if (hec) co_return;
       std::string chunk = "4000\r\n" + std::string(0x4000, 'x') + "\r\n";
-      // Bounded: 256 MiB at most, far beyond any probe limit.
-      for (int i = 0; i < 16384; ++i) {
+      // Bounded in time, not in bytes: loopback moves 256 MiB in well under a second, and a
+      // probe whose timeout must cut the body needs it to last longer than that timeout.
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (std::chrono::steady_clock::now() < until) {
         auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(chunk), token);
         if (wec) break;
         if (alive && stream_bytes) *stream_bytes += 0x4000;

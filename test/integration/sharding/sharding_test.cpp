@@ -14,7 +14,7 @@
 #include "async.hpp"
 #include "consul_fixture.hpp"
 #include "result_string.hpp"
-#include "support.hpp"
+#include "sharding_support.hpp"
 #include "esm/sharding/kv_codec.hpp"
 #include "esm/sharding/kv_plan.hpp"
 
