@@ -64,6 +64,10 @@ class election {
  private:
   awaitable<void> run_terms() {
     util::backoff retry(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
+    // Terms that end soon because their leader work ended (e.g. every write refused on the
+    // fencing op by a condition that persists) start again after a growing pause, not at once:
+    // no session and leadership churn many times a second.
+    util::backoff churn(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
     for (;;) {
       if (is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
       log::info("Trying to obtain leadership...");
@@ -92,9 +96,23 @@ class election {
         co_return;
       }
       auto t = std::make_shared<term>(*id, o_.timing);
+      auto began = clock::now();
       bool shutdown = co_await run_term(t, sent);
+      if (work_failure_) {
+        // The daemon stops next: one more try at what the term could not clean up, so the key
+        // does not stay locked until Consul expires the session.
+        if (t->needs_release) t->needs_release = !co_await release(*t);
+        if (t->needs_destroy) t->needs_destroy = !co_await destroy(t->session);
+      }
       if (shutdown || work_failure_) co_return;
       if (t->needs_release || t->needs_destroy) start_cleaner(t);
+      if (work_ended_) {
+        if (clock::now() - began >= o_.timing.session_ttl) churn.reset();
+        auto pause = churn.next();
+        log::info("The leader work ended; competing again", {{"after", pause}});
+        bool slept = co_await sleep_for(pause);
+        if (!slept) co_return;
+      }
     }
   }
 
@@ -173,6 +191,9 @@ class election {
     // a second, each attempt a request to the Consul servers.
     util::backoff refusals(250ms, std::max<milliseconds>(ms(o_.timing.retry_interval), 250ms));
     for (;;) {
+      // A stop that came between two reads cancels no read by itself (see watch::next).
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (is_cancelled(cs)) co_return acquire_end::cancelled;
       consul::query_options q;
       q.index = tracker.index();
       q.wait = ms(o_.timing.blocking_wait);
@@ -242,6 +263,8 @@ class election {
     consul::index_tracker tracker;
     monitor_policy policy(o_.timing.monitor_retries, o_.timing.monitor_retry_time);
     for (;;) {
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (is_cancelled(cs)) co_return monitor_end(true, std::string());
       consul::query_options q;
       q.mode = consul::consistency::consistent;
       q.index = tracker.index();
@@ -305,6 +328,7 @@ class election {
     auto acquirer = child<acquire_end>::spawn(ex_, acquire(t), wake);
     std::shared_ptr<child<monitor_end>> mon;
     std::shared_ptr<child<int>> work;
+    work_ended_ = false;
     bool holding = false;  // the key is ours: release it at the end of the term
     bool leading = false;  // leadership was announced (is_leader, "Obtained leadership")
     std::string reason;
@@ -358,6 +382,7 @@ class election {
           log::error("Leader work stopped on an internal error", {{"error", reason}});
         } else {
           reason = "the leader work ended";
+          work_ended_ = true;
         }
         break;
       }
@@ -404,6 +429,7 @@ class election {
   std::shared_ptr<event> cleaners_wake_ = std::make_shared<event>(ex_);
   std::vector<std::shared_ptr<child<int>>> cleaners_;
   std::exception_ptr work_failure_;  // the leader work's exception: stops the election
+  bool work_ended_ = false;          // the last term ended because its leader work returned
 };
 
 }  // namespace

@@ -1,7 +1,5 @@
 #include "esm/cluster/instance.hpp"
 
-#include <boost/asio/experimental/awaitable_operators.hpp>
-
 #include "esm/util/async.hpp"
 #include "esm/log/log.hpp"
 
@@ -25,9 +23,15 @@ nanoseconds reap_interval(const membership_options& o) {
   return std::clamp<nanoseconds>(std::min(o.timing.session_ttl, o.deregister_after) / 2, 500ms, 30s);
 }
 
+// The assignment leader and the agentless reaper as one leader work: when either ends (the
+// leader fenced out) or throws, the other is stopped and the work ends, which ends the term.
+// (`a && b` would wait for the reaper, which never returns, so a fenced-out leader would hold
+// the lock idle.)
 awaitable<void> both(awaitable<void> a, awaitable<void> b) {
-  using namespace asio::experimental::awaitable_operators;
-  co_await (std::move(a) && std::move(b));
+  std::vector<awaitable<void>> branches;
+  branches.push_back(std::move(a));
+  branches.push_back(std::move(b));
+  co_await first_of(std::move(branches));
 }
 
 }  // namespace
@@ -89,6 +93,10 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
   co_await deregister_instance(c, mo);
   status.membership.registered = false;
   co_await asio::this_coro::throw_if_cancelled(rethrow_reg);
+  // A bug in the election or its leader work (the election ended its term cleanly first):
+  // the daemon logs it and exits 11; an outcome would hide what failed.
+  if (auto e = election->error()) std::rethrow_exception(e);
+  if (auto e = keeper->error()) std::rethrow_exception(e);
   co_return out;
 }
 

@@ -30,7 +30,9 @@ boost::asio::awaitable<void> idle_leader_work(std::string session_id, consul::tx
 // Returns an empty outcome after a normal stop; a duplicate instance_id gives
 // cluster_errc::duplicate_instance with consul-esm's message (esmd exits 11), a refused
 // registration cluster_errc::registration_failed. When it returns because of the caller's
-// cancellation, the caller's thread is still cancelled: co_return right after it.
+// cancellation, the caller's thread is still cancelled: co_return right after it. An
+// exception of the election or of its leader work (a bug) is rethrown after the clean stop
+// (key released, session destroyed, deregistered).
 boost::asio::awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, election_options eo,
                                                  instance_hooks hooks, instance_status& status);
 

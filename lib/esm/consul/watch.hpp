@@ -13,6 +13,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -77,6 +78,12 @@ class watch {
   awaitable<result<query_result<T>>> next() {
     auto ex = co_await boost::asio::this_coro::executor;
     for (;;) {
+      // A stop that arrived while the caller was not waiting (between the previous answer and
+      // this call) cancels no later request by itself: without this check the next blocking
+      // query would go out and hold the stop for up to its wait.
+      auto cs = co_await boost::asio::this_coro::cancellation_state;
+      if (cs.cancelled() != boost::asio::cancellation_type::none)
+        co_return error{boost::asio::error::operation_aborted, 0, "watch cancelled"};
       auto q = base_;
       q.index = tracker_.index();
       q.wait = wait_;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <atomic>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -54,13 +55,20 @@ constexpr auto shutdown_grace = 5s;
 // stalled stdout, ~io_context joining the resolver's getaddrinfo thread, a destructor).
 constexpr auto shutdown_hard_limit = shutdown_grace + 1500ms;
 
+// The watchdog thread's exit code if it must end the process: the code already decided (11
+// after a failure, else 0). Static: the thread may outlive run()'s frame.
+std::atomic<int> watchdog_exit{0};
+
 // Everything that outlives the coroutines: the configuration, the status registry, the stop.
 struct daemon_state {
   config::config cfg;
   std::vector<std::string> config_paths;
   daemon_status status;
   std::optional<int> exit_code;                // set when the daemon decides to stop by itself
-  std::optional<clock::time_point> stop_asked;  // SIGINT or SIGTERM received
+  std::optional<clock::time_point> stop_asked;  // SIGINT or SIGTERM received, or a part ended
+  // Arms the bounds of a stop (the hard-stop timer, the watchdog thread); idempotent. Set by
+  // run(); called on every stop path, so no stop can hang the process.
+  std::function<void()> arm_stop_bounds;
   sharding::logging_sink node_log;  // logs the assigned nodes until the node prober exists
 };
 
@@ -89,6 +97,7 @@ std::chrono::milliseconds ms(std::chrono::nanoseconds d) {
 void fail(daemon_state& st, const std::string& message) {
   if (st.status.last_error.empty()) st.status.last_error = message;
   st.exit_code = config::exit_code_error;
+  watchdog_exit = config::exit_code_error;
 }
 
 std::string what_of(std::exception_ptr e) {
@@ -203,6 +212,8 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
       log::error("esmd stopped: a part ended unexpectedly", {{"part", *ended.name}});
       fail(st, *ended.name + " ended unexpectedly");
     }
+    if (!st.stop_asked) st.stop_asked = clock::now();  // the grace period counts from here
+    if (st.arm_stop_bounds) st.arm_stop_bounds();
   }
   st.status.state = phase::stopping;
   group.cancel(asio::cancellation_type::total);
@@ -212,7 +223,9 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
     for (auto& n : group.running()) names += (names.empty() ? "" : ",") + n;
     log::warn("Shutdown grace period over; abandoning the clean exits", {{"parts", names}});
     group.cancel(asio::cancellation_type::terminal);
-    co_await group.join_until(clock::time_point::max());  // bounded by the hard limit
+    // Bounded by the hard stop a second later (run() leaves the loop; the frames left are
+    // destroyed with the io_context) and by the watchdog.
+    co_await group.join_until(clock::time_point::max());
   }
   // A part that threw, before or during the stop, has a bug: exit 11 for the supervisor.
   for (auto& f : group.failures()) {
@@ -272,6 +285,27 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
 
   asio::signal_set signals(io, SIGINT, SIGTERM, SIGHUP);
   asio::steady_timer hard_stop(io);
+  bool armed = false;
+  // The bounds first, so nothing the stop runs can skip them: the daemon itself cuts the clean
+  // exits at the grace period; a second later the loop is left whatever still runs; past the
+  // hard limit a watchdog thread ends the process even if the loop cannot return.
+  st.arm_stop_bounds = [&] {
+    if (armed) return;
+    armed = true;
+    hard_stop.expires_after(shutdown_grace + 1s);
+    hard_stop.async_wait([&](boost::system::error_code e) {
+      if (e) return;
+      if (!finished) log::warn("Parts did not end after the grace period; exiting");
+      io.stop();
+    });
+    try {
+      std::thread([] {
+        std::this_thread::sleep_for(shutdown_hard_limit);
+        std::_Exit(watchdog_exit.load());  // no locks, destructors or stdio here
+      }).detach();
+    } catch (const std::system_error&) {
+    }
+  };
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {
     if (ec) return;
     signals.async_wait(on_signal);
@@ -282,22 +316,7 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
     if (st.stop_asked) return;  // a second signal changes nothing: the bounds are set
     log::info("Shutting down...");
     st.stop_asked = clock::now();
-    // The bounds first, so nothing the stop runs can skip them: the daemon itself cuts the
-    // clean exits at the grace period; a second later the loop is left whatever still runs;
-    // past the hard limit a watchdog thread ends the process even if the loop cannot return.
-    hard_stop.expires_after(shutdown_grace + 1s);
-    hard_stop.async_wait([&](boost::system::error_code e) {
-      if (e) return;
-      if (!finished) log::warn("Parts did not end after the grace period; exiting");
-      io.stop();
-    });
-    try {
-      std::thread([] {
-        std::this_thread::sleep_for(shutdown_hard_limit);
-        std::_Exit(0);  // a stop by signal exits 0; no locks, destructors or stdio here
-      }).detach();
-    } catch (const std::system_error&) {
-    }
+    st.arm_stop_bounds();
     stop.emit(asio::cancellation_type::total);
   };
   signals.async_wait(on_signal);

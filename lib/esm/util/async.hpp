@@ -149,9 +149,7 @@ class child {
   std::exception_ptr error_;
 };
 
-// Waits until every listed child (null pointers allowed) has completed. `wake` is the event
-// the children were spawned with. Works after a stop (call it with throw_if_cancelled off);
-// a further cancellation of the caller ends it early.
+// `wake` is the event the children were spawned with. Call join with throw_if_cancelled off.
 template <class... C>
 bool all_done(const C&... children) {
   return ((!children || children->done()) && ...);
@@ -161,15 +159,20 @@ bool all_done(const C&... children) {
 // co_await f()`. The coroutines of this file therefore name every awaited result, test it
 // afterwards, and return once, after their loop.
 template <class... C>
-asio::awaitable<bool> join(event& wake, const C&... children) {
-  bool done = false, woke = true;
-  while (woke) {
+void cancel_all(const C&... children) {
+  ((children ? children->cancel() : void()), ...);
+}
+// Waits until every listed child (null pointers allowed) has completed: they refer to the
+// caller's frame, so it must not end before them. A further cancellation of the caller (the
+// daemon's second stage) is passed on to them as terminal, and the wait goes on.
+template <class... C>
+asio::awaitable<void> join(event& wake, const C&... children) {
+  for (;;) {
     wake.reset();
-    done = all_done(children...);
-    if (done) break;
-    woke = co_await wake.wait_even_if_cancelled();
+    if (all_done(children...)) break;
+    bool woke = co_await wake.wait_even_if_cancelled();
+    if (!woke) cancel_all(children...);
   }
-  co_return done;
 }
 
 // Adapts a void coroutine for child<int>.
@@ -206,7 +209,9 @@ inline asio::awaitable<std::size_t> first_of(std::vector<asio::awaitable<void>> 
     bool all = true;
     for (auto& k : kids) all = all && k->done();
     if (all) break;
-    co_await wake->wait_even_if_cancelled();  // the children honour terminal promptly
+    bool woke = co_await wake->wait_even_if_cancelled();
+    if (!woke)  // a further stop of the caller: pass it on (a child may be in its clean-up)
+      for (auto& k : kids) k->cancel();
   }
   co_await asio::this_coro::throw_if_cancelled(rethrow);
   for (auto& k : kids)
@@ -265,8 +270,9 @@ class task_group {
       if (!e.task->done()) return false;
     return true;
   }
-  // Waits until every child ended (true), or until `until` or a cancellation of the caller
-  // (false). Call with throw_if_cancelled off when the caller may be cancelled.
+  // Waits until every child ended (true) or until `until` (false). A cancellation of the
+  // caller does not end the wait (the owner bounds it with `until`); call it with
+  // throw_if_cancelled off.
   asio::awaitable<bool> join_until(clock::time_point until) {
     asio::steady_timer deadline(ex_, until);
     auto late = std::make_shared<bool>(false);
@@ -275,12 +281,12 @@ class task_group {
       *late = true;
       wake->set();
     });
-    bool woke = true;
-    while (woke && !*late) {
+    while (!*late) {
       wake_->reset();
       if (all_done()) break;
-      woke = co_await wake_->wait_even_if_cancelled();
+      co_await wake_->wait_even_if_cancelled();  // false: the caller was cancelled; go on
     }
+    deadline.cancel();
     co_return all_done();
   }
   // The names of the children still running.

@@ -120,3 +120,65 @@ TEST_CASE("run(): a coroutine past its deadline is stopped before run() throws")
   // The io_context is usable again and holds nothing of it.
   CHECK(run(io, []() -> asio::awaitable<int> { co_return 7; }(), 1s) == 7);
 }
+
+TEST_CASE("join waits for its children through a second stop, and passes that stop on to them") {
+  // A child in its clean-up (it reset its cancellation state after the first stop) must not
+  // be left running when its parent's frame ends: before, a second cancellation of the parent
+  // ended join() early, and the parent went on while the child still used its frame.
+  asio::io_context io;
+  bool child_first_stop = false, child_cleanup_cut = false, parent_saw_child_done = false;
+  auto kid_body = [&]() -> asio::awaitable<void> {
+    bool slept = co_await async::sleep_for(std::chrono::hours(1));
+    child_first_stop = !slept;
+    co_await asio::this_coro::reset_cancellation_state();
+    bool cleaned = co_await async::sleep_for(std::chrono::hours(1));  // a long clean-up
+    child_cleanup_cut = !cleaned;
+  };
+  auto parent_body = [&]() -> asio::awaitable<void> {
+    auto ex = co_await asio::this_coro::executor;
+    auto wake = std::make_shared<async::event>(ex);
+    auto kid = async::child<int>::spawn(ex, async::as_child(kid_body()), wake);
+    bool woke = co_await wake->wait();  // false: the parent was stopped
+    (void)woke;
+    kid->cancel();
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await async::join(*wake, kid);
+    parent_saw_child_done = kid->done();
+  };
+  auto parent = async::child<int>::spawn(io.get_executor(), async::as_child(parent_body()));
+  io.run_for(10ms);
+  parent->cancel();  // first stop: the child starts its clean-up
+  io.run_for(50ms);
+  CHECK(child_first_stop);
+  CHECK_FALSE(parent->done());  // still joining
+  parent->cancel();  // second stop: reaches the child's clean-up through join
+  io.run_for(50ms);
+  CHECK(child_cleanup_cut);
+  REQUIRE(parent->done());
+  CHECK_FALSE(parent->error());
+  CHECK(parent_saw_child_done);
+}
+
+TEST_CASE("task_group::join_until is bounded by its deadline, not ended by a caller's cancellation") {
+  asio::io_context io;
+  async::task_group group(io.get_executor());
+  group.spawn("slow", []() -> asio::awaitable<void> {
+    co_await async::sleep_for(std::chrono::hours(1));
+    co_await asio::this_coro::reset_cancellation_state();
+    co_await async::sleep_for(150ms);  // a clean-up that takes its time
+  }());
+  bool joined = false;
+  auto waiter_body = [&]() -> asio::awaitable<void> {
+    group.cancel(asio::cancellation_type::total);
+    joined = co_await group.join_until(async::clock::now() + 5s);
+  };
+  auto waiter = async::child<int>::spawn(io.get_executor(), async::as_child(waiter_body()));
+  io.run_for(20ms);
+  waiter->cancel();  // e.g. a signal during a stop the daemon began by itself
+  io.run_for(20ms);
+  CHECK_FALSE(waiter->done());  // still waiting for the clean-up
+  io.run_for(500ms);
+  REQUIRE(waiter->done());
+  CHECK(joined);
+  CHECK(group.all_done());
+}
