@@ -517,21 +517,21 @@ asio::awaitable<void> check_engine::run() {
   } catch (...) {
     failure = std::current_exception();  // a bug: the loops see a stop as a value
   }
-  // Stopped: no new run starts; stop the probes and wait until their coroutines ended (they
-  // honour cancellation promptly), since they refer to this engine.
+  // Stopped: no new run starts; stop the probes.
   stopping_ = true;
   for (auto& s : slots_)
     if (s->running) s->running->cancel();
   // Forget the first stop so that a second one (the daemon's terminal after its grace
   // period) reaches the waits below and cuts the flush short.
   co_await asio::this_coro::reset_cancellation_state();
-  bool aborted = false;
+  // The queued results are written while the cancelled probes end: one that cannot end at
+  // once (a name lookup, which Asio 1.81 cannot cancel) must not keep them from the catalog.
+  if (!failure && consul_) co_await flush_at_stop();
+  // Then wait until every probe's coroutine ended, since they refer to this engine.
   while (stats_.in_flight > 0) {
     drained_.expires_after(std::chrono::milliseconds(100));
     co_await drained_.async_wait(tuple_awaitable);  // finish_run's cancel() wakes it early too
-    if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) aborted = true;
   }
-  if (!failure && !aborted && consul_) co_await flush_at_stop();
   if (failure) {
     // A bug, not a probe or Consul failure (those are values): stop the daemon (exit 11) so
     // that a supervisor restarts it, rather than run without checks.

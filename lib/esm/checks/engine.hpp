@@ -134,8 +134,8 @@ class check_engine : public sharding::assignment_sink {
 
   // Runs the schedule, the writer and the service reaper until cancelled (any type with
   // `terminal` set, e.g. the daemon's terminal|total). That first stop ends scheduling, cancels
-  // the probes in flight and waits for them, then writes every queued result (and deferred
-  // output) before returning: a stop loses no result. Each transaction of that flush is
+  // the probes in flight, writes every queued result (and deferred output), then waits for
+  // the probes' coroutines to end before returning: a stop loses no result. Each transaction of that flush is
   // bounded by the client's request timeout, and a second cancellation (terminal) aborts the
   // flush at once. Checks handed over before or during the run are kept across runs. Never
   // throws for Consul or probe failures, and a stop never unwinds it by an exception.

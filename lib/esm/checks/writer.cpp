@@ -51,7 +51,8 @@ asio::awaitable<void> check_engine::writer_loop() {
   util::backoff retry(settings_.retry_base, settings_.retry_cap);
   asio::steady_timer pause(ex_);
   for (;;) {
-    if (co_await stopped()) co_return;
+    bool stop_now = co_await stopped();  // named: see async.hpp on g++ 12
+    if (stop_now) co_return;
     auto now = clock::now();
     auto flush_at = flush_time(write_queue_.size(), first_queued_, settings_.batch_flush_interval,
                                consul::max_txn_ops, now);
@@ -94,7 +95,8 @@ asio::awaitable<bool> check_engine::flush() {
     auto end = std::min(todo.size(), at + consul::max_txn_ops);
     std::vector<slot_ref> chunk(todo.begin() + static_cast<std::ptrdiff_t>(at),
                                 todo.begin() + static_cast<std::ptrdiff_t>(end));
-    if (co_await stopped()) {
+    bool stop_now = co_await stopped();  // named: see async.hpp on g++ 12
+    if (stop_now) {
       requeue(chunk);  // the rest too, chunk by chunk
       ok = false;
       continue;
@@ -105,19 +107,25 @@ asio::awaitable<bool> check_engine::flush() {
 }
 
 asio::awaitable<void> check_engine::flush_at_stop() {
-  // Deferred output-only changes are pending writes too: the next process would start from
-  // the older output and defer its own for another check_update_interval. Queued after the
+  // Every result not yet in the catalog is written: deferred output-only changes too (the next
+  // process would start from the older output and defer its own for another
+  // check_update_interval), and any a restart during the stop left unqueued. Queued after the
   // status changes already queued, so those go first if the flush is cut short.
   for (auto& [key, i] : index_) {
     auto& s = *slots_[i];
-    if (s.output_due && needs_write(s)) queue_write(i);
+    if (needs_write(s)) queue_write(i);  // queue_write ignores ones already queued
     s.output_due.reset();
   }
   auto queued = write_queue_.size();
   // Each round writes what the previous one queued (a restored definition, say). A failure is
   // not retried: the daemon's grace period is short, and the next process re-runs every check.
-  while (!write_queue_.empty() && !co_await stopped())
-    if (!co_await flush()) break;
+  for (;;) {
+    if (write_queue_.empty()) break;
+    bool stop_now = co_await stopped();
+    if (stop_now) break;
+    bool flushed = co_await flush();
+    if (!flushed) break;
+  }
   std::size_t left = 0;
   for (auto i : write_queue_) left += slots_[i]->write_queued;
   if (left > 0)
@@ -200,7 +208,9 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
     auto plan = plan_rollback(ids.size(), failed, attempt);
     auto& drop = plan.refused;
     if (plan.unwritten.empty()) co_return true;  // all refused: nothing left to write
-    if (!plan.retry_now || co_await stopped()) {
+    bool stop_now = false;
+    if (plan.retry_now) stop_now = co_await stopped();
+    if (!plan.retry_now || stop_now) {
       // Stale again right after a re-read: someone writes this check concurrently. Leave it
       // to the next flush, with the copy the watch delivers by then. (Or stopped: the flush
       // after the stop retries it.)
@@ -252,7 +262,8 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
   }
   bool ok = true;
   for (auto& [where, members] : by_node) {
-    if (co_await stopped()) {
+    bool stop_now = co_await stopped();  // named: see async.hpp on g++ 12
+    if (stop_now) {
       requeue(members);
       ok = false;
       continue;
@@ -338,7 +349,8 @@ asio::awaitable<void> check_engine::reaper_loop() {
   for (;;) {
     timer.expires_after(settings_.reap_interval);
     co_await timer.async_wait(tuple_awaitable);
-    if (co_await stopped()) co_return;
+    bool stop_now = co_await stopped();  // named: see async.hpp on g++ 12
+    if (stop_now) co_return;
     if (!consul_) continue;
     auto now = clock::now();
     struct victim {
@@ -370,7 +382,8 @@ asio::awaitable<void> check_engine::reaper_loop() {
       d.partition = v.partition;
       d.name_space = v.name_space;
       auto r = co_await consul_->catalog_deregister(d);
-      if (co_await stopped()) co_return;
+      bool stop_now = co_await stopped();  // named: see async.hpp on g++ 12
+      if (stop_now) co_return;
       if (!r) {
         log::warn("Failed to deregister a service critical for too long",
                   {{"node", v.node}, {"service", v.service_id}, {"error", r.error().to_string()}});

@@ -191,6 +191,38 @@ TEST_CASE("esmd runs an external node's HTTP check and writes its status to the 
   esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/deregister", R"({"Node":")" + node + "\"}");
 }
 
+TEST_CASE("SIGTERM writes the status changes still waiting for their batch before esmd exits") {
+  // batch_flush_interval = 30 s: the first result waits for its batch far longer than the
+  // test runs, so only the flush of the stop sequence can write it. Before, the writer
+  // returned at the stop and the change was lost.
+  canned_consul target(std::map<std::string, std::string>{{"/health", "ok"}});
+  auto port = agent().http_port();
+  std::string node = "flush-web-1";
+  std::string url = "http://" + target.address() + "/health";
+  std::string reg = R"({"Node":")" + node + R"(","Address":"127.0.0.1","NodeMeta":{"external-node":"true"},)"
+                    R"("Service":{"ID":"web","Service":"web","Port":80},)"
+                    R"("Checks":[{"CheckID":"web-http","Name":"web","ServiceID":"web","Status":"critical",)"
+                    R"("Definition":{"HTTP":")" + url + R"(","Interval":"1s","Timeout":"2s"}}]})";
+  REQUIRE(esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/register", reg).status == 200);
+  esm::test::temp_dir dir;
+  std::ofstream(dir.path() + "/flush.hcl") << "consul_kv_path = \"esm-flush/\"\nbatch_flush_interval = \"30s\"\n";
+  child_process esmd({esmd_bin(), "-config-file", dir.path() + "/flush.hcl"},
+                     {{"CONSUL_HTTP_ADDR", agent().http_address()}}, dir.path() + "/out");
+  REQUIRE(esmd.wait_for_output("Updated checks", 20s));
+  std::this_thread::sleep_for(2500ms);  // the first run falls within the 1 s interval
+  auto before = esm::test::http_request("127.0.0.1", port, "GET", "/v1/health/node/" + node).body;
+  CHECK(before.find(R"("Status": "critical")") != std::string::npos);  // still waiting
+  esmd.signal(SIGTERM);
+  check_stop(esmd);
+  auto after = esm::test::http_request("127.0.0.1", port, "GET", "/v1/health/node/" + node).body;
+  INFO(after);
+  INFO(esmd.output());
+  CHECK(after.find(R"("Status": "passing")") != std::string::npos);
+  CHECK(after.find("HTTP GET " + url + ": 200 OK Output: ok") != std::string::npos);
+  CHECK(esmd.output().find("not written") == std::string::npos);
+  esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/deregister", R"({"Node":")" + node + "\"}");
+}
+
 TEST_CASE("while no Consul answers, esmd retries and still stops on SIGINT with 0") {
   esm::test::temp_dir dir;
   std::ofstream(dir.path() + "/fast.hcl") << "retry_interval = \"200ms\"\n";
