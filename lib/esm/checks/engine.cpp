@@ -7,9 +7,6 @@
 
 #include <boost/system/system_error.hpp>
 
-#include <boost/asio/bind_cancellation_slot.hpp>
-#include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/this_coro.hpp>
 
@@ -351,27 +348,24 @@ void check_engine::start_run(std::uint32_t i) {
   auto& s = *slots_[i];
   auto now = clock::now();
   stats_.lag.add(now - s.due);
-  auto state = std::make_shared<run_state>();
-  s.running = state;
   schedule_.run_started();
   stats_.in_flight = schedule_.in_flight();
   stats_.max_in_flight = std::max(stats_.max_in_flight, stats_.in_flight);
   auto gen = s.generation;
-  asio::co_spawn(ex_, run_probe_of(i, gen, s.plan),
-                 asio::bind_cancellation_slot(state->signal.slot(),
-                                              [this, i, gen, state](std::exception_ptr e) {
-                                                state->done = true;
-                                                if (e) {
-                                                  try {
-                                                    std::rethrow_exception(e);
-                                                  } catch (const std::exception& x) {
-                                                    log::error("Check run failed",
-                                                               {{"error", x.what()}});
-                                                  } catch (...) {
-                                                  }
-                                                  finish_run(i, gen, std::nullopt);
-                                                }
-                                              }));
+  // Set before the start: the run may end inside it (a definition refused before any I/O),
+  // and finish_run clears it.
+  auto handle = std::make_shared<async::stop_handle>();
+  s.running = handle;
+  async::stop_handle::start(handle, ex_, run_probe_of(i, gen, s.plan), [this, i, gen](std::exception_ptr e) {
+    if (!e) return;  // run_probe_of called finish_run itself
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      log::error("Check run failed", {{"error", x.what()}});
+    } catch (...) {
+    }
+    finish_run(i, gen, std::nullopt);
+  });
 }
 
 asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t generation,

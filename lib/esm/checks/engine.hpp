@@ -162,7 +162,6 @@ class check_engine : public sharding::assignment_sink {
 
  private:
   struct slot;
-  struct run_state;
   // A check as the writer saw it when it sent a write: the slot may hold another check by the
   // time the answer comes (removed, then the slot reused by a new one).
   struct slot_ref {

@@ -9,20 +9,11 @@
 #include <optional>
 #include <string>
 
-#include <boost/asio/cancellation_signal.hpp>
 
 #include "esm/checks/engine.hpp"
+#include "esm/util/async.hpp"
 
 namespace esm::checks {
-
-// A probe run in progress: its cancellation signal lives as long as the run's coroutine.
-struct check_engine::run_state {
-  boost::asio::cancellation_signal signal;
-  bool done = false;
-  void cancel() {
-    if (!done) signal.emit(boost::asio::cancellation_type::terminal);
-  }
-};
 
 struct check_engine::slot {
   std::string key;                           // partition, namespace, node, check ID
@@ -31,7 +22,7 @@ struct check_engine::slot {
   std::optional<probe::probe_result> desired;  // what esmd reports, while the catalog differs
   status_gate gate;
   legacy_counter legacy;
-  std::shared_ptr<run_state> running;        // set while a probe runs
+  std::shared_ptr<async::stop_handle> running;  // set while a probe runs
   std::chrono::steady_clock::time_point due{};  // when the queued run was due (lag)
   std::optional<std::chrono::steady_clock::time_point> output_due;  // deferred output write
   std::optional<std::chrono::steady_clock::time_point> critical_since;

@@ -8,7 +8,8 @@
 //  - `child<T>`: a co_spawn'ed coroutine with its own cancellation signal, both kept alive by
 //    shared ownership until it completed; it records its value or exception and sets its
 //    parent's event when it ends; `join` waits for children;
-//  - `task_group`: named void children started and stopped together (the daemon's tree).
+//  - `task_group`: named void children started and stopped together (the daemon's tree);
+//  - `stop_handle::start`: the lightest child, for the check engine's probe runs.
 //
 // The stop convention (one for every area). A coroutine notices a stop at every wait: the
 // waits here return false (or a value saying so) instead of throwing Asio's operation_aborted,
@@ -162,6 +163,36 @@ template <class... C>
 void cancel_all(const C&... children) {
   ((children ? children->cancel() : void()), ...);
 }
+// The stop button of a coroutine started by spawn_stoppable: its cancellation signal, kept
+// alive as long as the coroutine (Boost 1.81 needs that), and whether it completed.
+class stop_handle {
+ public:
+  void cancel(asio::cancellation_type t = asio::cancellation_type::terminal) {
+    if (!done_) signal_.emit(t);
+  }
+  bool done() const { return done_; }
+
+  // Starts `body` on `ex` under `h`; `on_done(std::exception_ptr)` runs when it completes. The
+  // lightest child (no value, no event, no change of throw_if_cancelled): the check engine
+  // starts one per probe run. co_spawn dispatches, so on the executor's own thread the body
+  // runs inside this call up to its first wait, and may even complete: store `h` wherever
+  // the body or its completion looks for it before calling this.
+  template <class Handler>
+  static void start(std::shared_ptr<stop_handle> h, asio::any_io_executor ex,
+                    asio::awaitable<void> body, Handler on_done) {
+    asio::co_spawn(ex, std::move(body),
+                   asio::bind_cancellation_slot(h->signal_.slot(),
+                                                [h, on_done = std::move(on_done)](std::exception_ptr e) mutable {
+                                                  h->done_ = true;
+                                                  on_done(e);
+                                                }));
+  }
+
+ private:
+  asio::cancellation_signal signal_;
+  bool done_ = false;
+};
+
 // Waits until every listed child (null pointers allowed) has completed: they refer to the
 // caller's frame, so it must not end before them. A further cancellation of the caller (the
 // daemon's second stage) is passed on to them as terminal, and the wait goes on.

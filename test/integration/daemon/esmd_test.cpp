@@ -46,6 +46,16 @@ esm::test::consul_dev_agent& agent() {
   return a;
 }
 
+// An external node with one service and its HTTP check (1 s interval), registered critical.
+void register_http_node(const std::string& node, const std::string& url) {
+  std::string reg = R"({"Node":")" + node + R"(","Address":"127.0.0.1","NodeMeta":{"external-node":"true"},)"
+                    R"("Service":{"ID":"web","Service":"web","Port":80},)"
+                    R"("Checks":[{"CheckID":"web-http","Name":"web","ServiceID":"web","Status":"critical",)"
+                    R"("Definition":{"HTTP":")" + url + R"(","Interval":"1s","Timeout":"2s"}}]})";
+  auto r = esm::test::http_request("127.0.0.1", agent().http_port(), "PUT", "/v1/catalog/register", reg);
+  REQUIRE(r.status == 200);
+}
+
 // Answers what consul-esm's startup asks with fixed bodies: only to produce what a real
 // Consul 1.8.7 cannot, an old or malformed version.
 class canned_consul {
@@ -164,12 +174,7 @@ TEST_CASE("esmd runs an external node's HTTP check and writes its status to the 
   auto port = agent().http_port();
   std::string node = "e2e-web-1";
   std::string url = "http://" + target.address() + "/health";
-  std::string reg = R"({"Node":")" + node + R"(","Address":"127.0.0.1","NodeMeta":{"external-node":"true"},)"
-                    R"("Service":{"ID":"web","Service":"web","Port":80},)"
-                    R"("Checks":[{"CheckID":"web-http","Name":"web","ServiceID":"web","Status":"critical",)"
-                    R"("Definition":{"HTTP":")" + url + R"(","Interval":"1s","Timeout":"2s"}}]})";
-  auto r = esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/register", reg);
-  REQUIRE(r.status == 200);
+  register_http_node(node, url);
   esm::test::temp_dir dir;
   std::ofstream(dir.path() + "/e2e.hcl") << "consul_kv_path = \"esm-e2e/\"\n";
   child_process esmd({esmd_bin(), "-config-file", dir.path() + "/e2e.hcl"},
@@ -199,11 +204,7 @@ TEST_CASE("SIGTERM writes the status changes still waiting for their batch befor
   auto port = agent().http_port();
   std::string node = "flush-web-1";
   std::string url = "http://" + target.address() + "/health";
-  std::string reg = R"({"Node":")" + node + R"(","Address":"127.0.0.1","NodeMeta":{"external-node":"true"},)"
-                    R"("Service":{"ID":"web","Service":"web","Port":80},)"
-                    R"("Checks":[{"CheckID":"web-http","Name":"web","ServiceID":"web","Status":"critical",)"
-                    R"("Definition":{"HTTP":")" + url + R"(","Interval":"1s","Timeout":"2s"}}]})";
-  REQUIRE(esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/register", reg).status == 200);
+  register_http_node(node, url);
   esm::test::temp_dir dir;
   std::ofstream(dir.path() + "/flush.hcl") << "consul_kv_path = \"esm-flush/\"\nbatch_flush_interval = \"30s\"\n";
   child_process esmd({esmd_bin(), "-config-file", dir.path() + "/flush.hcl"},
