@@ -11,6 +11,7 @@
 // every check alike instead of starving some.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -37,18 +38,37 @@ class run_schedule {
   clock::time_point spread(clock::time_point now, std::chrono::milliseconds interval);
 
   // Adds an entry; true when it became the earliest (the driver re-arms its timer).
-  bool push(const entry& e);
+  bool push(const entry& e) {
+    bool earliest = heap_.empty() || e.due < heap_.front().due;
+    heap_.push_back(e);
+    std::push_heap(heap_.begin(), heap_.end(), later);
+    return earliest;
+  }
   // The earliest entry's due time; nullopt when there is none.
-  std::optional<clock::time_point> next_due() const;
+  std::optional<clock::time_point> next_due() const {
+    if (heap_.empty()) return std::nullopt;
+    return heap_.front().due;
+  }
   // Pops the earliest entry when it is due at `now`; entries come out in due order.
-  std::optional<entry> pop_due(clock::time_point now);
+  std::optional<entry> pop_due(clock::time_point now) {
+    if (heap_.empty() || heap_.front().due > now) return std::nullopt;
+    std::pop_heap(heap_.begin(), heap_.end(), later);
+    auto e = heap_.back();
+    heap_.pop_back();
+    return e;
+  }
   std::size_t entries() const { return heap_.size(); }
 
   // The queue of due runs waiting for a probe slot.
   void enqueue(std::uint32_t index) { ready_.push_back(index); }
   // The next queued run when a probe slot is free (nullopt: none queued, or all slots busy).
   // The caller either starts it (run_started) or drops it (a check stopped meanwhile).
-  std::optional<std::uint32_t> take_ready();
+  std::optional<std::uint32_t> take_ready() {
+    if (in_flight_ >= max_concurrent_ || ready_.empty()) return std::nullopt;
+    auto i = ready_.front();
+    ready_.pop_front();
+    return i;
+  }
   void run_started() { ++in_flight_; }
   void run_ended() {
     if (in_flight_ > 0) --in_flight_;
@@ -61,6 +81,8 @@ class run_schedule {
   void clear();
 
  private:
+  // Inline: called once or twice per check run (10 000 times a second at full load).
+  static bool later(const entry& a, const entry& b) { return a.due > b.due; }
   std::size_t max_concurrent_;
   std::size_t in_flight_ = 0;
   std::vector<entry> heap_;  // a min-heap on `due`
