@@ -400,6 +400,10 @@ class election {
     if (mon) mon->cancel();
     acquirer->cancel();
     co_await join(*wake, work, mon, acquirer);
+    // The key may have been taken while the term was ending for another reason (the keeper
+    // gave up in the same turn of the loop): release it too, or a successor waits the
+    // lock-delay after the session is destroyed.
+    if (!holding && acquirer->value() == acquire_end::held) holding = true;
     if (leading) {
       st_.is_leader = false;
       ++st_.leadership_changes;

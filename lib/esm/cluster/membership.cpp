@@ -361,6 +361,9 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
     }
     auto plan = policy.step(agentless_instances(inst->value, sessions->value), clock::now());
     for (auto& d : plan.deregister) {
+      // A stop that came while this coroutine was not waiting cancels no request by itself.
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (is_cancelled(cs)) co_return;
       consul::txn_op del;
       del.node = consul::txn_node_op{"delete", {}};
       del.node->node.name = d.node;
@@ -375,6 +378,8 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       }
     }
     for (auto& m : plan.mark_critical) {
+      auto cs = co_await asio::this_coro::cancellation_state;
+      if (is_cancelled(cs)) co_return;
       consul::txn_op set;
       set.check = consul::txn_check_op{"set", self_check(o, m.service_id, "critical",
                                                          "ESM instance's health session is gone")};

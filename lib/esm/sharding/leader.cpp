@@ -155,6 +155,10 @@ asio::awaitable<write_outcome> rebalance(consul::client& c, const leader_setting
     }
     consul::write_options wo;
     wo.partition = s.partition;
+    // No leader write once the loss of leadership (or a shutdown) is known, even if it came
+    // while this coroutine was not waiting (then it cancels no request by itself).
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (async::is_cancelled(cs)) co_return write_outcome::done;
     auto r = co_await c.txn(std::move(body), wo);
     if (!r) {
       if (r.error().is_cancelled()) co_return write_outcome::done;
