@@ -358,12 +358,7 @@ void check_engine::start_run(std::uint32_t i) {
   s.running = handle;
   async::stop_handle::start(handle, ex_, run_probe_of(i, gen, s.plan), [this, i, gen](std::exception_ptr e) {
     if (!e) return;  // run_probe_of called finish_run itself
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& x) {
-      log::error("Check run failed", {{"error", x.what()}});
-    } catch (...) {
-    }
+    log::error("Check run failed", {{"error", async::what_of(e)}});
     finish_run(i, gen, std::nullopt);
   });
 }
@@ -529,12 +524,7 @@ asio::awaitable<void> check_engine::run() {
   if (failure) {
     // A bug, not a probe or Consul failure (those are values): stop the daemon (exit 11) so
     // that a supervisor restarts it, rather than run without checks.
-    try {
-      std::rethrow_exception(failure);
-    } catch (const std::exception& e) {
-      log::error("Check engine stopped by an internal error", {{"error", e.what()}});
-    } catch (...) {
-    }
+    log::error("Check engine stopped by an internal error", {{"error", async::what_of(failure)}});
     std::rethrow_exception(failure);
   }
 }

@@ -372,13 +372,7 @@ class election {
         // any more); an exception is a bug, which also stops the daemon after the clean-up.
         if (auto e = work->error()) {
           work_failure_ = e;
-          try {
-            std::rethrow_exception(e);
-          } catch (const std::exception& x) {
-            reason = std::string("the leader work failed: ") + x.what();
-          } catch (...) {
-            reason = "the leader work failed";
-          }
+          reason = "the leader work failed: " + what_of(e);
           log::error("Leader work stopped on an internal error", {{"error", reason}});
         } else {
           reason = "the leader work ended";

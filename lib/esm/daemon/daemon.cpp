@@ -100,16 +100,6 @@ void fail(daemon_state& st, const std::string& message) {
   watchdog_exit = config::exit_code_error;
 }
 
-std::string what_of(std::exception_ptr e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    return x.what();
-  } catch (...) {
-  }
-  return "unknown exception";
-}
-
 // Registration, liveness and the election; keeps how it ended (a duplicate instance, a refused
 // registration) for the exit code.
 asio::awaitable<void> run_membership(consul::client& c, const config::config& cfg,
@@ -199,11 +189,13 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   group.spawn("checks", engine.run());
   st.status.state = phase::running;
 
-  if (co_await group.wait_any()) {
-    // A child ended by itself: a duplicate instance, a refused registration, or a bug.
+  bool part_ended = co_await group.wait_any();  // false: a stop by signal
+  if (part_ended) {
+    // A child ended by itself: a duplicate instance, a refused registration, or a bug (an
+    // exception, reported with any others below once every part has ended).
     auto ended = *group.first_ended();
     if (ended.error) {
-      // Reported with any others below, once every part has ended.
+      log::info("A part failed; stopping the others", {{"part", *ended.name}});
     } else if (membership_outcome.code) {
       log::error(membership_outcome.message);
       std::cerr << membership_outcome.message << "\n";
@@ -218,7 +210,8 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   st.status.state = phase::stopping;
   group.cancel(asio::cancellation_type::total);
   auto grace_end = st.stop_asked.value_or(clock::now()) + shutdown_grace;
-  if (!co_await group.join_until(grace_end)) {
+  bool clean = co_await group.join_until(grace_end);
+  if (!clean) {
     std::string names;
     for (auto& n : group.running()) names += (names.empty() ? "" : ",") + n;
     log::warn("Shutdown grace period over; abandoning the clean exits", {{"parts", names}});
@@ -229,7 +222,7 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   }
   // A part that threw, before or during the stop, has a bug: exit 11 for the supervisor.
   for (auto& f : group.failures()) {
-    auto what = what_of(f.error);
+    auto what = async::what_of(f.error);
     log::error("esmd stopped on an internal error", {{"part", *f.name}, {"error", what}});
     fail(st, *f.name + ": " + what);
   }
@@ -275,7 +268,7 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
   asio::co_spawn(io, run_daemon(st), asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr e) {
     finished = true;
     if (e) {
-      auto what = what_of(e);
+      auto what = async::what_of(e);
       log::error("esmd stopped on an unexpected error", {{"error", what}});
       std::cerr << "esmd: " << what << "\n";
       fail(st, what);
@@ -303,7 +296,9 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
         std::this_thread::sleep_for(shutdown_hard_limit);
         std::_Exit(watchdog_exit.load());  // no locks, destructors or stdio here
       }).detach();
-    } catch (const std::system_error&) {
+    } catch (const std::system_error& e) {
+      // Without the thread only the event loop's own bounds remain; say so.
+      log::warn("Could not start the shutdown watchdog", {{"error", e.what()}});
     }
   };
   std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int sig) {

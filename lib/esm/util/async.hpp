@@ -50,6 +50,18 @@ inline bool is_cancelled(const asio::cancellation_state& s) {
   return s.cancelled() != asio::cancellation_type::none;
 }
 
+// The text of an exception a child ended with, for the log: what() of a std::exception,
+// else a fixed text (never an empty catch that hides what failed).
+inline std::string what_of(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    return x.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
+
 // A cancellation filter for the root of a part of the daemon: lets every stop through and adds
 // `terminal` to it, so that a `total` stop also reaches the coroutines spawned below it (`||`
 // branches, children), whose default filter passes terminal only. Use as
