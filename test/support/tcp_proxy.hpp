@@ -9,12 +9,14 @@
 //    receives, headers included.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <list>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -36,6 +38,9 @@ class tcp_proxy {
     std::uint64_t to_client = 0;  // bytes the target sent to the client
     std::uint64_t to_server = 0;  // bytes the client sent to the target
     std::uint64_t connections = 0;
+    // HTTP/1.1 requests forwarded to the target: request lines seen in the client's bytes
+    // (" HTTP/1.1\r\n" cannot occur in a JSON body, which escapes CR and LF).
+    std::uint64_t requests = 0;
   };
 
   // `chunk` is the most one read takes, so the unit a delay applies to.
@@ -133,11 +138,21 @@ class tcp_proxy {
     auto& to = upstream ? p->server : p->client;
     std::vector<char> buf(chunk);
     boost::asio::steady_timer hold(from.get_executor());
+    std::string tail;  // the end of the previous chunk, for a request line split across two
     for (;;) {
       auto [ec, n] = co_await from.async_read_some(boost::asio::buffer(buf), tok);
       if (ec) break;
       if (st->m == mode::blackhole) continue;
       (upstream ? st->count.to_server : st->count.to_client) += n;
+      if (upstream) {
+        static constexpr std::string_view marker = " HTTP/1.1\r\n";
+        std::string seen = tail;
+        seen.append(buf.data(), n);
+        for (auto at = seen.find(marker); at != std::string::npos; at = seen.find(marker, at + 1))
+          ++st->count.requests;
+        // Keep fewer bytes than the marker, so a marker is never counted twice.
+        tail = seen.substr(seen.size() - std::min(seen.size(), marker.size() - 1));
+      }
       if (upstream && st->delay.count() > 0) {
         hold.expires_after(st->delay);
         co_await hold.async_wait(tok);

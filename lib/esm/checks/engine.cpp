@@ -40,31 +40,6 @@ bool definition_lost(const consul::check_definition& had, const consul::check_de
          (!had.header.empty() && had.header != got.header);
 }
 
-void lag_histogram::add(clock::duration lag) {
-  auto ms = std::chrono::duration_cast<milliseconds>(lag).count();
-  if (ms < 0) ms = 0;
-  auto b = std::min<std::size_t>(static_cast<std::size_t>(ms), buckets - 1);
-  ++counts[b];
-  ++total;
-}
-
-double lag_histogram::quantile_ms(double q) const {
-  if (total == 0) return 0;
-  auto want = static_cast<std::uint64_t>(q * static_cast<double>(total));
-  if (want == 0) want = 1;
-  std::uint64_t seen = 0;
-  for (std::size_t b = 0; b < buckets; ++b) {
-    seen += counts[b];
-    if (seen >= want) return static_cast<double>(b + 1);  // the bucket's upper bound
-  }
-  return static_cast<double>(buckets);
-}
-
-void lag_histogram::clear() {
-  std::fill(counts.begin(), counts.end(), 0);
-  total = 0;
-}
-
 check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
                            probe::probe_context& probes, engine_settings s)
     : ex_(ex),

@@ -65,6 +65,7 @@
 #include "esm/consul/types.hpp"
 #include "esm/probe/probe.hpp"
 #include "esm/sharding/worker.hpp"
+#include "esm/util/lag_histogram.hpp"
 
 namespace esm::consul {
 class client;
@@ -86,16 +87,8 @@ struct engine_settings {
 // Whether `got` lacks a probe field `had` carried (exposed for unit tests).
 bool definition_lost(const consul::check_definition& had, const consul::check_definition& got);
 
-// Schedule lag (run start minus due time) in 1 ms buckets up to 10 s.
-struct lag_histogram {
-  static constexpr std::size_t buckets = 10'001;  // last: 10 s and more
-  std::vector<std::uint64_t> counts = std::vector<std::uint64_t>(buckets, 0);
-  std::uint64_t total = 0;
-  void add(std::chrono::steady_clock::duration lag);
-  // The smallest bucket bound (ms) at or below which a fraction q of the samples lies.
-  double quantile_ms(double q) const;
-  void clear();
-};
+// Schedule lag: run start minus due time.
+using lag_histogram = util::lag_histogram;
 
 // One thread: plain fields, read by tests, benchmarks and (later) metrics.
 struct engine_stats {

@@ -90,6 +90,7 @@ const field<config> config_fields[] = {
     {"node_reconnect_timeout", &config::node_reconnect_timeout},
     {"node_probe_interval", &config::node_probe_interval},
     {"node_health_refresh_interval", &config::node_health_refresh_interval},
+    {"node_probe_timeout", &config::node_probe_timeout},
     {"batch_flush_interval", &config::batch_flush_interval},
     {"http_addr", &config::http_addr},
     {"token", &config::token},
@@ -487,6 +488,7 @@ void validate(const config& c) {
          "blocking_query_wait cannot be above 10m (Consul's maximum wait)");
   positive("retry_interval", c.retry_interval);
   positive("min_check_interval", c.min_check_interval);
+  positive("node_probe_timeout", c.node_probe_timeout);
   if (c.max_concurrent_probes < 1)
     fail("max_concurrent_probes", "max_concurrent_probes must be at least 1");
   if (c.threshold_mode != "consul" && c.threshold_mode != "legacy")

@@ -102,6 +102,7 @@ struct config {
   duration node_reconnect_timeout = 72h;
   duration node_probe_interval = 10s;
   duration node_health_refresh_interval = 1h;  // newer consul-esm key
+  duration node_probe_timeout = 5s;            // esmd: consul-esm's hard-coded MaxRTT
   duration batch_flush_interval = 500ms;       // 0 disables batching
   std::string ping_type = "udp";               // "udp" or "socket"
   bool disable_coordinate_updates = false;

@@ -53,6 +53,7 @@ json::object render(const config& c, bool redact) {
   o["node_reconnect_timeout"] = dur(c.node_reconnect_timeout);
   o["node_probe_interval"] = dur(c.node_probe_interval);
   o["node_health_refresh_interval"] = dur(c.node_health_refresh_interval);
+  o["node_probe_timeout"] = dur(c.node_probe_timeout);
   o["batch_flush_interval"] = dur(c.batch_flush_interval);
   o["http_addr"] = c.http_addr;
   o["token"] = secret(c.token, redact);

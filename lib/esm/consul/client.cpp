@@ -417,6 +417,18 @@ awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinat
   co_return out;
 }
 
+awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinate_nodes(query_options q) {
+  auto r = co_await get_json<json::value>(build_query("/coordinate/nodes", q), query_timeout(q));
+  if (!r) co_return r.error();
+  query_result<std::vector<coordinate_entry>> out{{}, r->meta};
+  try {
+    if (!r->value.is_null()) out.value = json::value_to<std::vector<coordinate_entry>>(r->value);
+  } catch (const std::exception& e) {
+    co_return error{make_error_code(errc::bad_response), 0, e.what()};
+  }
+  co_return out;
+}
+
 awaitable<result<void>> client::coordinate_update(coordinate_entry e, write_options w) {
   co_return co_await expect_ok(call(method::put, build_write("/coordinate/update", w),
                                     to_body(json::value_from(e)), w.timeout));

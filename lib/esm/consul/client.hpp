@@ -133,6 +133,8 @@ class client {
 
   // --- coordinates
   awaitable<result<query_result<std::vector<coordinate_entry>>>> coordinate_node(std::string node, query_options q = {});
+  // Every node's coordinate in the datacenter (one entry per node and segment).
+  awaitable<result<query_result<std::vector<coordinate_entry>>>> coordinate_nodes(query_options q = {});
   awaitable<result<void>> coordinate_update(coordinate_entry e, write_options w = {});
 
   // Query strings, exposed for tests: path + '?' + parameters from the options and defaults.

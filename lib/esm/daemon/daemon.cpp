@@ -26,6 +26,7 @@
 #include "esm/daemon/status.hpp"
 #include "esm/log/banner.hpp"
 #include "esm/log/log.hpp"
+#include "esm/ping/prober.hpp"
 #include "esm/probe/probe.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
@@ -69,15 +70,17 @@ struct daemon_state {
   // Arms the bounds of a stop (the hard-stop timer, the watchdog thread); idempotent. Set by
   // run(); called on every stop path, so no stop can hang the process.
   std::function<void()> arm_stop_bounds;
-  sharding::logging_sink node_log;  // logs the assigned nodes until the node prober exists
+  sharding::logging_sink share_log;  // counts of the share at INFO when they change
 };
 
-// The worker's share goes to every consumer: the check engine (checks) and the log (counts;
-// nodes until the node prober exists).
+// The worker's share goes to every consumer: the check engine (checks), the node prober (the
+// nodes to ping) and the log (counts).
 class share_sink : public sharding::assignment_sink {
  public:
-  share_sink(sharding::logging_sink& log, checks::check_engine& checks) : log_(log), checks_(checks) {}
+  share_sink(sharding::logging_sink& log, checks::check_engine& checks, ping::node_prober& prober)
+      : log_(log), checks_(checks), prober_(prober) {}
   void on_nodes(std::vector<consul::node> h, std::vector<consul::node> p) override {
+    prober_.set_nodes(p);
     log_.on_nodes(std::move(h), std::move(p));
   }
   void on_checks(const std::vector<consul::health_check>& c) override {
@@ -88,6 +91,7 @@ class share_sink : public sharding::assignment_sink {
  private:
   sharding::logging_sink& log_;
   checks::check_engine& checks_;
+  ping::node_prober& prober_;
 };
 
 std::chrono::milliseconds ms(std::chrono::nanoseconds d) {
@@ -174,7 +178,9 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
 
   checks::check_engine engine(ex, &consul, *probes, make_engine_settings(cfg));
   st.status.engine = &engine.stats();
-  share_sink sink(st.node_log, engine);
+  ping::node_prober prober(ex, &consul, make_prober_settings(cfg));
+  st.status.prober = &prober.stats();
+  share_sink sink(st.share_log, engine, prober);
   cluster::instance_hooks hooks;
   hooks.leader_work = [&consul, settings = make_leader_settings(cfg), &stats = st.status.leader](
                           std::string, consul::txn_op fence) {
@@ -187,6 +193,7 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   group.spawn("membership", run_membership(consul, cfg, std::move(hooks), st.status.instance, membership_outcome));
   group.spawn("worker", sharding::run_assignment_worker(consul, make_worker_settings(cfg), sink, st.status.worker));
   group.spawn("checks", engine.run());
+  group.spawn("pings", prober.run());
   st.status.state = phase::running;
 
   bool part_ended = co_await group.wait_any();  // false: a stop by signal
@@ -227,6 +234,7 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
     fail(st, *f.name + ": " + what);
   }
   st.status.engine = nullptr;
+  st.status.prober = nullptr;
   st.status.state = phase::stopped;
 }
 

@@ -86,4 +86,21 @@ checks::engine_settings make_engine_settings(const config::config& cfg) {
   return s;
 }
 
+ping::prober_settings make_prober_settings(const config::config& cfg) {
+  auto ms_of = [](std::chrono::nanoseconds d) { return duration_cast<milliseconds>(d); };
+  ping::prober_settings s;
+  s.kv_path = cfg.consul_kv_path;
+  s.partition = cfg.partition;
+  s.kind = cfg.ping() == config::ping_kind::socket ? ping::socket_kind::raw : ping::socket_kind::udp;
+  s.interval = ms_of(cfg.node_probe_interval);
+  s.timeout = ms_of(cfg.node_probe_timeout);
+  s.health.refresh = ms_of(cfg.node_health_refresh_interval);
+  s.health.reconnect_timeout = ms_of(cfg.node_reconnect_timeout);
+  s.batch_flush_interval = ms_of(cfg.batch_flush_interval);
+  s.coordinates = !cfg.disable_coordinate_updates;
+  s.retry_cap = ms_of(cfg.retry_interval);
+  if (s.retry_cap < s.retry_base) s.retry_base = s.retry_cap;
+  return s;
+}
+
 }  // namespace esm::daemon

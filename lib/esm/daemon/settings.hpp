@@ -7,6 +7,7 @@
 #include "esm/cluster/election.hpp"
 #include "esm/cluster/membership.hpp"
 #include "esm/config/config.hpp"
+#include "esm/ping/prober.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
 
@@ -33,5 +34,10 @@ sharding::worker_settings make_worker_settings(const config::config& cfg);
 // min_check_interval, passing_threshold, critical_threshold, threshold_mode,
 // max_concurrent_probes, batch_flush_interval, check_update_interval, retry_interval.
 checks::engine_settings make_engine_settings(const config::config& cfg);
+
+// consul_kv_path, partition, ping_type, node_probe_interval, node_probe_timeout,
+// node_health_refresh_interval, node_reconnect_timeout, batch_flush_interval,
+// disable_coordinate_updates, retry_interval.
+ping::prober_settings make_prober_settings(const config::config& cfg);
 
 }  // namespace esm::daemon

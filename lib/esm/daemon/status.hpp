@@ -9,6 +9,7 @@
 
 #include "esm/checks/engine.hpp"
 #include "esm/cluster/instance.hpp"
+#include "esm/ping/prober.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
 
@@ -33,6 +34,7 @@ struct daemon_status {
   sharding::leader_stats leader;       // the assignment, while leading
   sharding::worker_stats worker;       // this instance's share
   const checks::engine_stats* engine = nullptr;  // set while the check engine exists
+  const ping::prober_stats* prober = nullptr;    // set while the node prober exists
 };
 
 }  // namespace esm::daemon

@@ -196,6 +196,38 @@ TEST_CASE("esmd runs an external node's HTTP check and writes its status to the 
   esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/deregister", R"({"Node":")" + node + "\"}");
 }
 
+TEST_CASE("esmd pings an external node that opts in and keeps its externalNodeHealth") {
+  // The whole path: the leader puts the node in this instance's Probes, the worker hands it
+  // to the prober, the prober pings it (raw ICMP: the tests run as root) and writes the check.
+  auto port = agent().http_port();
+  std::string node = "e2e-ping-1";
+  std::string reg = R"({"Node":")" + node + R"(","Address":"127.0.0.1",)"
+                    R"("NodeMeta":{"external-node":"true","external-probe":"true"}})";
+  REQUIRE(esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/register", reg).status == 200);
+  esm::test::temp_dir dir;
+  std::ofstream(dir.path() + "/ping.hcl") << "consul_kv_path = \"esm-ping/\"\nping_type = \"socket\"\n"
+                                             "node_probe_interval = \"1s\"\n";
+  child_process esmd({esmd_bin(), "-config-file", dir.path() + "/ping.hcl"},
+                     {{"CONSUL_HTTP_ADDR", agent().http_address()}}, dir.path() + "/out");
+  bool passing = false;
+  std::string body;
+  for (int i = 0; i < 150 && !passing; ++i) {
+    std::this_thread::sleep_for(100ms);
+    body = esm::test::http_request("127.0.0.1", port, "GET", "/v1/health/node/" + node).body;
+    passing = body.find(R"("CheckID": "externalNodeHealth")") != std::string::npos &&
+              body.find(R"("Status": "passing")") != std::string::npos;
+  }
+  INFO(body);
+  INFO(esmd.output());
+  CHECK(passing);
+  CHECK(body.find(R"("Output": "Node alive or reachable")") != std::string::npos);
+  CHECK(body.find(R"("Name": "External Node Status")") != std::string::npos);
+  CHECK(esmd.output().find("Cannot ping nodes") == std::string::npos);
+  esmd.signal(SIGTERM);
+  check_stop(esmd);
+  esm::test::http_request("127.0.0.1", port, "PUT", "/v1/catalog/deregister", R"({"Node":")" + node + "\"}");
+}
+
 TEST_CASE("SIGTERM writes the status changes still waiting for their batch before esmd exits") {
   // batch_flush_interval = 30 s: the first result waits for its batch far longer than the
   // test runs, so only the flush of the stop sequence can write it. Before, the writer

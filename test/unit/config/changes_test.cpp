@@ -70,6 +70,6 @@ TEST_CASE("to_json: valid JSON with every key, durations in Go form, empty secre
   CHECK(o.at("telemetry").as_object().at("dogstatsd_tags").as_array().empty());
   CHECK(o.at("consul").as_object().at("address").as_string() == "127.0.0.1:8500");
   CHECK(o.at("consul").as_object().at("tls_verify").as_bool());
-  // 48 keys, the external_node_meta and telemetry blocks, and the effective "consul" block.
-  CHECK(o.size() == 51);
+  // 49 keys, the external_node_meta and telemetry blocks, and the effective "consul" block.
+  CHECK(o.size() == 52);
 }

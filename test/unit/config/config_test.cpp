@@ -323,6 +323,7 @@ const key_case all_keys[] = {
     {"node_reconnect_timeout", type::duration},
     {"node_probe_interval", type::duration},
     {"node_health_refresh_interval", type::duration},
+    {"node_probe_timeout", type::duration},
     {"batch_flush_interval", type::duration},
     {"http_addr", type::string},
     {"token", type::string},
@@ -759,6 +760,7 @@ partition = ""
 node_reconnect_timeout = "72h"
 node_probe_interval = "10s"
 node_health_refresh_interval = "1h"
+node_probe_timeout = "5s"
 batch_flush_interval = "500ms"
 http_addr = "localhost:8500"
 token = "secret-token"
