@@ -456,6 +456,24 @@ void check_engine::queue_write(std::uint32_t i) {
 
 // ---- the whole -----------------------------------------------------------------------------
 
+void check_engine::visit_checks(const std::function<void(const check_info&)>& f) const {
+  static constexpr std::string_view kinds[] = {"http", "tcp", "udp", "grpc", "h2ping"};
+  for (auto& [key, i] : index_) {
+    const auto& s = *slots_[i];
+    check_info c{};
+    c.catalog = &s.catalog;
+    c.kind = s.plan ? kinds[s.plan->spec.index()] : std::string_view("unsupported");
+    c.desired = s.desired ? &*s.desired : nullptr;
+    c.runs = s.runs;
+    c.successes = s.gate.successes();
+    c.failures = s.gate.failures();
+    c.running = s.running && !s.running->done();
+    c.write_queued = s.write_queued;
+    c.last_due = s.due;
+    f(c);
+  }
+}
+
 asio::awaitable<void> check_engine::run() {
   // The stop is seen by every wait, not thrown: this frame must outlive the probes it
   // cancels, and the flush after the stop must be able to await.

@@ -48,6 +48,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -149,6 +150,19 @@ class check_engine : public sharding::assignment_sink {
     std::uint32_t starts = 0;  // schedule (re)starts: 1 until its plan changes
     bool running = false, runnable = false, write_queued = false;
   };
+  // Every check held, for the status endpoint and /debug/checks (no order). The pointers are
+  // valid during the call only.
+  struct check_info {
+    const consul::health_check* catalog;  // node, IDs, name, the catalog's status and output
+    std::string_view kind;                // "http", "tcp", "udp", "grpc", "h2ping"; "unsupported"
+    const probe::probe_result* desired;   // the result waiting to be written, if any
+    std::uint64_t runs;
+    int successes, failures;              // consecutive, as the thresholds count them
+    bool running, write_queued;
+    std::chrono::steady_clock::time_point last_due;  // when its latest run was due
+  };
+  void visit_checks(const std::function<void(const check_info&)>& f) const;
+
   std::optional<check_view> find(const std::string& node, const std::string& check_id,
                                  const std::string& name_space = {},
                                  const std::string& partition = {}) const;

@@ -108,9 +108,56 @@ std::chrono::milliseconds client::query_timeout(const query_options& q) const {
   return options().request_timeout;
 }
 
+void request_histogram::add(double seconds) {
+  std::size_t b = 0;
+  while (b < bounds.size() && seconds > bounds[b]) ++b;
+  ++counts[b];
+  sum += seconds;
+  ++count;
+}
+
+std::string endpoint_of(std::string_view target) {
+  auto q = target.find('?');
+  if (q != std::string_view::npos) target = target.substr(0, q);
+  // "/v1" and at most two segments after it; KV keys are names, so "/v1/kv" alone.
+  std::size_t at = 0;
+  int segments = 0;
+  int limit = 3;
+  while (at < target.size() && segments < limit) {
+    auto next = target.find('/', at + 1);
+    auto seg = target.substr(at + 1, next == std::string_view::npos ? std::string_view::npos : next - at - 1);
+    ++segments;
+    if (segments == 2 && seg == "kv") limit = 2;
+    at = next == std::string_view::npos ? target.size() : next;
+  }
+  return std::string(target.substr(0, at));
+}
+
 awaitable<result<http_response>> client::call(method m, std::string target, std::string body,
                                               std::chrono::milliseconds timeout) {
-  co_return co_await transport_.send(m, "/v1" + target, std::move(body), timeout);
+  auto path = "/v1" + target;
+  auto started = std::chrono::steady_clock::now();
+  auto r = co_await transport_.send(m, path, std::move(body), timeout);
+  auto ended = std::chrono::steady_clock::now();
+  // Statistics after the await: `this` outlives every call (the client owns its transport).
+  std::string status = "error";
+  ++stats_.requests;
+  if (r) {
+    status = std::to_string(r->status);
+    stats_.last_answer = ended;
+    if (r->status / 100 != 2) {
+      ++stats_.errors;
+      stats_.last_error = "HTTP " + status + " from " + endpoint_of(path);
+    }
+  } else if (!r.error().is_cancelled()) {
+    ++stats_.failures;
+    stats_.last_failure = ended;
+    stats_.last_error = r.error().to_string();
+  }
+  if (r || !r.error().is_cancelled())
+    stats_.by_endpoint[{endpoint_of(path), std::move(status)}].add(
+        std::chrono::duration<double>(ended - started).count());
+  co_return r;
 }
 
 template <class T>

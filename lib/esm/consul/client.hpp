@@ -7,6 +7,7 @@
 // is lazy, and a caller may start it after its own temporaries are gone.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -70,6 +71,32 @@ struct kv_write {
 // Margin added to a blocking query's wait for its deadline.
 inline constexpr std::chrono::milliseconds blocking_margin{5'000};
 
+// Request durations in seconds, in fixed buckets (upper bounds; the last one is +Inf).
+struct request_histogram {
+  static constexpr std::array<double, 12> bounds{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                 0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
+  std::array<std::uint64_t, bounds.size() + 1> counts{};  // not cumulative
+  double sum = 0;
+  std::uint64_t count = 0;
+  void add(double seconds);
+};
+
+// Every request's outcome, for the admin endpoint and the metrics (one thread: plain fields).
+struct client_stats {
+  std::uint64_t requests = 0;
+  std::uint64_t failures = 0;  // no HTTP answer (connection, timeout); cancellations not counted
+  std::uint64_t errors = 0;    // an answer other than 2xx
+  std::optional<std::chrono::steady_clock::time_point> last_answer;   // any HTTP answer
+  std::optional<std::chrono::steady_clock::time_point> last_failure;  // no answer
+  std::string last_error;      // of the last failure or error answer (no secrets: no headers)
+  // By endpoint ("/v1/txn", "/v1/health/state", "/v1/kv": at most two path segments, no
+  // names) and status ("200", "409", ... or "error" when there was no answer).
+  std::map<std::pair<std::string, std::string>, request_histogram> by_endpoint;
+};
+
+// The endpoint label of a request target ("/v1/health/node/web-1?index=3" -> "/v1/health/node").
+std::string endpoint_of(std::string_view target);
+
 class client {
  public:
   // Throws std::runtime_error (naming the file) when TLS material cannot be loaded.
@@ -77,6 +104,7 @@ class client {
 
   const connection_options& options() const { return transport_.options(); }
   transport& http() { return transport_; }
+  const client_stats& stats() const { return stats_; }
 
   // Raw call: path under /v1 with its query string; used by the typed calls below.
   awaitable<result<http_response>> call(method m, std::string path_and_query, std::string body,
@@ -149,6 +177,7 @@ class client {
   awaitable<result<query_result<T>>> get_json(std::string target, std::chrono::milliseconds timeout);
 
   transport transport_;
+  client_stats stats_;
 };
 
 // Percent-encoding for query values and path segments ('/' kept in paths).

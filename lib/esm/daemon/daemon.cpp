@@ -38,16 +38,6 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using clock = std::chrono::steady_clock;
 
-std::string_view to_string(phase p) {
-  switch (p) {
-    case phase::starting: return "starting";
-    case phase::running: return "running";
-    case phase::stopping: return "stopping";
-    case phase::stopped: return "stopped";
-  }
-  return "unknown";
-}
-
 namespace {
 
 // Clean exits get this long after a stop; then `terminal` cuts them short.
@@ -146,6 +136,8 @@ asio::awaitable<std::unique_ptr<probe::probe_context>> start_up(daemon_state& st
     fail(st, *incompatible);
     co_return nullptr;
   }
+  auto self = co_await consul.agent_self_info();
+  if (self) st.status.consul_version = self->version;
   if (!cfg.log_json) {
     log::banner_info b;
     b.version = ESMD_VERSION;
@@ -173,6 +165,18 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   auto ex = co_await asio::this_coro::executor;
   auto& cfg = st.cfg;
   consul::client consul(ex, cfg.consul);
+  st.status.consul = &consul.stats();
+  // The registry outlives this frame: no pointer into it may survive the parts, on any path.
+  struct forget_parts {
+    daemon_status& s;
+    ~forget_parts() {
+      s.engine = nullptr;
+      s.prober = nullptr;
+      s.checks = nullptr;
+      s.nodes = nullptr;
+      s.consul = nullptr;
+    }
+  } forget{st.status};
   auto probes = co_await start_up(st, consul);
   if (!probes) co_return;
 
@@ -180,6 +184,8 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   st.status.engine = &engine.stats();
   ping::node_prober prober(ex, &consul, make_prober_settings(cfg));
   st.status.prober = &prober.stats();
+  st.status.checks = &engine;
+  st.status.nodes = &prober;
   share_sink sink(st.share_log, engine, prober);
   cluster::instance_hooks hooks;
   hooks.leader_work = [&consul, settings = make_leader_settings(cfg), &stats = st.status.leader](
@@ -233,8 +239,6 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
     log::error("esmd stopped on an internal error", {{"part", *f.name}, {"error", what}});
     fail(st, *f.name + ": " + what);
   }
-  st.status.engine = nullptr;
-  st.status.prober = nullptr;
   st.status.state = phase::stopped;
 }
 
@@ -267,6 +271,7 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
   st.config_paths = std::move(config_paths);
   st.status.instance_id = st.cfg.consul_service + ":" + st.cfg.instance_id;
   st.status.agentless = st.cfg.enable_agentless;
+  st.status.version = ESMD_VERSION;
 
   // Declared before the io_context, so destroyed after it: ~io_context may still destroy
   // coroutine frames (abandoned at the hard limit) whose cancellation slots belong to it.

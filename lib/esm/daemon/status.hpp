@@ -9,6 +9,7 @@
 
 #include "esm/checks/engine.hpp"
 #include "esm/cluster/instance.hpp"
+#include "esm/consul/client.hpp"
 #include "esm/ping/prober.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
@@ -21,7 +22,15 @@ enum class phase {
   stopping,    // a stop was asked for: clean exits within the grace period
   stopped,
 };
-std::string_view to_string(phase p);
+inline std::string_view to_string(phase p) {
+  switch (p) {
+    case phase::starting: return "starting";
+    case phase::running: return "running";
+    case phase::stopping: return "stopping";
+    case phase::stopped: return "stopped";
+  }
+  return "unknown";
+}
 
 struct daemon_status {
   phase state = phase::starting;
@@ -35,6 +44,13 @@ struct daemon_status {
   sharding::worker_stats worker;       // this instance's share
   const checks::engine_stats* engine = nullptr;  // set while the check engine exists
   const ping::prober_stats* prober = nullptr;    // set while the node prober exists
+  // The parts themselves, for per-check and per-node views (null while they do not exist).
+  const checks::check_engine* checks = nullptr;
+  const ping::node_prober* nodes = nullptr;
+  const consul::client_stats* consul = nullptr;  // set while the Consul client exists
+  std::string version;                           // esmd's
+  std::string consul_version;                    // the local agent's, as verified at startup
+  std::chrono::steady_clock::time_point heartbeat = std::chrono::steady_clock::now();  // loop alive
 };
 
 }  // namespace esm::daemon

@@ -92,6 +92,7 @@ struct node_prober::slot {
   bool coord_queued = false;
   bool write_queued = false;
   std::uint64_t pings = 0;
+  std::chrono::nanoseconds last_rtt{0};
   std::shared_ptr<async::stop_handle> running;
 };
 
@@ -329,6 +330,7 @@ void node_prober::apply_outcome(std::uint32_t i, const ping_outcome& o) {
   s.outcome = now_status;
   if (o.ok) {
     ++stats_.replies;
+    s.last_rtt = o.rtt;
   } else {
     ++stats_.failures;
     log::debug("Node ping failed", {{"node", s.name}, {"error", o.error}});
@@ -871,7 +873,18 @@ asio::awaitable<void> node_prober::run() {
 std::optional<node_prober::node_view> node_prober::find(const std::string& node) const {
   auto it = index_.find(node);
   if (it == index_.end()) return std::nullopt;
-  auto& s = *slots_[it->second];
+  return view_of(*slots_[it->second]);
+}
+
+void node_prober::visit_nodes(const std::function<void(const std::string&, const std::string&,
+                                                       const node_view&)>& f) const {
+  for (auto& [name, i] : index_) {
+    auto& s = *slots_[i];
+    f(s.name, s.address, view_of(s));
+  }
+}
+
+node_prober::node_view node_prober::view_of(const slot& s) {
   node_view v;
   v.outcome = s.outcome;
   v.written = s.record.written;
@@ -881,6 +894,7 @@ std::optional<node_prober::node_view> node_prober::find(const std::string& node)
   v.pings = s.pings;
   v.in_flight = s.running && !s.running->done();
   v.queued = s.write_queued;
+  v.last_rtt = s.last_rtt;
   return v;
 }
 

@@ -37,6 +37,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <random>
@@ -126,9 +127,13 @@ class node_prober {
     std::optional<sys_nanoseconds> since;
     std::optional<coordinate> coord;              // as written to (or read from) Consul
     std::uint64_t pings = 0;
+    std::chrono::nanoseconds last_rtt{0};        // of the newest reply
     bool in_flight = false, queued = false;
   };
   std::optional<node_view> find(const std::string& node) const;
+  // Every probe node, for the status endpoint and /debug/nodes (no order).
+  void visit_nodes(const std::function<void(const std::string& name, const std::string& address,
+                                            const node_view&)>& f) const;
 
  private:
   struct slot;
@@ -143,6 +148,7 @@ class node_prober {
     bool operator>(const due_entry& o) const { return due > o.due; }
   };
 
+  static node_view view_of(const slot& s);
   slot* holder(slot_ref r);
   slot_ref ref_of(std::uint32_t i) const;
   std::uint32_t allocate();

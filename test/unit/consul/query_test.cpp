@@ -93,3 +93,29 @@ TEST_CASE("bad TLS material is a startup error naming the file") {
   o.tls.cert_file = "/nonexistent/cert.pem";
   CHECK_THROWS_WITH(client(io.get_executor(), o), "cert_file and key_file must be given together");
 }
+
+TEST_CASE("endpoint_of: at most two segments after /v1, no names, no query") {
+  using esm::consul::endpoint_of;
+  CHECK(endpoint_of("/v1/txn") == "/v1/txn");
+  CHECK(endpoint_of("/v1/health/state/any?index=3&wait=45000ms") == "/v1/health/state");
+  CHECK(endpoint_of("/v1/health/node/web-1") == "/v1/health/node");
+  CHECK(endpoint_of("/v1/kv/consul-esm/agents/consul-esm:a") == "/v1/kv");
+  CHECK(endpoint_of("/v1/kv?recurse") == "/v1/kv");
+  CHECK(endpoint_of("/v1/agent/check/update/x:y") == "/v1/agent/check");
+  CHECK(endpoint_of("/v1/status/leader") == "/v1/status/leader");
+  CHECK(endpoint_of("/v1/coordinate/nodes?partition=p") == "/v1/coordinate/nodes");
+  CHECK(endpoint_of("") == "");
+}
+
+TEST_CASE("request_histogram: buckets by upper bound, sum and count") {
+  esm::consul::request_histogram h;
+  h.add(0.0005);
+  h.add(0.001);   // on the bound: that bucket
+  h.add(0.003);
+  h.add(60);      // beyond the last bound
+  CHECK(h.counts[0] == 2);
+  CHECK(h.counts[2] == 1);
+  CHECK(h.counts.back() == 1);
+  CHECK(h.count == 4);
+  CHECK(h.sum == doctest::Approx(60.0045));
+}
