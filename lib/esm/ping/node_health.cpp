@@ -29,8 +29,9 @@ health_decision decide_health(bool alive, const health_record& record, const pro
     d.write_check = true;
     return d;
   }
-  if (!key.since) {
-    d.key_undecodable = true;
+  bool stale = key.since && record.alive_at && *key.since < *record.alive_at;
+  if (!key.since || stale) {
+    d.key_undecodable = !key.since;
     d.key = key_action::replace;
     d.since = wall_now;
     d.write_check = due(record, node_status::dead, timing.refresh, now);

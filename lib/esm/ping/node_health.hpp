@@ -10,7 +10,9 @@
 //     reassignment or a leader change does not reset the count;
 //   * a probes key that does not decode is replaced by a fresh one (the count starts again,
 //     with a warning), instead of failing every later ping of that node;
-//   * the key is removed on recovery even when the debounce skips the check write.
+//   * the key is removed on recovery even when the debounce skips the check write;
+//   * a key older than the newest reply this process saw is not this outage's start (a lost
+//     removal, a late write of the previous owner): it is replaced, never counted from.
 #pragma once
 
 #include <chrono>
@@ -40,6 +42,9 @@ struct probe_key {
 struct health_record {
   node_status written = node_status::unknown;
   std::chrono::steady_clock::time_point written_at{};
+  // The newest reply this process saw (wall clock). A key older than it is left from an outage
+  // that ended (its removal was lost, or another instance wrote it late): not this outage's.
+  std::optional<sys_nanoseconds> alive_at;
 };
 
 enum class key_action : std::uint8_t {

@@ -78,6 +78,11 @@ std::string failed(const asio::ip::address& a, const std::string& why) {
   return "ping to " + quoted(a) + " failed: " + why;
 }
 
+// Whether a send error is this host's fault rather than the node's (see ping_outcome).
+bool is_local_send_error(int err) {
+  return err != ENETUNREACH && err != EHOSTUNREACH && err != EHOSTDOWN && err != ENETDOWN;
+}
+
 std::optional<asio::ip::address> address_of(const sockaddr_storage& ss) {
   if (ss.ss_family == AF_INET) {
     auto& in = reinterpret_cast<const sockaddr_in&>(ss);
@@ -202,6 +207,7 @@ class pinger::engine : public std::enable_shared_from_this<pinger::engine> {
       for (std::size_t s = 0; s < c.slots.size(); ++s)
         if (ping_state* p = c.slots[s]) {
           p->result.error = failed(p->to, "the pinger was closed");
+          p->result.local_error = true;
           finish(*p);
         }
     }
@@ -227,6 +233,7 @@ class pinger::engine : public std::enable_shared_from_this<pinger::engine> {
     if (!c.open) {
       ++stats_.send_errors;
       p.result.error = failed(to, std::string("no ") + (p.fam ? "IPv6" : "IPv4") + " ICMP socket: " + c.reason);
+      p.result.local_error = true;
       p.state = pstate::done;
       return;
     }
@@ -234,6 +241,7 @@ class pinger::engine : public std::enable_shared_from_this<pinger::engine> {
       ++stats_.send_errors;
       p.result.error = failed(to, "65536 pings already in flight over " + std::string(p.fam ? "IPv6" : "IPv4") +
                                       " (the ICMP sequence space is full)");
+      p.result.local_error = true;
       p.state = pstate::done;
       return;
     }
@@ -261,6 +269,7 @@ class pinger::engine : public std::enable_shared_from_this<pinger::engine> {
     } else if (err != 0) {
       ++stats_.send_errors;
       p.result.error = failed(to, std::strerror(err));
+      p.result.local_error = is_local_send_error(err);
       finish(p);
     }
   }
@@ -504,6 +513,7 @@ class pinger::engine : public std::enable_shared_from_this<pinger::engine> {
       if (err != 0) {
         ++stats_.send_errors;
         p->result.error = failed(p->to, std::strerror(err));
+        p->result.local_error = is_local_send_error(err);
         finish(*p);
       }
     }

@@ -41,6 +41,10 @@ struct ping_outcome {
   // `ping to "10.0.0.1" timed out` as consul-esm says; `ping to "..." failed: <why>` for a
   // send error or an ICMP error; "cancelled". Empty when ok.
   std::string error;
+  // The failure is this host's, not the node's: no socket for the family, the sequence space
+  // full, or a send refused locally (EPERM or EACCES from a firewall or a security module,
+  // ENOBUFS, ...). Route errors (ENETUNREACH, EHOSTUNREACH) are the node's.
+  bool local_error = false;
 };
 
 struct pinger_stats {

@@ -1,6 +1,7 @@
 #include "esm/ping/prober.hpp"
 
 #include <algorithm>
+#include <map>
 #include <unordered_set>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -73,6 +74,19 @@ bool is_stale(const consul::txn_error& e) {
   return e.what.find("index is stale") != std::string::npos;
 }
 
+std::optional<asio::ip::address> literal_address(const std::string& text) {
+  boost::system::error_code bad;
+  auto ip = asio::ip::make_address(text, bad);
+  if (bad) return std::nullopt;
+  return ip;
+}
+
+// IPv6 proper: a v4-mapped address is pinged over IPv4.
+bool is_v6(const asio::ip::address& a) { return a.is_v6() && !a.to_v6().is_v4_mapped(); }
+
+// How long a failed lookup is reused before the name is looked up again.
+constexpr auto resolve_failure_ttl = 10s;
+
 }  // namespace
 
 struct node_prober::slot {
@@ -80,8 +94,14 @@ struct node_prober::slot {
   std::uint64_t modify_index = 0;  // the catalog node's, for the reaping delete-cas
   std::uint64_t incarnation = 0;
   bool live = false;
+  std::optional<asio::ip::address> literal;  // the address when it is one (parsed once)
   std::optional<asio::ip::address> resolved;
   clock::time_point resolved_at{};
+  std::string resolve_error;                 // the last lookup's failure, cached briefly
+  bool key_unknown = true;   // no key list or read covered this node since it joined or a
+                             // write of its key had an unknown outcome
+  bool node_gone = false;    // a reap found the node already deleted: only its key is left
+  bool coord_known = false;  // `coord` says what Consul has (read, or written by us)
   node_status outcome = node_status::unknown;
   health_record record;
   probe_key key;
@@ -114,6 +134,10 @@ node_prober::node_prober(asio::any_io_executor ex, consul::client* consul, probe
 }
 
 node_prober::~node_prober() = default;
+
+bool node_prober::usable_coordinate(const coordinate& c) const {
+  return is_valid(c) && c.vec.size() == vivaldi_.dimensionality;
+}
 
 node_prober::slot_ref node_prober::ref_of(std::uint32_t i) const {
   return {i, slots_[i]->incarnation};
@@ -161,11 +185,19 @@ void node_prober::set_nodes(const std::vector<consul::node>& nodes) {
     auto seg_it = n.meta.find(std::string(segment_meta));
     std::string segment = seg_it == n.meta.end() ? std::string() : seg_it->second;
     auto it = index_.find(n.name);
+    if (it != index_.end() && slots_[it->second]->reaped && slots_[it->second]->modify_index != n.modify_index) {
+      // Reaped by us and registered again under the same name: a new node, fresh state.
+      release(it->second);
+      index_.erase(it);
+      it = index_.end();
+    }
     if (it != index_.end()) {
       auto& s = *slots_[it->second];
       if (s.address != n.address) {
         s.address = n.address;
+        s.literal = literal_address(n.address);
         s.resolved.reset();
+        s.resolve_error.clear();
       }
       s.modify_index = n.modify_index;
       s.partition = n.partition;
@@ -176,6 +208,7 @@ void node_prober::set_nodes(const std::vector<consul::node>& nodes) {
     auto& s = *slots_[i];
     s.name = n.name;
     s.address = n.address;
+    s.literal = literal_address(n.address);
     s.partition = n.partition;
     s.segment = std::move(segment);
     s.modify_index = n.modify_index;
@@ -214,8 +247,29 @@ void node_prober::set_nodes(const std::vector<consul::node>& nodes) {
     upkeep_wake_.cancel();
     schedule_wake_.cancel();
   }
+  compact();
   if (!gone.empty() || !added.empty())
     log::debug("Probe nodes changed", {{"nodes", index_.size()}, {"added", added.size()}, {"removed", gone.size()}});
+}
+
+// Removed nodes leave heap entries (skipped when popped) and write-queue entries (skipped at
+// the flush); churn while the sockets are closed or the writer waits could pile them up.
+void node_prober::compact() {
+  auto limit = 2 * index_.size() + 1024;
+  if (heap_.size() > limit) {
+    std::erase_if(heap_, [&](const due_entry& e) { return holder({e.index, e.incarnation}) == nullptr; });
+    std::make_heap(heap_.begin(), heap_.end(), std::greater<>());
+  }
+  if (write_queue_.size() > limit) {
+    std::vector<std::uint32_t> kept;
+    std::vector<bool> seen(slots_.size(), false);
+    for (auto i : write_queue_)
+      if (slots_[i]->live && slots_[i]->write_queued && !seen[i]) {
+        seen[i] = true;
+        kept.push_back(i);
+      }
+    write_queue_ = std::move(kept);
+  }
 }
 
 void node_prober::schedule(std::uint32_t i, clock::time_point due) {
@@ -269,6 +323,21 @@ void node_prober::start_ping(std::uint32_t i, clock::time_point due) {
   });
 }
 
+namespace {
+
+// One name lookup, waited for at most `timeout`. Asio 1.81 runs getaddrinfo on one private
+// thread and cannot cancel it, so the lookup is left to finish on its own: its answer lands in
+// this shared state, never in a coroutine frame that may be gone.
+struct lookup {
+  explicit lookup(asio::any_io_executor ex) : wake(ex) {}
+  asio::steady_timer wake;
+  bool done = false;
+  boost::system::error_code ec;
+  asio::ip::udp::resolver::results_type found;
+};
+
+}  // namespace
+
 // Honours any cancellation (the node removed, the prober stopping): returns without an outcome.
 asio::awaitable<void> node_prober::ping_node(slot_ref r) {
   co_await asio::this_coro::throw_if_cancelled(false);
@@ -276,41 +345,64 @@ asio::awaitable<void> node_prober::ping_node(slot_ref r) {
   if (!s) co_return;
   std::string address = s->address;
   ping_outcome out;
-  boost::system::error_code bad;
-  auto ip = asio::ip::make_address(address, bad);
-  bool have = !bad;
-  if (!have && s->resolved && clock::now() - s->resolved_at < resolve_ttl) {
+  asio::ip::address ip;
+  bool have = false;
+  auto now = clock::now();
+  if (s->literal) {
+    ip = *s->literal;
+    have = true;
+  } else if (s->resolved && now - s->resolved_at < resolve_ttl) {
     ip = *s->resolved;
     have = true;
-  }
-  if (!have && address.empty()) out.error = "the node has no address";
-  if (!have && !address.empty()) {
-    auto [ec, found] = co_await resolver_.async_resolve(address, "", tuple_awaitable);
+  } else if (!s->resolve_error.empty() && now - s->resolved_at < resolve_failure_ttl) {
+    out.error = s->resolve_error;
+  } else if (address.empty()) {
+    out.error = "the node has no address";
+  } else {
+    auto l = std::make_shared<lookup>(ex_);
+    resolver_.async_resolve(address, "", [l](boost::system::error_code ec, asio::ip::udp::resolver::results_type found) {
+      l->ec = ec;
+      l->found = std::move(found);
+      l->done = true;
+      l->wake.cancel();
+    });
+    l->wake.expires_after(settings_.timeout);
+    if (!l->done) co_await l->wake.async_wait(tuple_awaitable);
     bool stop_now = co_await stopped();
     if (stop_now) co_return;
     s = holder(r);
     if (!s) co_return;
-    if (ec || found.empty()) {
-      out.error = "resolving \"" + address + "\": " + (ec ? ec.message() : std::string("no address"));
+    s->resolved_at = clock::now();
+    if (!l->done) {
+      out.error = "resolving \"" + address + "\": no answer within " + std::to_string(settings_.timeout.count()) + " ms";
+    } else if (l->ec || l->found.empty()) {
+      out.error = "resolving \"" + address + "\": " + (l->ec ? l->ec.message() : std::string("no address"));
     } else {
       // IPv4 first when the name has both, as ping does by default.
-      ip = found.begin()->endpoint().address();
-      for (auto& e : found)
+      ip = l->found.begin()->endpoint().address();
+      for (auto& e : l->found)
         if (e.endpoint().address().is_v4()) {
           ip = e.endpoint().address();
           break;
         }
       s->resolved = ip;
-      s->resolved_at = clock::now();
+      s->resolve_error.clear();
       have = true;
     }
+    if (!have) s->resolve_error = out.error;
   }
   if (have) {
     // A family this process may not ping says nothing about the node: no outcome at all.
-    if (!pinger_.available(ip.is_v6())) co_return;
+    if (!pinger_.available(is_v6(ip))) co_return;
     out = co_await pinger_.ping(ip, settings_.timeout);
     bool stop_now = co_await stopped();
     if (stop_now) co_return;
+    if (out.local_error) {
+      // This host's fault (a firewall refusing the send, no buffers): not the node's status.
+      ++stats_.local_errors;
+      stats_.last_local_error = out.error;
+      co_return;
+    }
   }
   auto* now_held = holder(r);
   if (!now_held) co_return;
@@ -331,6 +423,7 @@ void node_prober::apply_outcome(std::uint32_t i, const ping_outcome& o) {
   if (o.ok) {
     ++stats_.replies;
     s.last_rtt = o.rtt;
+    s.record.alive_at = wall_now();
   } else {
     ++stats_.failures;
     log::debug("Node ping failed", {{"node", s.name}, {"error", o.error}});
@@ -339,13 +432,20 @@ void node_prober::apply_outcome(std::uint32_t i, const ping_outcome& o) {
   auto d = decide_health(o.ok, s.record, s.key, settings_.health, wall_now(), clock::now());
   if (d.write_check || d.key != key_action::none || d.reap) queue_write(i);
   if (!o.ok || !settings_.coordinates || !local_) return;
+  if (!s.coord_known) {
+    // Never written before Consul's copy is known: a node that joined the share keeps the
+    // coordinate its previous owner built. Read it first (the coordinate loop does).
+    if (coordinates_read_) queue_coordinate(i, std::nullopt);
+    return;
+  }
   // One Vivaldi step of the node's coordinate against the agent's, as consul-esm does; the
   // base is Consul's copy (or the origin), so a node that moves less than 1 ms per ping
   // never drifts unwritten.
-  auto base = s.coord && is_compatible_with(*s.coord, *local_) ? *s.coord : new_coordinate(vivaldi_);
+  bool usable = s.coord && is_compatible_with(*s.coord, *local_);
+  auto base = usable ? *s.coord : new_coordinate(vivaldi_);
   auto next = update_external(base, *local_, o.rtt, vivaldi_, rng_);
   if (!next) return;
-  if (s.coord && distance_to(*s.coord, *next) < min_coordinate_move) {
+  if (usable && distance_to(*s.coord, *next) < min_coordinate_move) {
     ++stats_.coordinate_skips;
     return;
   }
@@ -361,9 +461,9 @@ void node_prober::queue_write(std::uint32_t i) {
   if (write_queue_.size() == 1 || write_queue_.size() * 2 >= consul::max_txn_ops) writer_wake_.cancel();
 }
 
-void node_prober::queue_coordinate(std::uint32_t i, coordinate c) {
+void node_prober::queue_coordinate(std::uint32_t i, std::optional<coordinate> c) {
   auto& s = *slots_[i];
-  s.coord_pending = std::move(c);
+  if (c) s.coord_pending = std::move(c);
   if (s.coord_queued) return;  // the queued entry writes the newest
   s.coord_queued = true;
   coordinate_queue_.push_back(ref_of(i));
@@ -401,8 +501,10 @@ asio::awaitable<bool> node_prober::open_sockets() {
   }
   if (!stats_.unavailable.empty()) log::info("Node pings can be sent now");
   stats_.unavailable.clear();
-  if (auto partial = pinger_.unavailable_reason(); !partial.empty())
-    log::warn("IPv6 nodes cannot be pinged; their status is not written", {{"error", partial}});
+  stats_.unavailable_v6 = pinger_.unavailable_reason();
+  if (!stats_.unavailable_v6.empty())
+    log::warn("IPv6 nodes cannot be pinged; their status is not written (retrying)",
+              {{"error", stats_.unavailable_v6}});
   open_ = true;
   respread(clock::now());
   schedule_wake_.cancel();
@@ -417,7 +519,9 @@ asio::awaitable<bool> node_prober::list_keys() {
   consul::query_options q;
   q.partition = settings_.partition;
   auto prefix = settings_.kv_path + "probes/";
+  listing_ = true;
   auto r = co_await consul_->kv_list(prefix, q);
+  listing_ = false;
   if (!r) {
     if (!r.error().is_cancelled())
       log::warn("Failed to list the probes keys; will retry", {{"error", r.error().to_string()}});
@@ -429,6 +533,7 @@ asio::awaitable<bool> node_prober::list_keys() {
   for (auto& [name, i] : index_) {
     auto& s = *slots_[i];
     if (s.key_epoch > epoch) continue;
+    s.key_unknown = false;
     auto it = found.find(name);
     if (it == found.end()) {
       s.key = probe_key{};
@@ -451,6 +556,7 @@ asio::awaitable<void> node_prober::reread_key(std::string node) {
   auto it = index_.find(node);
   if (it == index_.end() || !r) co_return;
   auto& s = *slots_[it->second];
+  s.key_unknown = false;
   if (!r->value) {
     s.key = probe_key{};
   } else {
@@ -459,6 +565,19 @@ asio::awaitable<void> node_prober::reread_key(std::string node) {
     s.key.since = decode_go_time(r->value->value);
   }
   s.key_epoch = ++write_epoch_;
+}
+
+// The catalog node after a stale node delete-cas: its current ModifyIndex, or gone.
+asio::awaitable<void> node_prober::reread_node(std::string node) {
+  ++stats_.consul_reads;
+  consul::query_options q;
+  q.partition = settings_.partition;
+  auto r = co_await consul_->catalog_node_info(node, q);
+  auto it = index_.find(node);
+  if (it == index_.end() || !r) co_return;
+  auto& s = *slots_[it->second];
+  if (!r->value) s.node_gone = true;
+  else s.modify_index = r->value->node.modify_index;
 }
 
 asio::awaitable<void> node_prober::read_agent_coordinate() {
@@ -477,7 +596,7 @@ asio::awaitable<void> node_prober::read_agent_coordinate() {
     co_return;
   }
   auto c = from_consul(*r->coord);
-  if (!is_valid(c) || c.vec.size() != vivaldi_.dimensionality) {
+  if (!usable_coordinate(c)) {
     log::warn("The agent's coordinate is not usable; node coordinates are not updated");
     local_.reset();
     co_return;
@@ -495,13 +614,14 @@ asio::awaitable<void> node_prober::read_coordinates() {
       log::warn("Failed to read the node coordinates; will retry", {{"error", r.error().to_string()}});
     co_return;
   }
+  for (auto& [name, i] : index_) slots_[i]->coord_known = true;  // absent: none yet
   for (auto& e : r->value) {
     auto it = index_.find(e.node);
     if (it == index_.end()) continue;
     auto& s = *slots_[it->second];
     if (e.segment != s.segment || s.coord_queued) continue;
     auto c = from_consul(e.coord);
-    if (is_valid(c)) s.coord = std::move(c);
+    if (usable_coordinate(c)) s.coord = std::move(c);
   }
   coordinates_read_ = true;
 }
@@ -524,7 +644,13 @@ asio::awaitable<void> node_prober::upkeep_loop() {
       bool opened = co_await open_sockets();
       if (!opened) next_open = clock::now() + settings_.reopen_interval;
     }
-    if (!open_) wake = std::min(wake, next_open);
+    if (open_ && !pinger_.available(true) && clock::now() >= next_open) {
+      pinger_.open();  // IPv4 stays as it is; IPv6 is tried again
+      stats_.unavailable_v6 = pinger_.unavailable_reason();
+      if (pinger_.available(true)) log::info("IPv6 nodes can be pinged now");
+      next_open = clock::now() + settings_.reopen_interval;
+    }
+    if (!open_ || !pinger_.available(true)) wake = std::min(wake, next_open);
     bool failed = false;
     if (consul_) {
       if ((!keys_listed_ || relist_keys_) && clock::now() >= next_list) {
@@ -570,8 +696,9 @@ asio::awaitable<void> node_prober::writer_loop() {
     if (stop_now) break;
     auto now = clock::now();
     std::optional<clock::time_point> flush_at;
-    // Nothing is written before the keys are known: a create would fail on an existing key.
-    if (keys_listed_)
+    // Nothing is written before the keys are known, nor while nodes that joined wait for
+    // their list: a decision from an unknown key could count an outage from the wrong time.
+    if (keys_listed_ && !relist_keys_ && !listing_)
       flush_at = checks::flush_time(write_queue_.size() * 2, first_queued_, settings_.batch_flush_interval,
                                     consul::max_txn_ops, now);
     if (!flush_at || now < *flush_at) {
@@ -628,7 +755,27 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
     health_decision d;
     std::size_t first_op = 0, ops = 0;
     std::string name;
+    bool node_gone = false;  // a reap of a node already deleted: its key only
   };
+  // A node whose key no list or read covered (a write of it had an unknown outcome): what
+  // Consul holds decides what is sent. The writer waits for pending key lists, so joiners
+  // are covered by those.
+  std::vector<slot_ref> unknown;
+  for (auto ref : chunk)
+    if (auto* s = holder(ref); s && s->key_unknown) unknown.push_back(ref);
+  for (auto ref : unknown) {
+    auto* s = holder(ref);
+    if (s) co_await reread_key(s->name);
+  }
+  std::vector<slot_ref> still_unknown;
+  std::erase_if(chunk, [&](slot_ref r) {
+    auto* s = holder(r);
+    bool left = s && s->key_unknown;
+    if (left) still_unknown.push_back(r);
+    return left;
+  });
+  requeue(still_unknown);  // the read failed: next flush (after the writer's backoff)
+  if (!still_unknown.empty() && chunk.empty()) co_return false;
   for (int attempt = 0;; ++attempt) {
     std::vector<consul::txn_op> ops;
     std::vector<sent_node> sent;
@@ -638,7 +785,7 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
       auto* s = holder(ref);
       if (!s || s->reaped || s->outcome == node_status::unknown) continue;
       auto d = decide_health(s->outcome == node_status::alive, s->record, s->key, settings_.health, wall, now);
-      sent_node n{ref, d, ops.size(), 0, s->name};
+      sent_node n{ref, d, ops.size(), 0, s->name, s->node_gone};
       auto kv_op = [&](std::string verb, std::uint64_t index, std::optional<std::string> value) {
         consul::txn_kv_op kv;
         kv.verb = std::move(verb);
@@ -651,14 +798,16 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
         ops.push_back(std::move(t));
       };
       if (d.reap) {
-        consul::txn_node_op nop;
-        nop.verb = "delete-cas";
-        nop.node.name = s->name;
-        nop.node.modify_index = s->modify_index;
-        nop.node.partition = s->partition.empty() ? settings_.partition : s->partition;
-        consul::txn_op t;
-        t.node = std::move(nop);
-        ops.push_back(std::move(t));
+        if (!s->node_gone) {
+          consul::txn_node_op nop;
+          nop.verb = "delete-cas";
+          nop.node.name = s->name;
+          nop.node.modify_index = s->modify_index;
+          nop.node.partition = s->partition.empty() ? settings_.partition : s->partition;
+          consul::txn_op t;
+          t.node = std::move(nop);
+          ops.push_back(std::move(t));
+        }
         kv_op("delete-cas", s->key.modify_index, std::nullopt);
       } else {
         if (d.write_check) {
@@ -694,6 +843,10 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
         ++stats_.write_failures;
         log::warn("Failed to write node statuses; will retry", {{"nodes", sent.size()}, {"error", r.error().to_string()}});
       }
+      // The transaction may have been applied (a timeout after Consul committed it): the
+      // keys it touched are read again before anything is decided from them.
+      for (auto& n : sent)
+        if (auto* s = holder(n.ref); s && (n.d.key != key_action::none || n.d.reap)) s->key_unknown = true;
       requeue(refs);
       co_return false;
     }
@@ -724,6 +877,7 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
           s->record = {n.d.status, now};
           ++stats_.check_writes;
         }
+        if (n.d.key != key_action::none) s->key_unknown = false;
         if (n.d.key == key_action::create || n.d.key == key_action::replace) {
           s->key.exists = true;
           s->key.since = n.d.since;
@@ -750,6 +904,8 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
     }
     // Rolled back: nothing was written. Map each error to its node; a stale index (a key
     // another instance created or removed, a node modified) re-reads that node's key.
+    // One entry per node: stale when every error of it was, with whether its node op failed.
+    std::map<std::size_t, std::pair<bool, bool>> by_node;  // node -> (stale, node op failed)
     std::vector<checks::rolled_back_op> failed;
     for (auto& e : r->errors) {
       std::ptrdiff_t owner = -1;
@@ -757,13 +913,21 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
         if (e.op_index >= 0 && static_cast<std::size_t>(e.op_index) >= sent[k].first_op &&
             static_cast<std::size_t>(e.op_index) < sent[k].first_op + sent[k].ops)
           owner = static_cast<std::ptrdiff_t>(k);
-      failed.push_back({owner, is_stale(e)});
-      if (owner >= 0 && !is_stale(e)) {
+      if (owner < 0) {
+        failed.push_back({-1, false});  // malformed: ignored by plan_rollback
+        continue;
+      }
+      auto k = static_cast<std::size_t>(owner);
+      auto [it, fresh] = by_node.try_emplace(k, true, false);
+      it->second.first = it->second.first && is_stale(e);
+      if (sent[k].d.reap && static_cast<std::size_t>(e.op_index) == sent[k].first_op && !sent[k].node_gone)
+        it->second.second = true;
+      if (!is_stale(e)) {
         ++stats_.refused;
-        log::warn("Node status write refused by Consul", {{"node", sent[static_cast<std::size_t>(owner)].name},
-                                                           {"error", e.what}});
+        log::warn("Node status write refused by Consul", {{"node", sent[k].name}, {"error", e.what}});
       }
     }
+    for (auto& [k, v] : by_node) failed.push_back({static_cast<std::ptrdiff_t>(k), v.first});
     auto plan = checks::plan_rollback(sent.size(), failed, attempt);
     stats_.conflicts += plan.stale.size();
     if (plan.unwritten.empty()) co_return true;
@@ -776,7 +940,11 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
       requeue(unwritten);
       co_return false;
     }
-    for (auto k : plan.stale) co_await reread_key(sent[k].name);
+    for (auto k : plan.stale) {
+      // A node op at a stale index: the node was modified (or deleted); its key, or both.
+      if (by_node[k].second) co_await reread_node(sent[k].name);
+      co_await reread_key(sent[k].name);
+    }
     std::vector<slot_ref> again;
     for (auto k : plan.unwritten) again.push_back(sent[k].ref);
     chunk = std::move(again);
@@ -805,7 +973,27 @@ asio::awaitable<void> node_prober::coordinate_loop() {
     auto* s = holder(ref);
     if (!s) continue;
     s->coord_queued = false;
-    if (!s->coord_pending || s->reaped) continue;
+    if (s->reaped) continue;
+    if (!s->coord_known) {
+      // A node that joined the share: read the coordinate its previous owner kept current.
+      ++stats_.consul_reads;
+      consul::query_options q;
+      q.partition = s->partition.empty() ? settings_.partition : s->partition;
+      auto name = s->name;
+      auto got = co_await consul_->coordinate_node(name, q);
+      s = holder(ref);
+      if (got && s) {
+        s->coord_known = true;
+        for (auto& entry : got->value) {
+          auto c = from_consul(entry.coord);
+          if (entry.segment == s->segment && usable_coordinate(c)) s->coord = std::move(c);
+        }
+      }
+      pause.expires_after(got ? spacing : std::max<clock::duration>(spacing, retry.next()));
+      co_await pause.async_wait(tuple_awaitable);
+      continue;
+    }
+    if (!s->coord_pending) continue;
     consul::coordinate_entry e;
     e.node = s->name;
     e.segment = s->segment;
@@ -826,7 +1014,10 @@ asio::awaitable<void> node_prober::coordinate_loop() {
     } else {
       retry.reset();
       ++stats_.coordinate_writes;
-      if (s) s->coord = std::move(moved);
+      if (s) {
+        s->coord = std::move(moved);
+        s->coord_known = true;
+      }
     }
     pause.expires_after(wait);
     co_await pause.async_wait(tuple_awaitable);
@@ -849,6 +1040,8 @@ asio::awaitable<void> node_prober::run() {
   // Forget the first stop so that a second one (terminal, after the daemon's grace period)
   // cuts the flush short.
   co_await asio::this_coro::reset_cancellation_state();
+  // The queued statuses are written once (each transaction bounded by the client's request
+  // timeout; the daemon's grace period bounds the whole), unless the keys were never listed.
   if (!failure && consul_ && keys_listed_) {
     for (;;) {
       if (write_queue_.empty()) break;
@@ -858,6 +1051,9 @@ asio::awaitable<void> node_prober::run() {
       if (!flushed) break;
     }
   }
+  std::size_t left = 0;
+  for (auto i : write_queue_) left += slots_[i]->live && slots_[i]->write_queued;
+  if (left > 0) log::warn("Stopped with node statuses not written", {{"nodes", left}});
   while (stats_.in_flight > 0) {
     drained_.expires_after(100ms);
     co_await drained_.async_wait(tuple_awaitable);

@@ -8,13 +8,16 @@
 // join later within a second), then one every interval from its due time, so the rate stays
 // even. At most one ping per node is in flight (a node still waiting for its reply skips its
 // turn) and at most `max_in_flight` in total (the rest wait, late, in due order). Names are
-// resolved asynchronously and kept for a minute. A node removed from the share is dropped at
-// once, with its ping in flight and its unwritten state.
+// resolved asynchronously, each lookup waited for at most the ping timeout, and kept for a
+// minute (a failure for 10 s). A node removed from the share is dropped at once, with its ping
+// in flight and its unwritten state; a node reaped and registered again starts fresh. A ping
+// this host could not send (a firewall refusing it, no buffers) gives no outcome at all.
 //
 // Permissions. If the sockets cannot be opened (no `net.ipv4.ping_group_range` for the
 // process group, no CAP_NET_RAW), the reason is logged once, kept in stats().unavailable for
 // the status endpoint, nothing is written for any node (consul-esm reports every node alive
-// then, W18), and the sockets are retried every `reopen_interval`.
+// then, W18), and the sockets are retried every `reopen_interval` (IPv6 too when only IPv4
+// opened).
 //
 // Writes (reference §7.3, §7.4; decisions in node_health.hpp). A ping's outcome queues the
 // node; the queue is flushed like the check engine's (checks/write_plan.hpp: flush_time,
@@ -24,14 +27,17 @@
 // outcome and the prober's copy of its probes key: the check `set` (the prober owns
 // externalNodeHealth on its nodes), the key created only if absent (cas 0) or removed at its
 // index (delete-cas), the node reaped by a node delete-cas at its catalog ModifyIndex. A
-// rolled-back transaction re-reads the probes keys of the operations that failed and is
-// retried once; a conflict never overwrites another instance's critical-since.
+// rolled-back transaction re-reads the probes keys (and, for a stale reap, the node) of the
+// operations that failed and is retried once; a conflict never overwrites another
+// instance's critical-since. A transaction whose outcome is unknown (a timeout) makes the
+// keys it touched unknown: they are read again before the next decision. Nothing is written
+// while nodes that joined wait for the key list that covers them.
 //
 // Requests. The probes keys are listed once at start and again when nodes join the share;
 // the agent's coordinate is read every `agent_coordinate_refresh`; node coordinates are read
-// once at start and then kept from what the prober writes, and a coordinate is written only
-// when it moved 1 ms or more (rate-limited: Consul's servers drop updates beyond about 128
-// per second). In the steady state that is far below one request per ping (consul-esm: 3-5).
+// once at start (one read per node that joins later, before its first write) and then kept
+// from what the prober writes, and a coordinate is written only when it moved 1 ms or more
+// (rate-limited: Consul's servers drop updates beyond about 128 per second). In the steady state that is far below one request per ping (consul-esm: 3-5).
 #pragma once
 
 #include <chrono>
@@ -87,6 +93,8 @@ struct prober_stats {
   std::size_t alive = 0, dead = 0;       // by their newest outcome
   std::uint64_t pings = 0, replies = 0, failures = 0;
   std::uint64_t skipped_busy = 0;        // turns skipped: the previous ping still waited
+  std::uint64_t local_errors = 0;        // pings this host could not send (no outcome)
+  std::string last_local_error;
   std::size_t in_flight = 0, max_in_flight = 0;
   std::uint64_t transactions = 0;        // write transactions sent (retries included)
   std::uint64_t check_writes = 0, key_creates = 0, key_deletes = 0;
@@ -95,6 +103,7 @@ struct prober_stats {
   std::uint64_t coordinate_writes = 0, coordinate_skips = 0, coordinate_failures = 0;
   std::uint64_t consul_reads = 0;        // key lists and re-reads, coordinates, agent self
   std::string unavailable;               // why no ping can be sent; empty when they can
+  std::string unavailable_v6;            // why IPv6 nodes cannot be pinged; empty when they can
   util::lag_histogram lateness;          // ping start minus its due time
   std::uint64_t consul_requests() const { return transactions + consul_reads + coordinate_writes + coordinate_failures;
   }
@@ -149,6 +158,7 @@ class node_prober {
   };
 
   static node_view view_of(const slot& s);
+  bool usable_coordinate(const coordinate& c) const;
   slot* holder(slot_ref r);
   slot_ref ref_of(std::uint32_t i) const;
   std::uint32_t allocate();
@@ -158,8 +168,10 @@ class node_prober {
   void start_ping(std::uint32_t i, std::chrono::steady_clock::time_point due);
   void apply_outcome(std::uint32_t i, const ping_outcome& o);
   void queue_write(std::uint32_t i);
-  void queue_coordinate(std::uint32_t i, coordinate c);
+  // Queues a write of `c`, or with nullopt a read of Consul's copy.
+  void queue_coordinate(std::uint32_t i, std::optional<coordinate> c);
   void respread(std::chrono::steady_clock::time_point now);
+  void compact();
 
   boost::asio::awaitable<void> ping_node(slot_ref r);
   boost::asio::awaitable<void> schedule_loop();
@@ -173,6 +185,7 @@ class node_prober {
   boost::asio::awaitable<bool> flush();
   boost::asio::awaitable<bool> write_chunk(std::vector<slot_ref> chunk);
   boost::asio::awaitable<void> reread_key(std::string node);
+  boost::asio::awaitable<void> reread_node(std::string node);
   void requeue(const std::vector<slot_ref>& refs);
 
   std::string key_of(const std::string& node) const { return settings_.kv_path + "probes/" + node; }
@@ -197,6 +210,7 @@ class node_prober {
   std::uint64_t incarnations_ = 0;
   bool open_ = false, stopping_ = false, keys_listed_ = false;
   bool relist_keys_ = false;               // nodes joined since the last key list
+  bool listing_ = false;                   // a key list is on its way
   bool started_ = false;                   // the first set of nodes was placed
   bool coordinates_read_ = false;          // the node coordinates were read once
   bool agent_coordinate_missing_logged_ = false;

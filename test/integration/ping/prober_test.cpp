@@ -388,3 +388,59 @@ TEST_CASE("without ping permission: the reason is reported, nothing is written, 
   CHECK(st.unavailable.empty());
   p.stop();
 }
+
+TEST_CASE("a node that joins the share later keeps the coordinate its previous owner built") {
+  asio::io_context io;
+  esm::consul::client c(io.get_executor(), options(agent().http_address()));
+  auto kv = unique("probe-c") + "/";
+  auto first = register_node(io, c, unique("first"), "127.0.0.1");
+  auto joiner = register_node(io, c, unique("joiner"), "127.0.0.2");
+  // The previous owner's coordinate: 50 ms from the origin, with a low error.
+  esm::consul::coordinate_entry e;
+  e.node = joiner.name;
+  e.coord.vec.assign(8, 0.0);
+  e.coord.vec[0] = 0.05;
+  e.coord.error = 0.2;
+  e.coord.height = 1e-5;
+  REQUIRE(esm::test::run(io, c.coordinate_update(e)).has_value());
+  // Consul applies coordinate updates in batches: wait until it shows.
+  REQUIRE(esm::test::run(io, wait_coordinate(c, joiner.name, 20s), 25s));
+
+  running_prober p(io, c, fast(kv));
+  p.prober.set_nodes({first});
+  p.start();
+  REQUIRE(esm::test::run(io, wait_status(c, first.name, "passing", 10s), 15s));
+  p.prober.set_nodes({first, joiner});  // a rebalance hands it over
+  REQUIRE(esm::test::run(io, wait_status(c, joiner.name, "passing", 10s), 15s));
+  pause(io, 3s);
+  auto view = p.prober.find(joiner.name);
+  REQUIRE(view);
+  REQUIRE(view->coord);  // read from Consul, not made up
+  // One Vivaldi step of a loopback RTT moves it by micro-seconds, never back to the origin.
+  CHECK(view->coord->vec[0] > 0.04);
+  auto stored = esm::test::run(io, c.coordinate_node(joiner.name));
+  REQUIRE(stored.has_value());
+  REQUIRE_FALSE(stored->value.empty());
+  CHECK(stored->value.front().coord.vec[0] > 0.04);
+}
+
+TEST_CASE("a node reaped and registered again under the same name is pinged afresh") {
+  asio::io_context io;
+  esm::consul::client c(io.get_executor(), options(agent().http_address()));
+  esm::test::silent_host silent("again");
+  auto kv = unique("probe-a2") + "/";
+  auto name = unique("phoenix");
+  auto node = register_node(io, c, name, silent.address());
+  auto settings = fast(kv);
+  settings.health.reconnect_timeout = 1s;
+  running_prober p(io, c, settings);
+  p.prober.set_nodes({node});
+  p.start();
+  REQUIRE(esm::test::run(io, wait_node_gone(c, name, 15s), 20s));
+  // Registered again (now answering) before the share drops it: the same name, a new node.
+  auto again = register_node(io, c, name, "127.0.0.1");
+  p.prober.set_nodes({again});
+  auto chk = esm::test::run(io, wait_status(c, name, "passing", 10s), 15s);
+  REQUIRE(chk);
+  CHECK(p.prober.stats().nodes_reaped == 1);
+}

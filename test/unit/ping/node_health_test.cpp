@@ -111,3 +111,20 @@ TEST_CASE("node health: a zero reconnect timeout reaps at the first failure afte
   CHECK_FALSE(first.reap);  // the key does not exist yet
   CHECK(decide_health(false, {node_status::dead, t0}, key_since(wall0), t, wall0 + nanoseconds(1), t0).reap);
 }
+
+TEST_CASE("node health: a key older than the newest reply is replaced, not counted from") {
+  // Alive at wall0 + 1 h; a key from wall0 (its removal was lost) must not reap the node.
+  health_record rec{node_status::alive, t0};
+  rec.alive_at = wall0 + hours(1);
+  auto later = wall0 + hours(1) + seconds(10);
+  auto d = decide_health(false, rec, key_since(wall0), timing(), later, t0 + seconds(10));
+  CHECK_FALSE(d.reap);
+  CHECK(d.key == key_action::replace);
+  CHECK(d.since == later);
+  CHECK_FALSE(d.key_undecodable);
+  CHECK(d.write_check);
+  // A key written after the newest reply is this outage's: counted from.
+  auto cur = decide_health(false, rec, key_since(wall0 + hours(1) + seconds(1)), timing(),
+                           wall0 + hours(2), t0 + minutes(2));
+  CHECK(cur.reap);
+}
