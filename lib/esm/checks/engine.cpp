@@ -341,11 +341,13 @@ void check_engine::start_run(std::uint32_t i) {
 asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t generation,
                                                  std::shared_ptr<const check_plan> plan) {
   // This coroutine exists for this one probe: no second coroutine inside run_probe.
+  auto started = clock::now();
   auto r = co_await probe::run_probe_in_own_thread(plan->spec, probes_);
   if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) {
     finish_run(i, generation, std::nullopt);
     co_return;
   }
+  stats_.durations.add(plan->spec.index(), static_cast<std::size_t>(r.status), clock::now() - started);
   finish_run(i, generation, std::move(r));
 }
 

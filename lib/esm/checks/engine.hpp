@@ -91,6 +91,29 @@ bool definition_lost(const consul::check_definition& had, const consul::check_de
 // Schedule lag: run start minus due time.
 using lag_histogram = util::lag_histogram;
 
+// Probe run durations by check kind (http, tcp, udp, grpc, h2ping: probe_spec's index) and
+// result (passing, warning, critical), in fixed buckets for the metrics: a few adds per run.
+struct run_duration_histogram {
+  static constexpr std::array<double, 11> bounds{0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                 0.25,  0.5,   1.0,  2.5,   10.0};
+  struct series {
+    std::array<std::uint64_t, bounds.size() + 1> counts{};  // not cumulative; last: +Inf
+    double sum = 0;
+    std::uint64_t count = 0;
+  };
+  std::array<std::array<series, 3>, 5> by_kind_status{};
+  void add(std::size_t kind, std::size_t status, std::chrono::steady_clock::duration took) {
+    if (kind >= 5 || status >= 3) return;
+    double s = std::chrono::duration<double>(took).count();
+    auto& h = by_kind_status[kind][status];
+    std::size_t b = 0;
+    while (b < bounds.size() && s > bounds[b]) ++b;
+    ++h.counts[b];
+    h.sum += s;
+    ++h.count;
+  }
+};
+
 // One thread: plain fields, read by tests, benchmarks and (later) metrics.
 struct engine_stats {
   std::uint64_t runs = 0;             // probe runs completed
@@ -109,6 +132,20 @@ struct engine_stats {
   std::uint64_t definitions_restored = 0;  // see slot::register_writes
   std::uint64_t registration_writes = 0;   // status writes by catalog registration
   lag_histogram lag;
+  run_duration_histogram durations;  // completed probe runs
+  // Operations of the last check-update transaction, and of every one (bounds: ops, upper;
+  // not cumulative, last: more). Set by the writer.
+  std::size_t last_batch_size = 0;
+  static constexpr std::array<std::size_t, 7> batch_bounds{1, 2, 4, 8, 16, 32, 64};
+  std::array<std::uint64_t, batch_bounds.size() + 1> batch_sizes{};
+  std::uint64_t batch_size_sum = 0;
+  void record_batch(std::size_t ops) {
+    last_batch_size = ops;
+    std::size_t b = 0;
+    while (b < batch_bounds.size() && ops > batch_bounds[b]) ++b;
+    ++batch_sizes[b];
+    batch_size_sum += ops;
+  }
 };
 
 class check_engine : public sharding::assignment_sink {

@@ -158,6 +158,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
     }
     if (ops.empty()) co_return true;
     ++stats_.transactions;
+    stats_.record_batch(ops.size());
     auto sent = ops;  // what each op wrote, to update the copies on success
     auto r = co_await consul_->txn(std::move(ops));
     if (!r) {

@@ -27,6 +27,10 @@
 #include "esm/log/banner.hpp"
 #include "esm/log/log.hpp"
 #include "esm/ping/prober.hpp"
+#include "esm/telemetry/admin_server.hpp"
+#include "esm/telemetry/collect.hpp"
+#include "esm/telemetry/metrics.hpp"
+#include "esm/telemetry/statsd.hpp"
 #include "esm/probe/probe.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
@@ -177,8 +181,46 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
       s.consul = nullptr;
     }
   } forget{st.status};
+  // Every child lives in this frame's group and has ended before the frame does.
+  async::task_group group(ex);
+  // The admin server and the telemetry sinks come first: liveness answers during a long
+  // startup (waiting for Consul), and a bind failure stops esmd before Consul is contacted.
+  auto tel = make_telemetry_settings(cfg);
+  std::optional<telemetry::admin_server> admin;
+  if (!cfg.client_address.empty()) {
+    auto metrics = [&status = st.status, tel](std::string_view accept) {
+      auto format = telemetry::choose_format(accept);
+      return std::pair<std::string, std::string>(telemetry::render(telemetry::collect(status, tel), format),
+                                                 std::string(telemetry::content_type(format)));
+    };
+    admin.emplace(ex, st.status, make_admin_settings(cfg), std::move(metrics));
+    auto refused = admin->bind();
+    if (!refused.empty()) {
+      log::error("Cannot start the admin server", {{"client_address", cfg.client_address}, {"error", refused}});
+      std::cerr << refused << "\n";
+      fail(st, refused);
+      co_return;
+    }
+    log::info("Admin server listening", {{"address", cfg.client_address}});
+    group.spawn("admin", admin->run());
+  }
+  if (telemetry::circonus_configured(cfg.telemetry))
+    log::warn("Circonus telemetry is not supported by esmd; the circonus_* keys are ignored");
+  bool sinks = !tel.statsd_address.empty() || !tel.statsite_address.empty() ||
+               !tel.dogstatsd_address.empty();
+  if (sinks) group.spawn("telemetry", telemetry::run_statsd_sinks(ex, st.status, tel));
+
   auto probes = co_await start_up(st, consul);
-  if (!probes) co_return;
+  if (!probes) {
+    // Stopped or failed before the parts started: end the admin server and the sinks.
+    group.cancel(asio::cancellation_type::total);
+    bool clean = co_await group.join_until(clock::now() + shutdown_grace);
+    if (!clean) {
+      group.cancel(asio::cancellation_type::terminal);
+      co_await group.join_until(clock::time_point::max());
+    }
+    co_return;
+  }
 
   checks::check_engine engine(ex, &consul, *probes, make_engine_settings(cfg));
   st.status.engine = &engine.stats();
@@ -194,8 +236,6 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   };
   cluster::run_outcome membership_outcome;
 
-  // Every child lives in this frame's group and has ended before the frame does.
-  async::task_group group(ex);
   group.spawn("membership", run_membership(consul, cfg, std::move(hooks), st.status.instance, membership_outcome));
   group.spawn("worker", sharding::run_assignment_worker(consul, make_worker_settings(cfg), sink, st.status.worker));
   group.spawn("checks", engine.run());

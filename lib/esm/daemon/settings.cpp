@@ -103,4 +103,16 @@ ping::prober_settings make_prober_settings(const config::config& cfg) {
   return s;
 }
 
+telemetry::admin_settings make_admin_settings(const config::config& cfg) {
+  telemetry::admin_settings s;
+  s.address = cfg.client_address;
+  s.enable_debug = cfg.enable_debug;
+  return s;
+}
+
+telemetry::telemetry_settings make_telemetry_settings(const config::config& cfg) {
+  auto max = cfg.max_concurrent_probes > 0 ? cfg.max_concurrent_probes : config::default_max_concurrent_probes();
+  return telemetry::make_telemetry_settings(cfg.telemetry, max);
+}
+
 }  // namespace esm::daemon

@@ -8,6 +8,8 @@
 #include "esm/cluster/membership.hpp"
 #include "esm/config/config.hpp"
 #include "esm/ping/prober.hpp"
+#include "esm/telemetry/admin_server.hpp"
+#include "esm/telemetry/collect.hpp"
 #include "esm/sharding/leader.hpp"
 #include "esm/sharding/worker.hpp"
 
@@ -39,5 +41,11 @@ checks::engine_settings make_engine_settings(const config::config& cfg);
 // node_health_refresh_interval, node_reconnect_timeout, batch_flush_interval,
 // disable_coordinate_updates, retry_interval.
 ping::prober_settings make_prober_settings(const config::config& cfg);
+
+// client_address, enable_debug.
+telemetry::admin_settings make_admin_settings(const config::config& cfg);
+
+// The telemetry block, max_concurrent_probes (for esmd_max_concurrent_probes).
+telemetry::telemetry_settings make_telemetry_settings(const config::config& cfg);
 
 }  // namespace esm::daemon

@@ -11,6 +11,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <thread>
@@ -393,4 +395,114 @@ TEST_CASE("two esmd processes: after kill -9 of the leader the other leads once 
   CHECK(p[std::size_t(other)]->output().find("already held") == std::string::npos);
   p[std::size_t(other)]->signal(SIGTERM);
   check_stop(*p[std::size_t(other)]);
+}
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Polls GET target on 127.0.0.1:port until `ok` accepts the answer; the last answer.
+esm::test::simple_response poll(int port, const std::string& target, std::chrono::milliseconds timeout,
+                                const std::function<bool(const esm::test::simple_response&)>& ok) {
+  esm::test::simple_response r;
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    r = esm::test::http_request("127.0.0.1", port, "GET", target);
+    if (ok(r)) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("admin endpoints through a leader's life: live at once, ready with its share, not ready while Consul is down") {
+  esm::test::consul_dev_agent local;
+  auto consul_port = local.http_port();
+  local.process().stop();  // esmd starts while Consul is down: liveness must answer anyway
+  int admin_port = esm::test::free_port();
+  esm::test::temp_dir dir;
+  std::ofstream(dir.path() + "/admin.hcl") << "client_address = \"127.0.0.1:" << admin_port << "\"\n"
+                                           << "consul_kv_path = \"esm-admin/\"\nretry_interval = \"1s\"\n"
+                                           << "telemetry { prometheus_retention_time = \"1m\" }\n";
+  child_process esmd({esmd_bin(), "-config-file", dir.path() + "/admin.hcl"},
+                     {{"CONSUL_HTTP_ADDR", local.http_address()}}, dir.path() + "/out");
+  auto live = poll(admin_port, "/healthz", 10s, [](auto& r) { return r.status == 200; });
+  INFO(esmd.output());
+  CHECK(live.status == 200);
+  auto not_ready = esm::test::http_request("127.0.0.1", admin_port, "GET", "/readyz");
+  CHECK(not_ready.status == 503);
+  CHECK_FALSE(not_ready.body.empty());  // the reason
+
+  local.process().start();
+  REQUIRE_FALSE(local.process().wait_for_leader(20s).empty());
+  auto ready = poll(admin_port, "/readyz", 30s, [](auto& r) { return r.status == 200; });
+  CHECK(ready.status == 200);
+  auto status = poll(admin_port, "/v1/status", 20s, [](auto& r) {
+    return r.status == 200 && r.body.find("\"leader\":true") != std::string::npos;
+  });
+  CHECK(status.body.find("\"leader\":true") != std::string::npos);
+  CHECK(status.body.find("consul-esm:") != std::string::npos);  // the instance id
+  auto metrics = esm::test::http_request("127.0.0.1", admin_port, "GET", "/metrics");
+  CHECK(metrics.status == 200);
+  CHECK(metrics.body.find("esm_agent_isLeader 1") != std::string::npos);
+  auto page = esm::test::http_request("127.0.0.1", admin_port, "GET", "/");
+  CHECK(page.status == 200);
+  CHECK(page.body.find("<html") != std::string::npos);
+
+  // A real Prometheus scrapes esmd; PromQL sees the leader.
+  int prom_port = esm::test::free_port();
+  std::ofstream(dir.path() + "/prometheus.yml")
+      << "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: esmd\n    static_configs:\n"
+      << "      - targets: ['127.0.0.1:" << admin_port << "']\n";
+  child_process prom({"/usr/bin/prometheus", "--config.file=" + dir.path() + "/prometheus.yml",
+                      "--storage.tsdb.path=" + dir.path() + "/tsdb", "--web.listen-address=127.0.0.1:" + std::to_string(prom_port)},
+                     {}, dir.path() + "/prometheus.out");
+  auto query = poll(prom_port, "/api/v1/query?query=esm_agent_isLeader", 40s, [](auto& r) {
+    return r.status == 200 && r.body.find("\"value\":[") != std::string::npos;
+  });
+  INFO(read_text(dir.path() + "/prometheus.out"));
+  CHECK(query.body.find("\"esm_agent_isLeader\"") != std::string::npos);
+  CHECK(query.body.find(",\"1\"]") != std::string::npos);
+  prom.signal(SIGTERM);
+  CHECK(prom.wait(10s).has_value());
+
+  // Consul stops: not ready (the reason names Consul); back: ready again.
+  local.process().stop();
+  auto down = poll(admin_port, "/readyz", 40s, [](auto& r) { return r.status == 503; });
+  CHECK(down.status == 503);
+  CHECK(esm::test::http_request("127.0.0.1", admin_port, "GET", "/healthz").status == 200);
+  local.process().start();
+  REQUIRE_FALSE(local.process().wait_for_leader(20s).empty());
+  auto again = poll(admin_port, "/readyz", 60s, [](auto& r) { return r.status == 200; });
+  CHECK(again.status == 200);
+  (void)consul_port;
+  esmd.signal(SIGTERM);
+  check_stop(esmd);
+}
+
+TEST_CASE("an admin address that cannot be bound stops esmd with exit 11 naming it") {
+  // Port 1 on 127.0.0.1 is privileged but we run as root: take a port someone holds instead.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 1) == 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  auto held = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  esm::test::temp_dir dir;
+  std::ofstream(dir.path() + "/bind.hcl") << "client_address = \"" << held << "\"\n";
+  child_process esmd({esmd_bin(), "-config-file", dir.path() + "/bind.hcl"},
+                     {{"CONSUL_HTTP_ADDR", agent().http_address()}}, dir.path() + "/out");
+  auto code = esmd.wait(10s);
+  ::close(fd);
+  REQUIRE(code.has_value());
+  CHECK(*code == 11);
+  CHECK(esmd.output().find(held) != std::string::npos);
 }
