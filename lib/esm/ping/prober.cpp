@@ -94,8 +94,10 @@ struct node_prober::slot {
   std::uint64_t modify_index = 0;  // the catalog node's, for the reaping delete-cas
   std::uint64_t incarnation = 0;
   bool live = false;
-  std::optional<asio::ip::address> literal;  // the address when it is one (parsed once)
-  std::optional<asio::ip::address> resolved;
+  // The address to ping: the catalog address when it is one (parsed once, `literal`), else
+  // the name's last lookup (until resolved_at + resolve_ttl).
+  std::optional<asio::ip::address> ip;
+  bool literal = false;
   clock::time_point resolved_at{};
   std::string resolve_error;                 // the last lookup's failure, cached briefly
   bool key_unknown = true;   // no key list or read covered this node since it joined or a
@@ -108,7 +110,6 @@ struct node_prober::slot {
   std::uint64_t key_epoch = 0;       // write_epoch_ when this prober last changed the key
   bool reaped = false;               // deleted from the catalog by us: nothing more to write
   std::optional<coordinate> coord;   // what Consul has, as far as this prober knows
-  std::optional<coordinate> coord_pending;
   bool coord_queued = false;
   bool write_queued = false;
   std::uint64_t pings = 0;
@@ -195,8 +196,8 @@ void node_prober::set_nodes(const std::vector<consul::node>& nodes) {
       auto& s = *slots_[it->second];
       if (s.address != n.address) {
         s.address = n.address;
-        s.literal = literal_address(n.address);
-        s.resolved.reset();
+        s.ip = literal_address(n.address);
+        s.literal = s.ip.has_value();
         s.resolve_error.clear();
       }
       s.modify_index = n.modify_index;
@@ -208,7 +209,8 @@ void node_prober::set_nodes(const std::vector<consul::node>& nodes) {
     auto& s = *slots_[i];
     s.name = n.name;
     s.address = n.address;
-    s.literal = literal_address(n.address);
+    s.ip = literal_address(n.address);
+    s.literal = s.ip.has_value();
     s.partition = n.partition;
     s.segment = std::move(segment);
     s.modify_index = n.modify_index;
@@ -348,11 +350,8 @@ asio::awaitable<void> node_prober::ping_node(slot_ref r) {
   asio::ip::address ip;
   bool have = false;
   auto now = clock::now();
-  if (s->literal) {
-    ip = *s->literal;
-    have = true;
-  } else if (s->resolved && now - s->resolved_at < resolve_ttl) {
-    ip = *s->resolved;
+  if (s->ip && (s->literal || now - s->resolved_at < resolve_ttl)) {
+    ip = *s->ip;
     have = true;
   } else if (!s->resolve_error.empty() && now - s->resolved_at < resolve_failure_ttl) {
     out.error = s->resolve_error;
@@ -385,7 +384,7 @@ asio::awaitable<void> node_prober::ping_node(slot_ref r) {
           ip = e.endpoint().address();
           break;
         }
-      s->resolved = ip;
+      s->ip = ip;
       s->resolve_error.clear();
       have = true;
     }
@@ -435,7 +434,7 @@ void node_prober::apply_outcome(std::uint32_t i, const ping_outcome& o) {
   if (!s.coord_known) {
     // Never written before Consul's copy is known: a node that joined the share keeps the
     // coordinate its previous owner built. Read it first (the coordinate loop does).
-    if (coordinates_read_) queue_coordinate(i, std::nullopt);
+    if (coordinates_read_) queue_coordinate(i);
     return;
   }
   // One Vivaldi step of the node's coordinate against the agent's, as consul-esm does; the
@@ -449,7 +448,17 @@ void node_prober::apply_outcome(std::uint32_t i, const ping_outcome& o) {
     ++stats_.coordinate_skips;
     return;
   }
-  queue_coordinate(i, std::move(*next));
+  // Not kept: the write recomputes the step from Consul's copy and the newest RTT, so a
+  // backlog of writes costs a queue entry per node, not a coordinate.
+  queue_coordinate(i);
+}
+
+std::optional<coordinate> node_prober::next_coordinate(const slot& s) {
+  if (!local_) return std::nullopt;
+  bool usable = s.coord && is_compatible_with(*s.coord, *local_);
+  auto next = update_external(usable ? *s.coord : new_coordinate(vivaldi_), *local_, s.last_rtt, vivaldi_, rng_);
+  if (!next || (usable && distance_to(*s.coord, *next) < min_coordinate_move)) return std::nullopt;
+  return next;
 }
 
 void node_prober::queue_write(std::uint32_t i) {
@@ -461,9 +470,8 @@ void node_prober::queue_write(std::uint32_t i) {
   if (write_queue_.size() == 1 || write_queue_.size() * 2 >= consul::max_txn_ops) writer_wake_.cancel();
 }
 
-void node_prober::queue_coordinate(std::uint32_t i, std::optional<coordinate> c) {
+void node_prober::queue_coordinate(std::uint32_t i) {
   auto& s = *slots_[i];
-  if (c) s.coord_pending = std::move(c);
   if (s.coord_queued) return;  // the queued entry writes the newest
   s.coord_queued = true;
   coordinate_queue_.push_back(ref_of(i));
@@ -993,14 +1001,14 @@ asio::awaitable<void> node_prober::coordinate_loop() {
       co_await pause.async_wait(tuple_awaitable);
       continue;
     }
-    if (!s->coord_pending) continue;
+    auto next = next_coordinate(*s);
+    if (!next) continue;
     consul::coordinate_entry e;
     e.node = s->name;
     e.segment = s->segment;
     e.partition = s->partition.empty() ? settings_.partition : s->partition;
-    e.coord = to_consul(*s->coord_pending);
-    auto moved = std::move(*s->coord_pending);
-    s->coord_pending.reset();
+    e.coord = to_consul(*next);
+    auto moved = std::move(*next);
     consul::write_options w;
     w.partition = e.partition;
     auto r = co_await consul_->coordinate_update(std::move(e), w);

@@ -168,8 +168,10 @@ class node_prober {
   void start_ping(std::uint32_t i, std::chrono::steady_clock::time_point due);
   void apply_outcome(std::uint32_t i, const ping_outcome& o);
   void queue_write(std::uint32_t i);
-  // Queues a write of `c`, or with nullopt a read of Consul's copy.
-  void queue_coordinate(std::uint32_t i, std::optional<coordinate> c);
+  // Queues the node for the coordinate loop: a read of Consul's copy while it is unknown,
+  // else a write of the step next_coordinate computes then.
+  void queue_coordinate(std::uint32_t i);
+  std::optional<coordinate> next_coordinate(const slot& s);
   void respread(std::chrono::steady_clock::time_point now);
   void compact();
 
