@@ -33,6 +33,40 @@ bool is_stale(const consul::txn_error& e) {
   return e.what.find("index is stale") != std::string::npos;
 }
 
+// Status changes an operator follows at INFO: one line per check, or one summary line per
+// transaction when more than `per_line_limit` change at once (a burst must not flood the log).
+struct status_change {
+  std::string node, check, from, to, output;
+};
+constexpr std::size_t per_line_limit = 10;
+
+std::string first_line(std::string_view s) {
+  auto end = s.find_first_of("\r\n");
+  auto line = s.substr(0, end);
+  if (line.size() > 200) return std::string(line.substr(0, 200)) + "...";
+  return std::string(line);
+}
+
+void log_status_changes(const std::vector<status_change>& changes) {
+  if (changes.empty()) return;
+  if (changes.size() <= per_line_limit) {
+    for (auto& c : changes)
+      log::info("Check status changed", {{"node", c.node}, {"check", c.check}, {"from", c.from},
+                                         {"to", c.to}, {"output", c.output}});
+    return;
+  }
+  std::size_t passing = 0, warning = 0, critical = 0;
+  for (auto& c : changes) {
+    passing += c.to == "passing";
+    warning += c.to == "warning";
+    critical += c.to == "critical";
+  }
+  auto& f = changes.front();
+  log::info("Check statuses changed", {{"checks", changes.size()}, {"passing", passing}, {"warning", warning},
+                                        {"critical", critical},
+                                        {"first", f.node + "/" + f.check + " " + f.from + "->" + f.to}});
+}
+
 }  // namespace
 
 // Only checks still held by the same slot: a slot reused meanwhile holds another check, whose
@@ -171,6 +205,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
       co_return false;
     }
     if (r->committed) {
+      std::vector<status_change> changes;
       for (std::size_t j = 0; j < ids.size(); ++j) {
         auto* held = holder(ids[j]);
         if (!held) continue;  // removed during the write; the slot may hold another check
@@ -183,6 +218,8 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
           idx = stored->modify_index;
         }
         if (idx > 0 && idx < s.catalog.modify_index) continue;  // the watch has a newer copy
+        if (s.catalog.status != w.status)
+          changes.push_back({w.node, w.check_id, s.catalog.status, w.status, first_line(w.output)});
         s.catalog.status = w.status;
         s.catalog.output = w.output;
         if (idx > 0) s.catalog.modify_index = s.written_index = idx;
@@ -192,6 +229,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
         log::debug("Check status written", {{"node", w.node}, {"check", w.check_id},
                                             {"status", w.status}});
       }
+      log_status_changes(changes);
       co_return true;
     }
     // Rolled back: nothing was written. Stale indexes are re-read once; other errors drop
@@ -299,18 +337,23 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       ok = false;
       continue;
     }
+    std::vector<status_change> changes;
     for (std::size_t k = 0; k < sent_ids.size(); ++k) {
       auto* held = holder(sent_ids[k]);
       if (!held) continue;  // removed during the write; the slot may hold another check
       auto& s = *held;
       if (s.restore_definition) ++stats_.definitions_restored;
       s.restore_definition = false;
+      if (s.catalog.status != r.checks[k].status)
+        changes.push_back({r.node, r.checks[k].check_id, s.catalog.status, r.checks[k].status,
+                           first_line(r.checks[k].output)});
       s.catalog.status = r.checks[k].status;
       s.catalog.output = r.checks[k].output;
       if (s.desired && !needs_write(s)) s.desired.reset();
       ++stats_.write_ops;
       ++stats_.registration_writes;
     }
+    log_status_changes(changes);
   }
   co_return ok;
 }

@@ -145,6 +145,7 @@ awaitable<result<http_response>> client::call(method m, std::string target, std:
   if (r) {
     status = std::to_string(r->status);
     stats_.last_answer = ended;
+    if (r->status / 100 == 2 || r->status == 404) stats_.last_ok = ended;
     if (r->status / 100 != 2) {
       ++stats_.errors;
       stats_.last_error = "HTTP " + status + " from " + endpoint_of(path);

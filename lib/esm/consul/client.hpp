@@ -87,6 +87,9 @@ struct client_stats {
   std::uint64_t failures = 0;  // no HTTP answer (connection, timeout); cancellations not counted
   std::uint64_t errors = 0;    // an answer other than 2xx
   std::optional<std::chrono::steady_clock::time_point> last_answer;   // any HTTP answer
+  // An answer that shows Consul serving: 2xx, or 404 (a key or node that does not exist);
+  // not 403 (ACL denied) or 5xx (no cluster leader).
+  std::optional<std::chrono::steady_clock::time_point> last_ok;
   std::optional<std::chrono::steady_clock::time_point> last_failure;  // no answer
   std::string last_error;      // of the last failure or error answer (no secrets: no headers)
   // By endpoint ("/v1/txn", "/v1/health/state", "/v1/kv": at most two path segments, no

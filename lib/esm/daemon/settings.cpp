@@ -107,6 +107,8 @@ telemetry::admin_settings make_admin_settings(const config::config& cfg) {
   telemetry::admin_settings s;
   s.address = cfg.client_address;
   s.enable_debug = cfg.enable_debug;
+  // Longer than a blocking query's wait: a quiet share gets Consul's answers only that often.
+  s.consul_fresh = telemetry::consul_fresh_for(duration_cast<milliseconds>(cfg.blocking_query_wait));
   return s;
 }
 

@@ -42,7 +42,7 @@ checks::engine_settings make_engine_settings(const config::config& cfg);
 // disable_coordinate_updates, retry_interval.
 ping::prober_settings make_prober_settings(const config::config& cfg);
 
-// client_address, enable_debug.
+// client_address, enable_debug, blocking_query_wait (how long Consul may stay silent).
 telemetry::admin_settings make_admin_settings(const config::config& cfg);
 
 // The telemetry block, max_concurrent_probes (for esmd_max_concurrent_probes).

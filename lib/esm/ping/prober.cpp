@@ -882,7 +882,8 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
             ++changed;
             if (changes.size() < 10) changes.push_back(s->name + "=" + std::string(to_string(n.d.status)));
           }
-          s->record = {n.d.status, now};
+          s->record.written = n.d.status;
+          s->record.written_at = now;
           ++stats_.check_writes;
         }
         if (n.d.key != key_action::none) s->key_unknown = false;

@@ -67,6 +67,45 @@ std::string_view path_of(std::string_view target) {
   return q == std::string_view::npos ? target : target.substr(0, q);
 }
 
+// The value of `name` in the target's query string: nullopt when absent.
+std::optional<std::string_view> query_value(std::string_view target, std::string_view name) {
+  auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  auto query = target.substr(q + 1);
+  query = query.substr(0, query.find('#'));
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto part = query.substr(0, amp);
+    auto eq = part.find('=');
+    if (part.substr(0, eq) == name) return eq == std::string_view::npos ? std::string_view() : part.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query = query.substr(amp + 1);
+  }
+  return std::nullopt;
+}
+
+// ?limit= and ?offset= of the /debug views: false (with the reason) for a value that is not a
+// decimal number. A limit above the maximum is lowered to it (the answer states the limit).
+bool page_of(std::string_view target, std::size_t& offset, std::size_t& limit, std::string& why) {
+  auto number = [&](std::string_view name, std::size_t& out) {
+    auto v = query_value(target, name);
+    if (!v) return true;
+    std::uint64_t n = 0;
+    auto [end, err] = std::from_chars(v->data(), v->data() + v->size(), n);
+    if (v->empty() || err != std::errc() || end != v->data() + v->size()) {
+      why = std::string(name) + " must be a non-negative integer\n";
+      return false;
+    }
+    out = static_cast<std::size_t>(n);
+    return true;
+  };
+  offset = 0;
+  limit = debug_limit_default;
+  if (!number("offset", offset) || !number("limit", limit)) return false;
+  limit = std::min(limit, debug_limit_max);
+  return true;
+}
+
 // "host:port", "[v6]:port", ":port".
 bool split_address(std::string_view a, std::string& host, std::string& port) {
   std::size_t colon;
@@ -98,6 +137,7 @@ admin_server::admin_server(asio::any_io_executor ex, daemon::daemon_status& stat
       acceptor_(ex),
       wake_(std::make_shared<async::event>(ex)) {
   if (settings_.max_connections == 0) settings_.max_connections = 1;
+  if (settings_.max_connections_per_peer == 0) settings_.max_connections_per_peer = 1;
   if (settings_.max_requests_per_connection == 0) settings_.max_requests_per_connection = 1;
   if (settings_.heartbeat_interval <= 0ms) settings_.heartbeat_interval = 1s;
 }
@@ -154,15 +194,15 @@ asio::awaitable<void> admin_server::run() {
   error_code ignored;
   acceptor_.close(ignored);
   heartbeat->cancel();
-  for (auto& c : connections_) c->cancel();
+  for (auto& c : connections_) c.task->cancel();
   for (;;) {
     wake_->reset();
-    connections_.remove_if([](const auto& c) { return c->done(); });
+    connections_.remove_if([](const auto& c) { return c.task->done(); });
     if (connections_.empty() && heartbeat->done()) break;
     bool woke = co_await wake_->wait_even_if_cancelled();
     if (!woke) {  // a further stop: pass it on again
       heartbeat->cancel();
-      for (auto& c : connections_) c->cancel();
+      for (auto& c : connections_) c.task->cancel();
     }
   }
   log::debug("Admin HTTP server stopped");
@@ -177,22 +217,77 @@ asio::awaitable<void> admin_server::accept_loop() {
     if (ec) {
       if (ec == asio::error::operation_aborted || !acceptor_.is_open()) break;
       // Out of descriptors or a connection reset before it was accepted: go on, a bit later.
-      log::warn("Admin HTTP server cannot accept a connection", {{"error", ec}});
+      // Logged once per change of state: out of descriptors, it would repeat every 100 ms.
+      ++stats_.accept_errors;
+      if (!stats_.accept_failing || ec != last_accept_error_)
+        log::warn("Admin HTTP server cannot accept a connection (retried every 100 ms, logged again when it changes)",
+                  {{"error", ec}});
+      stats_.accept_failing = true;
+      last_accept_error_ = ec;
       bool ran = co_await async::sleep_for(100ms);
       if (!ran) break;
       continue;
     }
-    connections_.remove_if([](const auto& c) { return c->done(); });
-    if (connections_.size() >= settings_.max_connections) {
-      ++stats_.refused;
+    if (stats_.accept_failing) {
+      stats_.accept_failing = false;
+      last_accept_error_ = {};
+      log::info("Admin HTTP server accepts connections again", {{"failed_accepts", stats_.accept_errors}});
+    }
+    error_code pec;
+    auto peer = socket.remote_endpoint(pec).address();
+    if (pec || !admit(peer)) {
       error_code ignored;
       socket.close(ignored);
       continue;
     }
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    connections_.push_back(async::child<int>::spawn(ex_, async::as_child(serve(std::move(socket))), wake_));
+    auto state = std::make_shared<connection_state>();
+    state->peer = peer;
+    auto task = async::child<int>::spawn(ex_, async::as_child(serve(std::move(socket), state)), wake_);
+    connections_.push_back(connection{std::move(task), std::move(state)});
   }
+}
+
+bool admin_server::admit(const asio::ip::address& peer) {
+  connections_.remove_if([](const auto& c) { return c.task->done(); });
+  std::size_t total = 0, of_peer = 0;
+  connection* oldest_idle = nullptr;
+  connection* oldest_idle_of_peer = nullptr;
+  auto older = [](connection* a, connection& b) { return !a || b.state->idle_since < a->state->idle_since; };
+  for (auto& c : connections_) {
+    if (c.state->evicted) continue;  // closing already
+    ++total;
+    bool same = c.state->peer == peer;
+    if (same) ++of_peer;
+    if (!c.state->idle) continue;
+    if (older(oldest_idle, c)) oldest_idle = &c;
+    if (same && older(oldest_idle_of_peer, c)) oldest_idle_of_peer = &c;
+  }
+  connection* victim = nullptr;
+  if (of_peer >= settings_.max_connections_per_peer) {
+    // The peer's own idle connection makes room: a client that leaks keep-alive connections
+    // (a prober opening one per probe) still gets through, and nobody else pays for it.
+    if (!oldest_idle_of_peer) {
+      ++stats_.refused_per_peer;
+      return false;
+    }
+    victim = oldest_idle_of_peer;
+  } else if (total >= settings_.max_connections) {
+    if (!oldest_idle) {
+      ++stats_.refused;
+      return false;
+    }
+    victim = oldest_idle;
+  }
+  if (victim) {
+    // Idle between requests: closing it loses no answer (a client must expect a keep-alive
+    // connection to close). It ends at once; until then it is not counted.
+    victim->state->evicted = true;
+    victim->task->cancel();
+    ++stats_.evicted;
+  }
+  return true;
 }
 
 // Honours terminal cancellation (child::cancel).
@@ -241,14 +336,20 @@ admin_server::response admin_server::answer(std::string_view method, std::string
     r.content_type = "application/json";
   } else if (path == "/" || path == "/index.html") {
     auto ready = readiness(status_, now, settings_.consul_fresh);
-    r.body = status_page(status_, now, live, ready);
+    page_limits limits;
+    limits.show_outputs = settings_.enable_debug;  // outputs may carry credentials
+    r.body = status_page(status_, now, live, ready, limits);
     r.content_type = "text/html; charset=utf-8";
-  } else if (settings_.enable_debug && path == "/debug/checks") {
-    r.body = debug_checks_json(status_, now);
-    r.body += '\n';
-    r.content_type = "application/json";
-  } else if (settings_.enable_debug && path == "/debug/nodes") {
-    r.body = debug_nodes_json(status_);
+  } else if (settings_.enable_debug && (path == "/debug/checks" || path == "/debug/nodes")) {
+    std::size_t offset = 0, limit = 0;
+    std::string why;
+    if (!page_of(target, offset, limit, why)) {
+      r.code = http::status::bad_request;
+      r.body = std::move(why);
+      return r;
+    }
+    r.body = path == "/debug/checks" ? debug_checks_json(status_, now, offset, limit)
+                                     : debug_nodes_json(status_, offset, limit);
     r.body += '\n';
     r.content_type = "application/json";
   } else {
@@ -260,7 +361,7 @@ admin_server::response admin_server::answer(std::string_view method, std::string
 
 // One connection: keep-alive requests one after the other, each bounded in size and time.
 // Honours terminal cancellation (child::cancel): every wait is on the stream, which aborts.
-asio::awaitable<void> admin_server::serve(tcp::socket socket) {
+asio::awaitable<void> admin_server::serve(tcp::socket socket, std::shared_ptr<connection_state> state) {
   ++stats_.connections;
   ++stats_.active;
   struct active_guard {
@@ -276,8 +377,13 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
     if (buffer.size() == 0) {
       // The first byte: within read_timeout of the connection, idle_timeout of the last answer.
       stream.expires_after(n == 0 ? settings_.read_timeout : settings_.idle_timeout);
+      // Between keep-alive requests the connection may be closed to make room (admit).
+      state->idle = n > 0;
+      state->idle_since = steady::now();
       auto [ec, got] = co_await stream.async_read_some(buffer.prepare(1024), async::tuple_awaitable);
+      state->idle = false;
       buffer.commit(got);
+      if (state->evicted) break;  // its bytes raced the eviction: it is closed all the same
       if (ec) {
         timed_out = ec == beast::error::timeout;
         break;

@@ -6,7 +6,11 @@
 // Bounded, so that no client can affect the daemon (defaults; each is a setting):
 //   request head (request line and headers) 8 KiB -> 431; at most 64 header fields -> 431;
 //   body 64 KiB -> 413 (bodies are read and ignored: every endpoint is GET or HEAD);
-//   64 concurrent connections: beyond that a new connection is closed at once, unanswered;
+//   64 concurrent connections: when the table is full, the connection idle the longest
+//   between keep-alive requests is closed to make room (a health probe must get through a
+//   table of idle keep-alive clients), and only when none is idle is the new connection
+//   closed at once, unanswered; 8 connections per peer address (one client cannot fill the
+//   table: its 9th connection replaces its own oldest idle one, else it is closed at once);
 //   a request must arrive whole within 10 s of its first byte (a slowloris client is cut off
 //   there, as is one that connects and never sends); 15 s idle between keep-alive requests;
 //   10 s to write a response; 100 requests per connection.
@@ -17,7 +21,15 @@
 // Endpoints: /healthz (200 while the loop runs, 503 when it stalled), /readyz (200 while
 // Consul answers, this instance is registered and its share arrived; 503 with the reason),
 // /metrics (the daemon's callback; 404 without one), /v1/status (JSON), / (HTML), and with
-// enable_debug /debug/checks and /debug/nodes (JSON).
+// enable_debug /debug/checks and /debug/nodes (JSON, paged: ?limit= (default 1000, at most
+// 10 000) and ?offset=, with the total). Check outputs (HTTP bodies, URLs that may carry
+// credentials) appear only with enable_debug: on the page and in /debug/checks, never in
+// /v1/status. Every answer copies only the rows it shows: 100 000 checks are counted in
+// place, and a page of them is chosen by a bounded selection.
+//
+// Accept errors (EMFILE: out of descriptors) are retried every 100 ms, logged once when they
+// start (or their error changes) and once when accepting works again, and counted in
+// admin_stats::accept_errors.
 //
 // The server also runs the heartbeat: every `heartbeat_interval` it sets
 // daemon_status::heartbeat and notes gaps longer than `stall_threshold` (see liveness()).
@@ -52,13 +64,17 @@ struct admin_settings {
   std::size_t max_header_fields = 64;
   std::size_t max_body_bytes = 64 * 1024;
   std::size_t max_connections = 64;
+  std::size_t max_connections_per_peer = 8;  // by remote IP address
   std::size_t max_requests_per_connection = 100;
   std::chrono::milliseconds read_timeout{10'000};  // a whole request, from its first byte
   std::chrono::milliseconds idle_timeout{15'000};  // waiting for the next keep-alive request
   std::chrono::milliseconds write_timeout{10'000};
   std::chrono::milliseconds heartbeat_interval{1'000};
   std::chrono::milliseconds stall_threshold{5'000};  // /healthz: a heartbeat older is a stall
-  std::chrono::milliseconds consul_fresh{consul_fresh_default};  // /readyz
+  // /readyz: how recent Consul's last successful answer (2xx or 404) must be. It must exceed
+  // blocking_query_wait, as a quiet share's blocking queries answer once per wait: the daemon
+  // sets it to consul_fresh_for(blocking_query_wait) = max(30 s, wait * 17/16 + 5 s).
+  std::chrono::milliseconds consul_fresh{consul_fresh_default};
 };
 
 // The /metrics body and its Content-Type for the request's Accept header (empty when none).
@@ -67,7 +83,11 @@ using metrics_fn = std::function<std::pair<std::string, std::string>(std::string
 // Figures of the server itself, for the metrics.
 struct admin_stats {
   std::uint64_t connections = 0;  // accepted and served
-  std::uint64_t refused = 0;      // closed at once: the connection limit was reached
+  std::uint64_t refused = 0;      // closed at once: the table was full and none was idle
+  std::uint64_t refused_per_peer = 0;  // closed at once: its peer had its limit, none idle
+  std::uint64_t evicted = 0;      // idle keep-alive connections closed to make room
+  std::uint64_t accept_errors = 0;  // failed accepts (EMFILE...), retried every 100 ms
+  bool accept_failing = false;    // the latest accept failed
   std::uint64_t requests = 0;     // answered
   std::uint64_t client_errors = 0;  // 4xx answers
   std::uint64_t timeouts = 0;     // connections cut off by the read or idle timeout
@@ -102,9 +122,22 @@ class admin_server {
 
  private:
   struct response;
+  // What the accept loop knows of a connection, shared with its coroutine.
+  struct connection_state {
+    boost::asio::ip::address peer;
+    bool idle = false;  // waiting for the next keep-alive request
+    std::chrono::steady_clock::time_point idle_since;
+    bool evicted = false;  // cancelled to make room: no longer counted
+  };
+  struct connection {
+    std::shared_ptr<async::child<int>> task;
+    std::shared_ptr<connection_state> state;
+  };
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> heartbeat_loop();
-  boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
+  boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket, std::shared_ptr<connection_state> state);
+  // Makes room for a connection from `peer`: false when it must be refused.
+  bool admit(const boost::asio::ip::address& peer);
   response answer(std::string_view method, std::string_view target, std::string_view accept);
 
   boost::asio::any_io_executor ex_;
@@ -113,7 +146,8 @@ class admin_server {
   metrics_fn metrics_;
   boost::asio::ip::tcp::acceptor acceptor_;
   std::shared_ptr<async::event> wake_;
-  std::list<std::shared_ptr<async::child<int>>> connections_;
+  std::list<connection> connections_;
+  boost::system::error_code last_accept_error_;
   admin_stats stats_;
 };
 

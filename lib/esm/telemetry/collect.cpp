@@ -7,7 +7,6 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <utility>
 
@@ -58,7 +57,9 @@ bool allow_metric(const telemetry_settings& s, std::string_view key) {
 }
 
 std::string sink_key(const metric_family& f, const telemetry_settings& s, bool with_host) {
-  bool host = with_host && f.type == metric_type::gauge && !s.disable_hostname && !s.host_name.empty();
+  // go-metrics' kind, not the exposition type: `esm.checks.count` is untyped on /metrics but
+  // a gauge, so it carries the host name as every gauge does.
+  bool host = with_host && sink_type(f) == metric_type::gauge && !s.disable_hostname && !s.host_name.empty();
   std::string k;
   if (f.go_metrics && !s.metrics_prefix.empty()) k = s.metrics_prefix + ".";
   if (host) k += s.host_name + ".";
@@ -79,12 +80,15 @@ metric_family family(std::string name, std::string help, metric_type t) {
   return f;
 }
 
-metric_family go_family(const telemetry_settings& s, std::string key, std::string help, metric_type t) {
+// `kind` is what go-metrics calls it (statsd sinks); `t` the exposition type (/metrics).
+metric_family go_family(const telemetry_settings& s, std::string key, std::string help, metric_type t,
+                        go_kind kind) {
   metric_family f;
   f.key = std::move(key);
   f.go_metrics = true;
   f.help = std::move(help);
   f.type = t;
+  f.kind = kind;
   f.name = prometheus_name(sink_key(f, s, false));
   return f;
 }
@@ -201,69 +205,80 @@ std::vector<metric_family> collect_all(const daemon::daemon_status& st, const te
   // ---- consul-esm's names -------------------------------------------------------------------
   {
     auto f = go_family(s, "esm.agent.isLeader", "1 while this instance holds the ESM leader lock, else 0",
-                       metric_type::gauge);
+                       metric_type::gauge, go_kind::gauge);
     add(f, election.is_leader ? 1 : 0);
     out.push_back(std::move(f));
   }
   {
     auto f = go_family(s, "esm.agents.healthy",
                        "Healthy ESM instances among which the leader shares the work (0 on followers)",
-                       metric_type::gauge);
+                       metric_type::gauge, go_kind::gauge);
     add(f, election.is_leader ? static_cast<double>(st.leader.instances) : 0);
     out.push_back(std::move(f));
   }
   {
-    auto f = go_family(s, "esm.nodes.monitored", "External nodes in this instance's share", metric_type::gauge);
+    auto f = go_family(s, "esm.nodes.monitored", "External nodes in this instance's share", metric_type::gauge,
+                       go_kind::gauge);
     add(f, static_cast<double>(st.worker.nodes));
     out.push_back(std::move(f));
   }
-  std::size_t total = 0, healthy = 0;
-  std::set<std::pair<std::string_view, std::string_view>> services;
+  std::size_t total = 0, healthy = 0, services = 0;
   if (st.checks) {
+    // Every scrape and flush counts the distinct (node, service ID) pairs on the daemon's only
+    // thread, over 100 000 checks and more: one reserved vector of views into the engine's
+    // copies (valid while it is not reconciled, i.e. during this call), sorted and
+    // de-duplicated, instead of a node-based set allocating per pair.
+    std::vector<std::pair<std::string_view, std::string_view>> pairs;
+    pairs.reserve(st.checks->size());
     st.checks->visit_checks([&](const checks::check_engine::check_info& c) {
       ++total;
       if (c.catalog->status == "passing") ++healthy;
-      if (!c.catalog->service_id.empty()) services.emplace(c.catalog->node, c.catalog->service_id);
+      if (!c.catalog->service_id.empty()) pairs.emplace_back(c.catalog->node, c.catalog->service_id);
     });
+    std::sort(pairs.begin(), pairs.end());
+    services = static_cast<std::size_t>(std::unique(pairs.begin(), pairs.end()) - pairs.begin());
   } else {
     total = st.worker.checks;
   }
   {
     auto f = go_family(s, "esm.services.monitored",
-                       "Distinct services (node, service ID) among this instance's checks", metric_type::gauge);
-    add(f, static_cast<double>(services.size()));
+                       "Distinct services (node, service ID) among this instance's checks", metric_type::gauge,
+                       go_kind::gauge);
+    add(f, static_cast<double>(services));
     out.push_back(std::move(f));
   }
   {
-    // A gauge, but named with a summary's reserved suffix: untyped, like the counters below.
+    // A gauge, but named with a summary's reserved suffix: untyped on /metrics, like the
+    // counters below; still a gauge to the statsd sinks (host name, `|g`), as go-metrics sends it.
     auto f = go_family(s, "esm.checks.count", "Health checks in this instance's share (a gauge)",
-                       metric_type::untyped);
+                       metric_type::untyped, go_kind::gauge);
     add(f, static_cast<double>(total));
     out.push_back(std::move(f));
     auto h = go_family(s, "esm.checks.healthy", "Checks of this instance's share the catalog has passing",
-                       metric_type::gauge);
+                       metric_type::gauge, go_kind::gauge);
     add(h, static_cast<double>(healthy));
     out.push_back(std::move(h));
     auto u = go_family(s, "esm.checks.unhealthy",
                        "Checks of this instance's share the catalog has not passing (warning included)",
-                       metric_type::gauge);
+                       metric_type::gauge, go_kind::gauge);
     add(u, static_cast<double>(total - std::min(total, healthy)));
     out.push_back(std::move(u));
   }
   {
     auto f = go_family(s, "check.txn", "Check status transactions sent (a counter; retries included)",
-                       metric_type::untyped);
+                       metric_type::untyped, go_kind::counter);
     add(f, engine ? static_cast<double>(engine->transactions) : 0);
     out.push_back(std::move(f));
     auto r = go_family(s, "check.txn.retry", "Check status operations retried after a stale index (a counter)",
-                       metric_type::untyped);
+                       metric_type::untyped, go_kind::counter);
     add(r, engine ? static_cast<double>(engine->stale_retries) : 0);
     out.push_back(std::move(r));
     auto b = go_family(s, "check.txn.batch_size", "Operations in the last check status transaction",
-                       metric_type::gauge);
+                       metric_type::gauge, go_kind::gauge);
     add(b, engine ? static_cast<double>(engine->last_batch_size) : 0);
     out.push_back(std::move(b));
-    auto c = go_family(s, "coord.txn", "externalNodeHealth transactions sent (a counter)", metric_type::untyped);
+    auto c = go_family(s, "coord.txn", "externalNodeHealth transactions sent (a counter)", metric_type::untyped,
+                       go_kind::counter);
     add(c, prober ? static_cast<double>(prober->transactions) : 0);
     out.push_back(std::move(c));
   }

@@ -10,7 +10,15 @@
 // consul-esm's names that break Prometheus' naming rules are exposed as `untyped` so that
 // the names dashboards depend on stay: its counters (no `_total`; OpenMetrics would rename a
 // counter) and the gauge `esm_checks_count` (a summary's reserved `_count` suffix). Only the
-// camelCase of `esm_agent_isLeader` remains for promtool to remark on.
+// camelCase of `esm_agent_isLeader` remains for promtool to remark on. That type is only for
+// the exposition: each family also keeps its go-metrics kind (metric_family::kind), so the
+// statsd-type sinks still send `esm.checks.count` as a gauge with the host name and the
+// counters as deltas.
+//
+// Not exposed: consul-esm's timers `esm.checks.fetch_and_update.duration`, `checks.update`
+// and `check.batch.flush` (summaries in milliseconds on its /metrics). No part records those
+// durations (engine_stats and worker_stats hold counts and probe-run histograms only), and
+// collecting at scrape time cannot recover them afterwards.
 //
 // The host name. go-metrics inserts it after the service name into every gauge key unless
 // disable_hostname, so consul-esm's /metrics showed a 0-valued bare definition plus a live
@@ -27,9 +35,11 @@
 // consul-esm's default configuration (filter_default unset is false), under which its sinks
 // received nothing and /metrics showed only 0-valued definitions: no dashboard relies on it.
 //
-// prometheus_retention_time: > 0 enables /metrics (the admin server's decision). Series do
-// not expire: go-metrics expires pushed values nobody updated, but collected values are
-// current at every scrape.
+// prometheus_retention_time: kept in the settings but it decides nothing. The admin server
+// serves /metrics whenever client_address is set, whatever the retention (consul-esm served
+// it only with a retention > 0, reference §8.2): metrics cost nothing until scraped. Series
+// do not expire either: go-metrics expires pushed values nobody updated, but collected
+// values are current at every scrape.
 //
 // esmd's own metrics follow Prometheus naming (base units, `_total` counters), under `esmd_`,
 // plus the standard `process_*` ones from /proc.
@@ -54,7 +64,7 @@ struct telemetry_settings {
   bool disable_hostname = false;
   bool filter_default = false;
   std::vector<std::string> allowed_prefixes, blocked_prefixes;
-  std::chrono::nanoseconds prometheus_retention{0};  // > 0: /metrics served
+  std::chrono::nanoseconds prometheus_retention{0};  // as configured; decides nothing (above)
   std::int64_t max_concurrent_probes = 0;            // as configured (0: unknown)
   // Sinks (statsd.hpp): "host:port"; empty: none.
   std::string statsd_address, statsite_address, dogstatsd_address;

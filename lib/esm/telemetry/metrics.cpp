@@ -17,6 +17,15 @@ std::string_view to_string(metric_type t) {
   return "untyped";
 }
 
+metric_type sink_type(const metric_family& f) {
+  switch (f.kind) {
+    case go_kind::gauge: return metric_type::gauge;
+    case go_kind::counter: return metric_type::counter;
+    case go_kind::from_type: break;
+  }
+  return f.type == metric_type::untyped ? metric_type::gauge : f.type;
+}
+
 std::string_view content_type(exposition_format f) {
   return f == exposition_format::openmetrics ? openmetrics_content_type : prometheus_content_type;
 }

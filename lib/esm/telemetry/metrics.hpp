@@ -19,6 +19,13 @@ namespace esm::telemetry {
 enum class metric_type { gauge, counter, histogram, summary, untyped };
 std::string_view to_string(metric_type t);  // 0.0.4's word ("untyped")
 
+// What go-metrics calls a value, which decides how the statsd-type sinks send it (a gauge
+// `|g` with the host name, a counter delta `|c` without). It is kept apart from the
+// exposition type because that one bends to Prometheus' naming rules: `esm.checks.count` is
+// untyped on /metrics (a summary's reserved `_count` suffix) but a gauge to go-metrics, and
+// consul-esm's untyped counters are counters. `from_type`: what the exposition type says.
+enum class go_kind { from_type, gauge, counter };
+
 struct label {
   std::string name, value;
 };
@@ -54,7 +61,13 @@ struct metric_family {
   // `check.txn`) and `go_metrics` is set; for esmd's own it is the Prometheus name.
   std::string key;
   bool go_metrics = false;
+  go_kind kind = go_kind::from_type;
 };
+
+// The type the statsd-type sinks send `f` as: gauge or counter for a family whose go-metrics
+// kind is set, else its exposition type, with untyped sent as a gauge (its value as it is: a
+// delta would assume it only grows).
+metric_type sink_type(const metric_family& f);
 
 enum class exposition_format { prometheus_text, openmetrics };
 

@@ -3,6 +3,9 @@
 //   - gauges `key:value|g` with the host name inserted after the metrics_prefix (esmd's own:
 //     first) unless disable_hostname (DogStatsD: never; go-metrics' DogStatsD sink splices it out again);
 //   - counters as deltas since the previous flush, `key:delta|c` (none when unchanged);
+//     DogStatsD's as whole numbers, the fraction carried to the next flush (below);
+//   - gauge or counter as go-metrics calls the value (metric_family::kind), not as /metrics
+//     types it: `esm.checks.count` is a gauge here, consul-esm's untyped counters counters;
 //   - esmd's histograms as one timer sample per flush, the mean of the flush interval's
 //     observations in milliseconds `key:ms|ms` (none when nothing was observed);
 //   - labels appended to the key as `.value` parts (statsd, statsite) or sent as DogStatsD
@@ -13,8 +16,15 @@
 // or an absent listener costs a counted error, never a wait. statsite's TCP connection is
 // made and written asynchronously with a bounded buffer (what does not fit is dropped and
 // counted) and reconnected with capped backoff (5 s doubling to 60 s) after a failure, so a
-// slow or absent peer never stalls the loop. Errors are counted, and logged once per change
-// from working to failing, never per packet.
+// slow or absent peer never stalls the loop. Errors are counted, and logged at WARN once per
+// change of a sink from working to failing and back, with its address and the error, never
+// per packet.
+//
+// Addresses: a literal IP address is used as it is; a host name is looked up through Asio's
+// resolver, whose getaddrinfo (Asio 1.81) cannot be cancelled. Each wait for a lookup is
+// bounded by lookup_timeout and ends at once on cancellation; the lookup itself is abandoned
+// (its answer, when it comes, lands in state it shares with its handler and is used by the
+// next attempt), so a DNS outage never holds up the flush loop or the daemon's stop.
 #pragma once
 
 #include <chrono>
@@ -40,6 +50,9 @@ struct sink_options {
   std::size_t dogstatsd_max_packet = 1432;
   std::size_t statsite_buffer = 256 * 1024;     // bytes queued for the TCP peer at most
   std::chrono::milliseconds reconnect_min{5'000}, reconnect_max{60'000};
+  // Longest wait for a host name's lookup: the flush (every sink's) waits for it, so well
+  // under the interval; glibc's own retries with DNS down take 5 s per server and attempt.
+  std::chrono::milliseconds lookup_timeout{2'000};
 };
 
 // What the sinks did (one thread: plain fields), for tests and the status page.
@@ -47,14 +60,17 @@ struct sink_stats {
   std::uint64_t flushes = 0;
   std::uint64_t packets = 0, packet_bytes = 0;  // UDP datagrams handed to the kernel
   std::uint64_t send_errors = 0;                // UDP sends refused (would block, refused, ...)
-  std::uint64_t resolve_failures = 0;
+  std::uint64_t resolve_failures = 0;           // lookups failed or given up (timeouts included)
+  std::uint64_t lookups = 0, lookup_timeouts = 0;  // queries handed to the resolver; waits given up
   std::uint64_t statsite_connects = 0, statsite_connect_failures = 0;
   std::uint64_t statsite_bytes = 0, statsite_dropped_bytes = 0;
 };
 
 // The lines of one flush for one sink kind (exposed for unit tests). `previous` holds the
 // counter values and histogram sums and counts of the previous flush, and is updated; at the
-// first flush the counters' whole values are sent (they count from the process start).
+// first flush the counters' whole values are sent (they count from the process start). For
+// DogStatsD a counter's remembered value advances by the whole number sent, so the fraction
+// left over is sent once it adds up to 1 (0.3 s of CPU per flush: 0, 0, 0, 1, ...).
 enum class sink_kind { statsd, statsite, dogstatsd };
 struct flush_state {
   std::map<std::string, double> last;  // series id -> value at the previous flush

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <tuple>
+#include <utility>
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
@@ -62,17 +63,24 @@ probe_answer readiness(const daemon::daemon_status& st, steady::time_point now,
                        steady::duration consul_fresh) {
   if (st.state != daemon::phase::running)
     return {false, "esmd is " + std::string(daemon::to_string(st.state))};
-  if (!st.consul || !st.consul->last_answer) {
-    std::string r = "Consul has not answered yet";
+  auto with_error = [&](std::string r) {
     if (st.consul && !st.consul->last_error.empty()) r += ": " + st.consul->last_error;
-    return {false, r};
+    return r;
+  };
+  // Only an answer that shows Consul serving counts: an agent answering 403 (ACL denied) or
+  // 500 (no cluster leader) to every request is reachable but useless.
+  if (!st.consul || !st.consul->last_ok) {
+    if (st.consul && st.consul->last_answer) return {false, with_error("Consul answers only with errors")};
+    return {false, with_error("Consul has not answered yet")};
   }
   const auto& c = *st.consul;
-  if (c.last_failure && *c.last_failure > *c.last_answer)
-    return {false, "the last request to Consul failed" +
-                       (c.last_error.empty() ? std::string() : ": " + c.last_error)};
-  if (now - *c.last_answer > consul_fresh)
-    return {false, "Consul has not answered for " + age_text(now - *c.last_answer)};
+  if (c.last_failure && *c.last_failure > *c.last_ok)
+    return {false, with_error("the last request to Consul failed")};
+  if (now - *c.last_ok > consul_fresh) {
+    bool errors = c.last_answer && *c.last_answer > *c.last_ok;
+    return {false, errors ? with_error("Consul has answered only with errors for " + age_text(now - *c.last_ok))
+                          : "Consul has not answered for " + age_text(now - *c.last_ok)};
+  }
   if (!st.instance.membership.registered) return {false, "this instance is not registered in Consul"};
   if (st.worker.assignments == 0) return {false, "no share received from the leader yet"};
   return {true, {}};
@@ -86,12 +94,89 @@ int status_rank(std::string_view s) {
   return 4;
 }
 
-std::vector<check_row> collect_checks(const daemon::daemon_status& st) {
-  std::vector<check_row> rows;
-  if (!st.checks) return rows;
+namespace {
+
+template <class Map>
+void count_in(Map& m, std::string_view key) {
+  auto it = m.find(key);
+  if (it == m.end()) m.emplace(std::string(key), 1);
+  else ++it->second;
+}
+
+// Keeps the `keep` smallest of the entries offered, by `less`, in a max-heap (its front is the
+// largest kept): O(log keep) per entry and no more than `keep` entries held, whatever the total.
+template <class T, class Less>
+struct bounded_selection {
+  std::size_t keep;
+  Less less;
+  std::vector<T> heap;
+  void offer(T&& e) {
+    if (keep == 0) return;
+    if (heap.size() < keep) {
+      heap.push_back(std::move(e));
+      std::push_heap(heap.begin(), heap.end(), less);
+    } else if (less(e, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), less);
+      heap.back() = std::move(e);
+      std::push_heap(heap.begin(), heap.end(), less);
+    }
+  }
+  // The kept entries in ascending order, the first `skip` of them dropped.
+  std::vector<T> take(std::size_t skip) && {
+    std::sort_heap(heap.begin(), heap.end(), less);
+    if (skip >= heap.size()) heap.clear();
+    else heap.erase(heap.begin(), heap.begin() + static_cast<std::ptrdiff_t>(skip));
+    return std::move(heap);
+  }
+};
+
+std::size_t saturating_add(std::size_t a, std::size_t b) { return a > all_rows - b ? all_rows : a + b; }
+
+// A check as the selection holds it: the sort key and the engine's own objects. The pointers
+// (and the views into them) point into the engine's slots, which only the engine's members
+// change; this is one synchronous call on the daemon's only thread, so they stay valid from
+// the visit to the copy of the rows at its end, and no check is copied before it is chosen.
+struct check_entry {
+  int rank;
+  std::string_view status;
+  const consul::health_check* catalog;
+  const probe::probe_result* desired;
+  std::string_view kind;
+  std::uint64_t runs;
+  int successes, failures;
+  bool running, write_queued;
+  steady::time_point last_due;
+};
+struct check_less {
+  bool operator()(const check_entry& a, const check_entry& b) const {
+    const auto &x = *a.catalog, &y = *b.catalog;
+    // std::tie of references: no copy per comparison.
+    return std::tie(a.rank, x.node, x.check_id, x.name_space, x.partition) <
+           std::tie(b.rank, y.node, y.check_id, y.name_space, y.partition);
+  }
+};
+
+}  // namespace
+
+check_selection select_checks(const daemon::daemon_status& st, std::size_t offset, std::size_t limit,
+                              bool outputs) {
+  check_selection sel;
+  if (!st.checks) return sel;
+  bounded_selection<check_entry, check_less> best{saturating_add(offset, limit), {}, {}};
+  if (best.keep != all_rows) best.heap.reserve(std::min(best.keep, st.checks->size()));
   st.checks->visit_checks([&](const checks::check_engine::check_info& i) {
+    std::string_view status = i.desired ? probe::to_string(i.desired->status) : std::string_view(i.catalog->status);
+    ++sel.counts.total;
+    count_in(sel.counts.by_status, status);
+    count_in(sel.counts.by_kind, i.kind);
+    best.offer(check_entry{status_rank(status), status, i.catalog, i.desired, i.kind, i.runs,
+                           i.successes, i.failures, i.running, i.write_queued, i.last_due});
+  });
+  auto chosen = std::move(best).take(offset);
+  sel.rows.reserve(chosen.size());
+  for (auto& e : chosen) {
     check_row r;
-    const auto& c = *i.catalog;
+    const auto& c = *e.catalog;
     r.node = c.node;
     r.check_id = c.check_id;
     r.name = c.name;
@@ -99,60 +184,80 @@ std::vector<check_row> collect_checks(const daemon::daemon_status& st) {
     r.service_name = c.service_name;
     r.name_space = c.name_space;
     r.partition = c.partition;
-    r.kind = std::string(i.kind);
+    r.kind = std::string(e.kind);
     r.catalog_status = c.status;
-    if (i.desired) {
-      r.status = std::string(probe::to_string(i.desired->status));
-      r.output = i.desired->output;
-      r.write_pending = true;
-    } else {
-      r.status = c.status;
-      r.output = c.output;
-    }
-    r.write_queued = i.write_queued;
-    r.running = i.running;
-    r.runs = i.runs;
-    r.successes = i.successes;
-    r.failures = i.failures;
-    if (i.last_due != steady::time_point{}) r.last_due = i.last_due;
-    rows.push_back(std::move(r));
-  });
-  std::sort(rows.begin(), rows.end(), [](const check_row& a, const check_row& b) {
-    return std::tuple(status_rank(a.status), a.node, a.check_id, a.name_space, a.partition) <
-           std::tuple(status_rank(b.status), b.node, b.check_id, b.name_space, b.partition);
-  });
-  return rows;
+    r.status = std::string(e.status);
+    r.write_pending = e.desired != nullptr;
+    if (outputs) r.output = e.desired ? e.desired->output : c.output;
+    r.write_queued = e.write_queued;
+    r.running = e.running;
+    r.runs = e.runs;
+    r.successes = e.successes;
+    r.failures = e.failures;
+    if (e.last_due != steady::time_point{}) r.last_due = e.last_due;
+    sel.rows.push_back(std::move(r));
+  }
+  return sel;
 }
 
-std::vector<node_row> collect_nodes(const daemon::daemon_status& st) {
-  std::vector<node_row> rows;
-  if (!st.nodes) return rows;
+std::vector<check_row> collect_checks(const daemon::daemon_status& st) { return select_checks(st).rows; }
+
+check_counts count_checks(const daemon::daemon_status& st) { return select_checks(st, 0, 0, false).counts; }
+
+namespace {
+// A node as the selection holds it: the prober's own strings (its slots, stable during this
+// synchronous call, as for check_entry); the view is fetched again for the chosen ones.
+struct node_entry {
+  bool alive_or_unknown;  // dead first
+  const std::string* name;
+  const std::string* address;
+};
+struct node_less {
+  bool operator()(const node_entry& a, const node_entry& b) const {
+    return std::tie(a.alive_or_unknown, *a.name) < std::tie(b.alive_or_unknown, *b.name);
+  }
+};
+}  // namespace
+
+node_selection select_nodes(const daemon::daemon_status& st, std::size_t offset, std::size_t limit,
+                            bool coordinates) {
+  node_selection sel;
+  if (!st.nodes) return sel;
+  bounded_selection<node_entry, node_less> best{saturating_add(offset, limit), {}, {}};
   st.nodes->visit_nodes([&](const std::string& name, const std::string& address, const ping::node_prober::node_view& v) {
+    ++sel.total;
+    best.offer(node_entry{v.outcome != ping::node_status::dead, &name, &address});
+  });
+  auto chosen = std::move(best).take(offset);
+  sel.rows.reserve(chosen.size());
+  for (auto& e : chosen) {
+    auto v = st.nodes->find(*e.name);
+    if (!v) continue;  // cannot happen: nothing ran since the visit
     node_row r;
-    r.name = name;
-    r.address = address;
-    r.outcome = std::string(node_status_text(v.outcome));
-    r.written = std::string(node_status_text(v.written));
-    r.key_exists = v.key_exists;
-    r.in_flight = v.in_flight;
-    r.queued = v.queued;
-    r.pings = v.pings;
-    r.last_rtt = v.last_rtt;
-    if (v.since) r.since = std::chrono::time_point_cast<std::chrono::system_clock::duration>(*v.since);
-    rows.push_back(std::move(r));
-  });
-  std::sort(rows.begin(), rows.end(), [](const node_row& a, const node_row& b) {
-    return std::tuple(a.outcome != "dead", a.name) < std::tuple(b.outcome != "dead", b.name);
-  });
-  return rows;
+    r.name = *e.name;
+    r.address = *e.address;
+    r.outcome = std::string(node_status_text(v->outcome));
+    r.written = std::string(node_status_text(v->written));
+    r.key_exists = v->key_exists;
+    r.in_flight = v->in_flight;
+    r.queued = v->queued;
+    r.pings = v->pings;
+    r.last_rtt = v->last_rtt;
+    if (v->since) r.since = std::chrono::time_point_cast<std::chrono::system_clock::duration>(*v->since);
+    if (coordinates) r.coord = std::move(v->coord);
+    sel.rows.push_back(std::move(r));
+  }
+  return sel;
 }
+
+std::vector<node_row> collect_nodes(const daemon::daemon_status& st) { return select_nodes(st).rows; }
 
 check_counts count_checks(const std::vector<check_row>& rows) {
   check_counts c;
   c.total = rows.size();
   for (auto& r : rows) {
-    ++c.by_status[r.status];
-    ++c.by_kind[r.kind];
+    count_in(c.by_status, r.status);
+    count_in(c.by_kind, r.kind);
   }
   return c;
 }
@@ -193,8 +298,7 @@ std::string status_json(const daemon::daemon_status& st, steady::time_point now,
   share["checks"] = st.worker.checks;
   o["share"] = std::move(share);
 
-  auto rows = collect_checks(st);
-  auto counts = count_checks(rows);
+  auto counts = count_checks(st);  // in place: /v1/status copies no check
   json::object checks;
   checks["available"] = st.checks != nullptr;
   checks["total"] = counts.total;
@@ -240,9 +344,20 @@ std::string status_json(const daemon::daemon_status& st, steady::time_point now,
   return json::serialize(o);
 }
 
-std::string debug_checks_json(const daemon::daemon_status& st, steady::time_point now) {
+namespace {
+void page_fields(json::object& o, std::size_t total, std::size_t offset, std::size_t limit) {
+  o["total"] = total;
+  o["offset"] = offset;
+  o["limit"] = limit;
+}
+}  // namespace
+
+std::string debug_checks_json(const daemon::daemon_status& st, steady::time_point now, std::size_t offset,
+                              std::size_t limit) {
+  auto sel = select_checks(st, offset, limit, true);
   json::array a;
-  for (auto& r : collect_checks(st)) {
+  a.reserve(sel.rows.size());
+  for (auto& r : sel.rows) {
     json::object c;
     c["node"] = r.node;
     c["check_id"] = r.check_id;
@@ -265,13 +380,16 @@ std::string debug_checks_json(const daemon::daemon_status& st, steady::time_poin
     a.push_back(std::move(c));
   }
   json::object o;
+  page_fields(o, sel.counts.total, offset, limit);
   o["checks"] = std::move(a);
   return json::serialize(o);
 }
 
-std::string debug_nodes_json(const daemon::daemon_status& st) {
+std::string debug_nodes_json(const daemon::daemon_status& st, std::size_t offset, std::size_t limit) {
+  auto sel = select_nodes(st, offset, limit, true);
   json::array a;
-  for (auto& r : collect_nodes(st)) {
+  a.reserve(sel.rows.size());
+  for (auto& r : sel.rows) {
     json::object n;
     n["node"] = r.name;
     n["address"] = r.address;
@@ -283,9 +401,22 @@ std::string debug_nodes_json(const daemon::daemon_status& st) {
     n["last_rtt_seconds"] = std::chrono::duration<double>(r.last_rtt).count();
     n["in_flight"] = r.in_flight;
     n["queued"] = r.queued;
+    if (r.coord) {  // as written to (or read from) Consul; Consul's units (seconds)
+      json::object c;
+      json::array vec;
+      for (double x : r.coord->vec) vec.push_back(x);
+      c["vec"] = std::move(vec);
+      c["error"] = r.coord->error;
+      c["adjustment"] = r.coord->adjustment;
+      c["height"] = r.coord->height;
+      n["coordinate"] = std::move(c);
+    } else {
+      n["coordinate"] = nullptr;
+    }
     a.push_back(std::move(n));
   }
   json::object o;
+  page_fields(o, sel.total, offset, limit);
   o["nodes"] = std::move(a);
   if (st.prober) o["unavailable"] = st.prober->unavailable;
   return json::serialize(o);

@@ -140,8 +140,10 @@ std::string status_page(const daemon::daemon_status& st, steady::time_point now,
   p.raw("</table>\n");
 
   // ---- checks
-  auto rows = collect_checks(st);
-  auto counts = count_checks(rows);
+  // Counted in place; only the rows shown are copied (outputs only when shown).
+  auto sel = select_checks(st, 0, limits.max_check_rows, limits.show_outputs);
+  const auto& counts = sel.counts;
+  const auto& rows = sel.rows;
   p.raw("<h2>Checks</h2>\n");
   if (!st.checks) {
     p.raw("<p class=\"note\">The check engine is not running.</p>\n");
@@ -157,25 +159,30 @@ std::string status_page(const daemon::daemon_status& st, steady::time_point now,
     for (auto& [k, n] : counts.by_kind) p.raw(" ").text(k).raw(" ").num(n);
     p.raw("</span></p>\n");
     if (!rows.empty()) {
-      p.raw("<table><tr><th>Status</th><th>Node</th><th>Check</th><th>Type</th><th>Output</th><th>Runs</th></tr>\n");
-      std::size_t shown = 0;
+      p.raw("<table><tr><th>Status</th><th>Node</th><th>Check</th><th>Type</th>");
+      if (limits.show_outputs) p.raw("<th>Output</th>");
+      p.raw("<th>Runs</th></tr>\n");
       for (auto& r : rows) {
-        if (shown == limits.max_check_rows) break;
-        ++shown;
-        bool cut_off = false;
-        auto out = cut(r.output, limits.max_output_bytes, cut_off);
         p.raw("<tr><td>").badge(status_class(r.status), r.status);
         if (r.write_pending) p.raw(" <span class=\"note\">(catalog: ").text(r.catalog_status).raw(")</span>");
         p.raw("</td><td>").text(r.node).raw("</td><td>").text(r.name.empty() ? r.check_id : r.name);
         if (!r.name.empty() && r.name != r.check_id) p.raw("<br><span class=\"note\">").text(r.check_id).raw("</span>");
         if (!r.service_id.empty()) p.raw("<br><span class=\"note\">service ").text(r.service_id).raw("</span>");
-        p.raw("</td><td>").text(r.kind).raw("</td><td><pre>").text(out);
-        if (cut_off) p.raw("…");
-        p.raw("</pre></td><td>").num(r.runs).raw("</td></tr>\n");
+        p.raw("</td><td>").text(r.kind).raw("</td><td>");
+        if (limits.show_outputs) {
+          bool cut_off = false;
+          auto out = cut(r.output, limits.max_output_bytes, cut_off);
+          p.raw("<pre>").text(out);
+          if (cut_off) p.raw("…");
+          p.raw("</pre></td><td>");
+        }
+        p.num(r.runs).raw("</td></tr>\n");
       }
       p.raw("</table>\n");
-      if (shown < rows.size())
-        p.raw("<p class=\"note\">").num(rows.size() - shown).raw(" more checks not listed.</p>\n");
+      if (rows.size() < counts.total)
+        p.raw("<p class=\"note\">").num(counts.total - rows.size()).raw(" more checks not listed.</p>\n");
+      if (!limits.show_outputs)
+        p.raw("<p class=\"note\">Check outputs are shown with <code>enable_debug</code>.</p>\n");
     }
   }
 
@@ -187,13 +194,10 @@ std::string status_page(const daemon::daemon_status& st, steady::time_point now,
     p.raw("<p>").badge("alive", "alive " + std::to_string(st.prober->alive)).raw(" ");
     p.badge("dead", "dead " + std::to_string(st.prober->dead)).raw(" <span class=\"note\">");
     p.num(st.prober->nodes).raw(" nodes, ").num(st.prober->pings).raw(" pings, ").num(st.prober->replies).raw(" replies</span></p>\n");
-    auto nodes = collect_nodes(st);
-    if (!nodes.empty()) {
+    auto nodes = select_nodes(st, 0, limits.max_node_rows);
+    if (!nodes.rows.empty()) {
       p.raw("<table><tr><th>Node</th><th>Address</th><th>Newest ping</th><th>Written</th><th>Round trip</th></tr>\n");
-      std::size_t shown = 0;
-      for (auto& n : nodes) {
-        if (shown == limits.max_node_rows) break;
-        ++shown;
+      for (auto& n : nodes.rows) {
         p.raw("<tr><td>").text(n.name).raw("</td><td>").text(n.address).raw("</td><td>").badge(n.outcome, n.outcome);
         p.raw("</td><td>").text(n.written).raw("</td><td>");
         if (n.last_rtt.count() > 0)
@@ -201,7 +205,8 @@ std::string status_page(const daemon::daemon_status& st, steady::time_point now,
         p.raw("</td></tr>\n");
       }
       p.raw("</table>\n");
-      if (shown < nodes.size()) p.raw("<p class=\"note\">").num(nodes.size() - shown).raw(" more nodes not listed.</p>\n");
+      if (nodes.rows.size() < nodes.total)
+        p.raw("<p class=\"note\">").num(nodes.total - nodes.rows.size()).raw(" more nodes not listed.</p>\n");
     }
   }
 

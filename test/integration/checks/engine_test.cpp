@@ -1,11 +1,14 @@
 // The check engine end to end: real Consul 1.8.7 dev agent, real targets on 127.0.0.1.
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <set>
+#include <sstream>
 
 #include <boost/asio/ssl/context.hpp>
 
 #include "../probe/support.hpp"
+#include "esm/log/log.hpp"
 #include "esm/util/async.hpp"
 
 #include "engine_support.hpp"
@@ -32,9 +35,27 @@ std::string unique(const std::string& prefix) {
   return prefix + "-" + std::to_string(++n);
 }
 
+// The log's console into a string for the test's scope (text format, INFO).
+struct log_capture {
+  std::shared_ptr<std::ostringstream> out = std::make_shared<std::ostringstream>();
+  log_capture() {
+    esm::log::settings s;
+    s.console = out;
+    esm::log::init(s);
+  }
+  ~log_capture() { esm::log::init(esm::log::settings{}); }
+  std::size_t count(const std::string& text) const {
+    auto all = out->str();
+    std::size_t n = 0;
+    for (auto at = all.find(text); at != std::string::npos; at = all.find(text, at + 1)) ++n;
+    return n;
+  }
+};
+
 }  // namespace
 
 TEST_CASE("HTTP check: passing, warning and critical are written with Consul's output texts") {
+  log_capture log;
   asio::io_context io;
   switch_server target(io);
   running_engine e(io, fast_settings());
@@ -57,6 +78,12 @@ TEST_CASE("HTTP check: passing, warning and critical are written with Consul's o
   CHECK(e.catalog(node, "web").output == "HTTP GET " + target.url() + ": 500 X Output: boom");
   CHECK(e.engine.stats().transactions >= 3);
   CHECK(e.engine.stats().write_failures == 0);
+  // An operator follows each change at INFO: node, check, old and new status, the output.
+  INFO(log.out->str());
+  CHECK(log.count("Check status changed: node=" + node + " check=web from=critical to=passing output=\"HTTP GET " +
+                  target.url() + ": 200 X Output: hello\"") == 1);
+  CHECK(log.count("check=web from=passing to=warning") == 1);
+  CHECK(log.count("check=web from=warning to=critical") == 1);
 }
 
 TEST_CASE("HTTPS with a test CA and a client certificate") {
@@ -312,6 +339,7 @@ TEST_CASE("a flapping target gives exactly one write per effective change") {
 }
 
 TEST_CASE("a burst of 1000 status changes costs at most 20 transactions") {
+  log_capture log;
   asio::io_context io;
   switch_server target(io);
   auto s = fast_settings();
@@ -334,6 +362,10 @@ TEST_CASE("a burst of 1000 status changes costs at most 20 transactions") {
   MESSAGE("1000 changes (critical to passing) written in " << first << " transactions");
   CHECK(first <= 20);
   CHECK(e.engine.stats().write_ops == 1000);
+  // Summarised, not 1000 lines: one per transaction.
+  CHECK(log.count("Check status changed:") == 0);
+  CHECK(log.count("Check statuses changed:") >= 1);
+  CHECK(log.count("Check statuses changed:") <= first);
   // And back: the catalog's copies came from the engine's own writes, no re-read needed.
   target.set(500, "down");
   REQUIRE(run_until(io, [&] { return e.engine.stats().write_ops >= 2000; }, 30s));

@@ -1,17 +1,21 @@
 // The admin HTTP server (lib/esm/telemetry/admin_server.hpp) on 127.0.0.1:0, on its own
 // io_context in a second thread, with a hand-filled status registry (no Consul): every
 // endpoint's status and body shape, /healthz after the loop was blocked, malformed, oversized,
-// slow and idle clients, more connections than the limit, and the status page in headless
-// Chromium. The clients are plain blocking sockets in the test thread.
+// slow and idle clients, more connections than the limit (idle keep-alive ones make room),
+// per-peer limits, accepts out of descriptors, no check output without enable_debug, the
+// paged /debug views, and the status page in headless Chromium. The clients are plain blocking sockets in the test thread.
 //
 // The screenshot and DOM of the page go to $ESMD_TEST_LOG_DIR (meson sets it to the build
 // directory's meson-logs/), else to the current directory. $CHROMIUM names the browser
 // (default /usr/bin/chromium, Debian's `chromium` package).
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -78,7 +82,7 @@ struct fixture {
   std::thread thread;
   unsigned short port = 0;
 
-  explicit fixture(bool debug = true) {
+  explicit fixture(bool debug = true, std::function<void(esm::telemetry::admin_settings&)> adjust = {}) {
     st.state = esm::daemon::phase::running;
     st.instance_id = "esm-1";
     st.version = "0.1.0";
@@ -91,6 +95,7 @@ struct fixture {
     st.worker.current.probes = {"p1"};
     consul.requests = 4;
     consul.last_answer = steady::now() + 3600s;  // stays fresh for the whole test
+    consul.last_ok = consul.last_answer;
     st.consul = &consul;
     prober.nodes = 1;
     prober.alive = 1;
@@ -104,10 +109,12 @@ struct fixture {
     s.address = "127.0.0.1:0";
     s.enable_debug = debug;
     s.max_connections = 8;
+    s.max_connections_per_peer = 100;  // every client is 127.0.0.1; the per-peer test lowers it
     s.read_timeout = 2s;
     s.idle_timeout = 2s;
     s.heartbeat_interval = 100ms;
     s.stall_threshold = 1s;
+    if (adjust) adjust(s);
     server = std::make_unique<esm::telemetry::admin_server>(
         io.get_executor(), st, s, [](std::string_view accept) {
           if (accept.find("application/openmetrics-text") != std::string_view::npos)
@@ -161,7 +168,12 @@ struct fixture {
 struct client {
   asio::io_context io;
   tcp::socket s{io};
-  explicit client(unsigned short port, std::chrono::seconds timeout = 15s) {
+  // `from`: the source address (any of 127.0.0.0/8 reaches the server: a second peer).
+  explicit client(unsigned short port, std::chrono::seconds timeout = 15s, const char* from = nullptr) {
+    if (from) {
+      s.open(tcp::v4());
+      s.bind(tcp::endpoint(asio::ip::make_address(from), 0));
+    }
     s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
     timeval tv{static_cast<time_t>(timeout.count()), 0};
     ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -276,9 +288,25 @@ TEST_CASE("admin server: every endpoint's status and body") {
   auto checks = boost::json::parse(body_of(r));
   REQUIRE(checks.at("checks").as_array().size() == 2);
   CHECK(checks.at("checks").as_array()[0].at("output").as_string() == failing_output);
+  CHECK(checks.at("total").to_number<int>() == 2);
+  CHECK(checks.at("limit").to_number<int>() == 1000);
+  r = get(f.port, "/debug/checks?limit=1&offset=1");
+  CHECK(status_of(r) == 200);
+  checks = boost::json::parse(body_of(r));
+  CHECK(checks.at("total").to_number<int>() == 2);
+  CHECK(checks.at("offset").to_number<int>() == 1);
+  REQUIRE(checks.at("checks").as_array().size() == 1);
+  CHECK(checks.at("checks").as_array()[0].at("check_id").as_string() == "web");
+  r = get(f.port, "/debug/checks?limit=1000000");
+  CHECK(boost::json::parse(body_of(r)).at("limit").to_number<int>() == 10000);  // the maximum
+  r = get(f.port, "/debug/checks?limit=ten");
+  CHECK(status_of(r) == 400);
+  CHECK(body_of(r) == "limit must be a non-negative integer\n");
+  CHECK(status_of(get(f.port, "/debug/nodes?offset=-1")) == 400);
   r = get(f.port, "/debug/nodes");
   CHECK(status_of(r) == 200);
   CHECK(boost::json::parse(body_of(r)).at("nodes").is_array());
+  CHECK(boost::json::parse(body_of(r)).at("total").to_number<int>() == 0);
 
   r = get(f.port, "/");
   CHECK(status_of(r) == 200);
@@ -312,15 +340,26 @@ TEST_CASE("admin server: every endpoint's status and body") {
     CHECK(body_of(second) == "ready\n");
   }
   auto stats = f.on_io([&] { return f.server->stats(); });
-  CHECK(stats.requests == 15);
+  CHECK(stats.requests == 19);
   CHECK(stats.handler_errors == 0);
 }
 
-TEST_CASE("admin server: /debug is off without enable_debug") {
+TEST_CASE("admin server: /debug and check outputs are off without enable_debug") {
   fixture f(false);
   CHECK(status_of(get(f.port, "/debug/checks")) == 404);
   CHECK(status_of(get(f.port, "/debug/nodes")) == 404);
-  CHECK(status_of(get(f.port, "/v1/status")) == 200);
+  auto r = get(f.port, "/v1/status");
+  CHECK(status_of(r) == 200);
+  CHECK(body_of(r).find(failing_output) == std::string::npos);
+  CHECK(body_of(r).find("10.0.0.8") == std::string::npos);
+  // The page lists the checks and their statuses, not their outputs (HTTP bodies, URLs).
+  r = get(f.port, "/");
+  CHECK(status_of(r) == 200);
+  auto page = body_of(r);
+  CHECK(page.find(failing_output) == std::string::npos);
+  CHECK(page.find("10.0.0.8") == std::string::npos);
+  CHECK(page.find(">api<") != std::string::npos);
+  CHECK(page.find("badge critical") != std::string::npos);
 }
 
 TEST_CASE("admin server: a bind failure names the address") {
@@ -441,6 +480,118 @@ TEST_CASE("admin server: malformed, oversized, slow and idle clients get a 4xx o
   auto r = get(f.port, "/healthz");
   CHECK(status_of(r) == 200);
   CHECK(body_of(r) == "ok\n");
+}
+
+// Waits until the server holds `n` connections.
+void wait_active(fixture& f, std::size_t n) {
+  for (int i = 0; i < 200 && f.on_io([&] { return f.server->stats().active; }) != n; ++i)
+    std::this_thread::sleep_for(10ms);
+  CHECK(f.on_io([&] { return f.server->stats().active; }) == n);
+}
+
+TEST_CASE("admin server: a full table of idle keep-alive connections does not block a probe") {
+  fixture f;  // 8 connections
+  std::vector<std::unique_ptr<client>> idle;
+  for (int i = 0; i < 8; ++i) {
+    idle.push_back(std::make_unique<client>(f.port));
+    idle.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(status_of(idle.back()->read_response()) == 200);  // now idle, kept alive
+    std::this_thread::sleep_for(5ms);  // distinct idle times: the first is the oldest
+  }
+  wait_active(f, 8);
+  auto r = get(f.port, "/healthz");
+  CHECK(status_of(r) == 200);
+  CHECK(f.on_io([&] { return f.server->stats().evicted; }) == 1);
+  CHECK(f.on_io([&] { return f.server->stats().refused; }) == 0);
+  CHECK(idle[0]->read_all().empty());  // the oldest idle one was closed
+  // The others are still served.
+  idle[7]->send("GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+  CHECK(status_of(idle[7]->read_response()) == 200);
+}
+
+TEST_CASE("admin server: connections per peer address are capped") {
+  fixture f(true, [](esm::telemetry::admin_settings& s) { s.max_connections_per_peer = 3; });
+  SUBCASE("a peer with its limit and nothing idle: its next connection is closed, others get in") {
+    std::vector<std::unique_ptr<client>> busy;  // connected, never sending: not idle
+    for (int i = 0; i < 3; ++i) busy.push_back(std::make_unique<client>(f.port));
+    wait_active(f, 3);
+    {
+      client extra(f.port, 5s);
+      boost::system::error_code ignored;
+      asio::write(extra.s, asio::buffer(std::string_view("GET /healthz HTTP/1.1\r\n\r\n")), ignored);
+      CHECK(status_of(extra.read_all()) == 0);  // closed, unanswered
+    }
+    CHECK(f.on_io([&] { return f.server->stats().refused_per_peer; }) == 1);
+    client other(f.port, 5s, "127.0.0.2");
+    other.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(status_of(other.read_all()) == 200);
+  }
+  SUBCASE("a peer with its limit: its own oldest idle connection makes room") {
+    std::vector<std::unique_ptr<client>> idle;
+    for (int i = 0; i < 3; ++i) {
+      idle.push_back(std::make_unique<client>(f.port, 15s, "127.0.0.2"));
+      idle.back()->send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK(status_of(idle.back()->read_response()) == 200);
+      std::this_thread::sleep_for(5ms);
+    }
+    client mine(f.port, 5s);  // another peer's connection is not touched
+    wait_active(f, 4);
+    client next(f.port, 5s, "127.0.0.2");
+    next.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(status_of(next.read_all()) == 200);
+    CHECK(f.on_io([&] { return f.server->stats().evicted; }) == 1);
+    CHECK(idle[0]->read_all().empty());
+    CHECK_FALSE(mine.closed_by_peer());
+  }
+}
+
+TEST_CASE("admin server: out of descriptors (EMFILE): counted, retried, served again") {
+  fixture f;
+  // The client's socket first, then every free descriptor of a lowered limit taken, then the
+  // connection: the server's accept finds no descriptor.
+  asio::io_context cio;
+  tcp::socket s(cio);
+  s.open(tcp::v4());
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  int highest = 0;
+  for (auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+    highest = std::max(highest, std::stoi(e.path().filename().string()));
+  rlimit low = old;
+  low.rlim_cur = static_cast<rlim_t>(highest + 16);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  std::vector<int> filler;
+  for (;;) {
+    int fd = ::open("/dev/null", O_RDONLY);
+    if (fd < 0) break;
+    filler.push_back(fd);
+  }
+  s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), f.port));
+  asio::write(s, asio::buffer(std::string_view("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+  auto during = f.on_io([&] { return f.server->stats(); });
+  for (int i = 0; i < 300 && during.accept_errors < 3; ++i) {  // a retry every 100 ms
+    std::this_thread::sleep_for(10ms);
+    during = f.on_io([&] { return f.server->stats(); });
+  }
+  for (int fd : filler) ::close(fd);
+  ::setrlimit(RLIMIT_NOFILE, &old);
+  CHECK(during.accept_failing);
+  CHECK(during.accept_errors >= 2);
+  MESSAGE("failed accepts: " << during.accept_errors << " (one warning logged)");
+  timeval tv{5, 0};
+  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[4096];
+  for (;;) {
+    boost::system::error_code ec;
+    auto n = s.read_some(asio::buffer(buf), ec);
+    got.append(buf, n);
+    if (ec) break;
+  }
+  CHECK(status_of(got) == 200);
+  auto after = f.on_io([&] { return f.server->stats(); });
+  CHECK_FALSE(after.accept_failing);
+  CHECK(after.connections >= 1);
 }
 
 TEST_CASE("admin server: a stop of any type ends it with connections open") {

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <sstream>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -14,6 +17,7 @@
 
 #include "async.hpp"
 #include "esm/daemon/status.hpp"
+#include "esm/log/log.hpp"
 #include "esm/telemetry/statsd.hpp"
 
 namespace asio = boost::asio;
@@ -101,6 +105,22 @@ asio::awaitable<std::chrono::milliseconds> loop_gap(std::chrono::milliseconds d)
   co_return std::chrono::duration_cast<std::chrono::milliseconds>(worst);
 }
 
+// Polls `ready` every 5 ms for at most `d`.
+asio::awaitable<bool> wait_until(std::function<bool()> ready, std::chrono::milliseconds d) {
+  auto end = std::chrono::steady_clock::now() + d;
+  while (!ready() && std::chrono::steady_clock::now() < end) {
+    bool ran = co_await async::sleep_for(5ms);
+    if (!ran) break;
+  }
+  co_return ready();
+}
+
+std::size_t occurrences(const std::string& hay, const std::string& needle) {
+  std::size_t n = 0;
+  for (auto at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) ++n;
+  return n;
+}
+
 asio::awaitable<bool> wait_done(const esm::test::task& t) {
   for (int i = 0; i < 300 && !t.done(); ++i) {
     bool ran = co_await async::sleep_for(10ms);
@@ -151,6 +171,78 @@ TEST_CASE("statsd, statsite and DogStatsD receive the flush") {
   CHECK(esm::test::run(io, wait_done(sinks), 5s));
   CHECK(ss.flushes >= 2);
   CHECK(ss.packets >= 4);
+  CHECK(ss.lookups == 0);  // literal IP addresses never go to the resolver
+}
+
+TEST_CASE("host names are looked up once; a name that does not resolve neither stalls nor holds the stop") {
+  asio::io_context io;
+  status_fixture f;
+  udp::socket statsd(io, udp::endpoint(loopback, 0));
+  tcp::acceptor site(io, tcp::endpoint(loopback, 0));
+  telemetry_settings s;
+  s.host_name = "h1";
+  s.statsd_address = "localhost:" + std::to_string(statsd.local_endpoint().port());
+  s.statsite_address = "localhost:" + std::to_string(site.local_endpoint().port());
+  s.dogstatsd_address = "esmd-test.invalid:8125";  // RFC 6761: never resolves
+  sink_options o;
+  o.interval = 50ms;
+  o.lookup_timeout = 500ms;
+  sink_stats ss;
+  esm::test::task sinks(io, run_statsd_sinks(io.get_executor(), f.st, s, o, &ss));
+  auto got = esm::test::run(io, receive_udp_until(statsd, "check.txn:4.000000|c\n"), 10s);
+  CHECK(got.find("h1.esm.agent.isLeader:1.000000|g\n") != std::string::npos);
+  auto got_site = esm::test::run(io, receive_tcp_until(site, "h1.esm.agent.isLeader:1.000000|g\n"), 10s);
+  CHECK(got_site.find("h1.esm.agent.isLeader:1.000000|g\n") != std::string::npos);
+  CHECK(esm::test::run(io, wait_until([&] { return ss.flushes >= 5; }, 10s), 15s));
+  MESSAGE(ss.lookups << " lookups, " << ss.resolve_failures << " failed, " << ss.lookup_timeouts << " timed out");
+  CHECK(ss.resolve_failures >= 1);  // the .invalid name, retried at each flush
+  CHECK(ss.statsite_connects == 1);
+  auto stop_asked = std::chrono::steady_clock::now();
+  sinks.cancel();
+  CHECK(esm::test::run(io, wait_done(sinks), 5s));
+  auto stop_took = std::chrono::steady_clock::now() - stop_asked;
+  MESSAGE("stop took " << std::chrono::duration<double, std::milli>(stop_took).count() << " ms");
+  // Prompt, whatever the lookups do. (This resolver fails the .invalid name at once, so the
+  // stop does not land inside a lookup wait here; await_lookup's wait is a cancellable timer.)
+  CHECK(stop_took < 400ms);
+}
+
+TEST_CASE("a sink's failure and its recovery are each logged once at WARN, never per packet") {
+  auto console = std::make_shared<std::stringstream>();
+  log::settings ls;
+  ls.console = console;
+  log::init(ls);
+  asio::io_context io;
+  status_fixture f;
+  // A series whose line alone exceeds the largest UDP datagram: each flush that sends it
+  // fails (EMSGSIZE) while the other datagrams go out; flushes without it work again.
+  auto& big = f.consul.by_endpoint[{std::string(70'000, 'x'), "200"}];
+  big.add(0.01);
+  udp::socket statsd(io, udp::endpoint(loopback, 0));
+  telemetry_settings s;
+  s.host_name = "h1";
+  s.statsd_address = address_of(statsd.local_endpoint().port());
+  sink_options o;
+  o.interval = 20ms;
+  sink_stats ss;
+  esm::test::task sinks(io, run_statsd_sinks(io.get_executor(), f.st, s, o, &ss));
+  CHECK(esm::test::run(io, wait_until([&] { return ss.flushes >= 4; }, 10s), 15s));
+  big.add(0.02);  // sent (and failing) once more at the next flush
+  auto seen = ss.flushes;
+  CHECK(esm::test::run(io, wait_until([&] { return ss.flushes >= seen + 4; }, 10s), 15s));
+  sinks.cancel();
+  CHECK(esm::test::run(io, wait_done(sinks), 5s));
+  log::init(log::settings{});
+  auto text = console->str();
+  INFO(text.substr(0, 2000));
+  CHECK(ss.send_errors == 2);
+  CHECK(ss.packets >= ss.flushes);  // every flush's other datagram went out, the failing ones' too
+  CHECK(occurrences(text, "Error sending metrics") == 2);
+  CHECK(occurrences(text, "Sending metrics works again") == 2);
+  CHECK(occurrences(text, "[WARN]") == 4);
+  CHECK(text.find("address=" + s.statsd_address) != std::string::npos);
+  CHECK(text.find("sink=statsd") != std::string::npos);
+  CHECK(text.find("error=") != std::string::npos);
 }
 
 TEST_CASE("sinks nobody listens on, or a statsite peer that never reads, do not stall the loop") {

@@ -76,7 +76,7 @@ TEST_CASE("Go binary time: malformed values are refused") {
 }
 
 TEST_CASE("Go binary time: round trip at nanosecond precision") {
-  for (long long ns : {1LL, 999'999'999LL, 1'704'164'645'123'456'789LL, -62'135'596'800LL * 1'000'000'000LL / 100}) {
+  for (long long ns : {1LL, 999'999'999LL, 1'704'164'645'123'456'789LL, -62'135'596'800LL / 100 * 1'000'000'000LL}) {
     auto t = sys_nanoseconds(nanoseconds(ns));
     CHECK(decode_go_time(encode_go_time(t)) == t);
   }

@@ -46,7 +46,7 @@ TEST_CASE("node health: the first outcome is written either way") {
 }
 
 TEST_CASE("node health: unchanged statuses are rewritten only after the refresh interval") {
-  health_record rec{node_status::alive, t0};
+  health_record rec{node_status::alive, t0, {}};
   CHECK_FALSE(decide_health(true, rec, {}, timing(), wall0, t0 + minutes(59)).write_check);
   CHECK(decide_health(true, rec, {}, timing(), wall0, t0 + hours(1)).write_check);
   // A change is written at once.
@@ -54,7 +54,7 @@ TEST_CASE("node health: unchanged statuses are rewritten only after the refresh 
   CHECK(d.write_check);
   CHECK(d.key == key_action::create);
 
-  health_record dead{node_status::dead, t0};
+  health_record dead{node_status::dead, t0, {}};
   auto still = decide_health(false, dead, key_since(wall0), timing(), wall0 + minutes(5), t0 + minutes(5));
   CHECK_FALSE(still.write_check);
   CHECK(still.key == key_action::none);
@@ -62,12 +62,12 @@ TEST_CASE("node health: unchanged statuses are rewritten only after the refresh 
 }
 
 TEST_CASE("node health: recovery removes the key even when the check need not be written") {
-  health_record rec{node_status::alive, t0};  // e.g. written alive, then a key left by another instance
+  health_record rec{node_status::alive, t0, {}};  // e.g. written alive, then a key left by another instance
   auto d = decide_health(true, rec, key_since(wall0), timing(), wall0, t0 + seconds(1));
   CHECK_FALSE(d.write_check);
   CHECK(d.key == key_action::remove);
 
-  health_record dead{node_status::dead, t0};
+  health_record dead{node_status::dead, t0, {}};
   auto back = decide_health(true, dead, key_since(wall0), timing(), wall0, t0 + seconds(1));
   CHECK(back.write_check);
   CHECK(back.status == node_status::alive);
@@ -75,7 +75,7 @@ TEST_CASE("node health: recovery removes the key even when the check need not be
 }
 
 TEST_CASE("node health: reaping counts from the persisted critical-since, at every failure") {
-  health_record dead{node_status::dead, t0};
+  health_record dead{node_status::dead, t0, {}};
   // A restarted process (no record) with a key 29 minutes old: critical, not yet reaped.
   auto d = decide_health(false, {}, key_since(wall0), timing(), wall0 + minutes(29), t0);
   CHECK(d.write_check);
@@ -109,12 +109,12 @@ TEST_CASE("node health: a zero reconnect timeout reaps at the first failure afte
   t.reconnect_timeout = milliseconds(0);
   auto first = decide_health(false, {}, {}, t, wall0, t0);
   CHECK_FALSE(first.reap);  // the key does not exist yet
-  CHECK(decide_health(false, {node_status::dead, t0}, key_since(wall0), t, wall0 + nanoseconds(1), t0).reap);
+  CHECK(decide_health(false, health_record{node_status::dead, t0, {}}, key_since(wall0), t, wall0 + nanoseconds(1), t0).reap);
 }
 
 TEST_CASE("node health: a key older than the newest reply is replaced, not counted from") {
   // Alive at wall0 + 1 h; a key from wall0 (its removal was lost) must not reap the node.
-  health_record rec{node_status::alive, t0};
+  health_record rec{node_status::alive, t0, {}};
   rec.alive_at = wall0 + hours(1);
   auto later = wall0 + hours(1) + seconds(10);
   auto d = decide_health(false, rec, key_since(wall0), timing(), later, t0 + seconds(10));

@@ -118,3 +118,19 @@ TEST_CASE("the format follows the Accept header") {
   CHECK(content_type(exposition_format::prometheus_text) == "text/plain; version=0.0.4; charset=utf-8");
   CHECK(content_type(exposition_format::openmetrics) == "application/openmetrics-text; version=1.0.0; charset=utf-8");
 }
+
+TEST_CASE("the statsd sinks' type is go-metrics' kind when set, apart from the exposition type") {
+  auto f = fam("esm_checks_count", metric_type::untyped, 30);
+  f.kind = go_kind::gauge;  // untyped on /metrics for its `_count` suffix, a gauge to go-metrics
+  CHECK(sink_type(f) == metric_type::gauge);
+  f.kind = go_kind::counter;  // consul-esm's counters: untyped on /metrics, no `_total`
+  CHECK(sink_type(f) == metric_type::counter);
+  f.kind = go_kind::from_type;
+  CHECK(sink_type(f) == metric_type::gauge);  // an untyped value is sent as it is
+  CHECK(sink_type(fam("esmd_runs_total", metric_type::counter, 1)) == metric_type::counter);
+  CHECK(sink_type(fam("esmd_x", metric_type::gauge, 1)) == metric_type::gauge);
+  CHECK(sink_type(fam("esmd_h", metric_type::histogram, 0)) == metric_type::histogram);
+  // The kind changes nothing in the exposition.
+  auto out = render({f}, exposition_format::prometheus_text);
+  CHECK(contains(out, "# TYPE esm_checks_count untyped\nesm_checks_count 30\n"));
+}

@@ -3,6 +3,8 @@
 // and the page's escaping and order. No network: the check engine is built but never run.
 #include <doctest/doctest.h>
 
+#include <cstdio>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/json/parse.hpp>
 
@@ -28,6 +30,7 @@ struct ready_status {
     st.state = phase::running;
     st.instance_id = "esm-1";
     consul.last_answer = now - 1s;
+    consul.last_ok = now - 1s;
     st.consul = &consul;
     st.instance.membership.registered = true;
     st.worker.assignments = 1;
@@ -74,6 +77,7 @@ TEST_CASE("readiness: ready only while running, Consul answers, registered and w
   }
   SUBCASE("Consul never answered: the last error is named") {
     r.consul.last_answer.reset();
+    r.consul.last_ok.reset();
     r.consul.last_failure = r.now - 2s;
     r.consul.last_error = "connection refused";
     a = telemetry::readiness(r.st, r.now);
@@ -93,10 +97,42 @@ TEST_CASE("readiness: ready only while running, Consul answers, registered and w
   }
   SUBCASE("an answer older than the freshness bound") {
     r.consul.last_answer = r.now - 31s;
+    r.consul.last_ok = r.now - 31s;
     a = telemetry::readiness(r.st, r.now);
     CHECK_FALSE(a.ok);
     CHECK(a.reason == "Consul has not answered for 31s");
     CHECK(telemetry::readiness(r.st, r.now, 60s).ok);
+  }
+  SUBCASE("403 (ACL denied) or 500 (no leader) to every request is no answer") {
+    r.consul.last_ok.reset();
+    r.consul.errors = 5;
+    r.consul.last_error = "403 Permission denied";
+    a = telemetry::readiness(r.st, r.now);
+    CHECK_FALSE(a.ok);
+    CHECK(a.reason == "Consul answers only with errors: 403 Permission denied");
+  }
+  SUBCASE("error answers since the last success: ready until the window ends") {
+    r.consul.last_ok = r.now - 20s;
+    r.consul.last_error = "500 No cluster leader";
+    CHECK(telemetry::readiness(r.st, r.now).ok);  // one 500 does not flap readiness
+    r.consul.last_ok = r.now - 40s;
+    a = telemetry::readiness(r.st, r.now);
+    CHECK_FALSE(a.ok);
+    CHECK(a.reason == "Consul has answered only with errors for 40s: 500 No cluster leader");
+  }
+  SUBCASE("a failure after an error answer, before it a success") {
+    r.consul.last_ok = r.now - 3s;
+    r.consul.last_failure = r.now - 2s;
+    r.consul.last_error = "connection reset";
+    CHECK(telemetry::readiness(r.st, r.now).reason == "the last request to Consul failed: connection reset");
+  }
+  SUBCASE("the freshness window exceeds the blocking wait") {
+    CHECK(telemetry::consul_fresh_for(5s) == 30s);
+    CHECK(telemetry::consul_fresh_for(45s) == 52'812ms);  // 45 s * 17/16 + 5 s
+    CHECK(telemetry::consul_fresh_for(10min) == 642'500ms);
+    // A quiet share: a blocking query answered 50 s ago with the default 45 s wait.
+    r.consul.last_ok = r.consul.last_answer = r.now - 50s;
+    CHECK(telemetry::readiness(r.st, r.now, telemetry::consul_fresh_for(45s)).ok);
   }
   SUBCASE("not registered") {
     r.st.instance.membership.registered = false;
@@ -212,6 +248,9 @@ TEST_CASE("status JSON of a leading instance with checks, probes and a Consul er
 
   // /debug/checks: failing first (critical, warning, passing), with their outputs.
   auto d = boost::json::parse(telemetry::debug_checks_json(r.st, r.now));
+  CHECK(d.at("total").to_number<int>() == 3);
+  CHECK(d.at("offset").to_number<int>() == 0);
+  CHECK(d.at("limit").to_number<int>() == 1000);
   auto& a = d.at("checks").as_array();
   REQUIRE(a.size() == 3);
   CHECK(a[0].at("check_id").as_string() == "api");
@@ -221,6 +260,97 @@ TEST_CASE("status JSON of a leading instance with checks, probes and a Consul er
   CHECK(a[0].at("consecutive_failures").is_number());
   CHECK(a[1].at("check_id").as_string() == "db");
   CHECK(a[2].at("check_id").as_string() == "web");
+  // /v1/status counts the checks and carries none of their outputs.
+  auto body = telemetry::status_json(r.st, r.now);
+  CHECK(body.find("connection <refused>") == std::string::npos);
+  CHECK(body.find("HTTP GET: 200 OK") == std::string::npos);
+
+  // A page of /debug/checks: the rows from offset, the total of all.
+  auto p = boost::json::parse(telemetry::debug_checks_json(r.st, r.now, 1, 1));
+  CHECK(p.at("total").to_number<int>() == 3);
+  CHECK(p.at("offset").to_number<int>() == 1);
+  CHECK(p.at("limit").to_number<int>() == 1);
+  REQUIRE(p.at("checks").as_array().size() == 1);
+  CHECK(p.at("checks").as_array()[0].at("check_id").as_string() == "db");
+  auto past = boost::json::parse(telemetry::debug_checks_json(r.st, r.now, 5, 10));
+  CHECK(past.at("total").to_number<int>() == 3);
+  CHECK(past.at("checks").as_array().empty());
+  CHECK(boost::json::parse(telemetry::debug_checks_json(r.st, r.now, 0, 0)).at("checks").as_array().empty());
+}
+
+TEST_CASE("a large engine: counted in place, the page and /debug pages chosen by a bounded selection") {
+  // 20 000 checks held by a real engine (never run): 1 in 7 critical, 1 in 11 warning, each
+  // with an output of 1 KiB. The answers must be right; the times are printed, not asserted.
+  constexpr int n = 20'000;
+  ready_status r;
+  boost::asio::io_context io;
+  esm::probe::probe_context probes;
+  esm::checks::check_engine engine(io.get_executor(), nullptr, probes, {});
+  std::vector<esm::consul::health_check> all;
+  all.reserve(n);
+  int critical = 0, warning = 0;
+  for (int i = 0; i < n; ++i) {
+    std::string status = i % 7 == 0 ? "critical" : i % 11 == 0 ? "warning" : "passing";
+    critical += status == "critical";
+    warning += status == "warning";
+    char node[32];
+    std::snprintf(node, sizeof node, "node-%05d", n - 1 - i);  // visited in no useful order
+    all.push_back(check(node, "c", status, std::string(1024, 'o')));
+  }
+  engine.on_checks(std::move(all));
+  r.st.checks = &engine;
+  r.st.engine = &engine.stats();
+  REQUIRE(engine.size() == n);
+  auto timed = [](std::string what, auto f) {
+    auto start = steady::now();
+    auto v = f();
+    MESSAGE(what << ": " << std::chrono::duration<double, std::milli>(steady::now() - start).count() << " ms");
+    return v;
+  };
+
+  auto v = boost::json::parse(timed("/v1/status of 20 000 checks", [&] { return telemetry::status_json(r.st, r.now); }));
+  auto& c = v.at("checks");
+  CHECK(c.at("total").to_number<int>() == n);
+  CHECK(c.at("by_status").at("critical").to_number<int>() == critical);
+  CHECK(c.at("by_status").at("warning").to_number<int>() == warning);
+  CHECK(c.at("by_status").at("passing").to_number<int>() == n - critical - warning);
+  CHECK(c.at("by_type").at("http").to_number<int>() == n);
+
+  auto sel = timed("the page's 500 rows of 20 000", [&] { return telemetry::select_checks(r.st, 0, 500, false); });
+  CHECK(sel.counts.total == n);
+  REQUIRE(sel.rows.size() == 500);
+  // Critical first (critical > 500 here), by node; no output copied.
+  for (std::size_t i = 0; i < sel.rows.size(); ++i) {
+    CHECK(sel.rows[i].status == "critical");
+    CHECK(sel.rows[i].output.empty());
+    if (i > 0) CHECK(sel.rows[i - 1].node < sel.rows[i].node);
+  }
+  // The same order as the whole sort, and pages that join up.
+  auto every = timed("every row of 20 000 (collect_checks)", [&] { return telemetry::collect_checks(r.st); });
+  REQUIRE(every.size() == static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < 500; ++i) CHECK(every[i].node == sel.rows[i].node);
+  CHECK(every[critical].status == "warning");
+  CHECK(every[critical + warning].status == "passing");
+  auto page = boost::json::parse(timed("/debug/checks?offset=2850&limit=1000", [&] {
+    return telemetry::debug_checks_json(r.st, r.now, 2850, 1000);
+  }));
+  auto& rows = page.at("checks").as_array();
+  CHECK(page.at("total").to_number<int>() == n);
+  REQUIRE(rows.size() == 1000);
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    CHECK(rows[i].at("node").as_string() == every[2850 + i].node);
+    CHECK(rows[i].at("status").as_string() == every[2850 + i].status);
+  }
+  CHECK(rows[0].at("output").as_string().size() == 1024);
+
+  telemetry::page_limits limits;
+  auto live = telemetry::probe_answer{true, {}};
+  auto html = timed("the status page of 20 000 checks", [&] {
+    return telemetry::status_page(r.st, r.now, live, telemetry::readiness(r.st, r.now), limits);
+  });
+  CHECK(html.find(std::to_string(n - 500) + " more checks not listed") != std::string::npos);
+  CHECK(html.find(std::string(1024, 'o')) == std::string::npos);  // outputs off by default
+  CHECK(html.find(every[0].node) != std::string::npos);
 }
 
 TEST_CASE("html_escape") {
@@ -244,7 +374,9 @@ TEST_CASE("status page: escaped, failing checks first with their outputs, no ext
   r.st.checks = &engine;
   auto live = telemetry::probe_answer{true, {}};
   auto ready = telemetry::readiness(r.st, r.now);
-  auto html = telemetry::status_page(r.st, r.now, live, ready);
+  telemetry::page_limits with_outputs;
+  with_outputs.show_outputs = true;  // enable_debug
+  auto html = telemetry::status_page(r.st, r.now, live, ready, with_outputs);
 
   CHECK(html.starts_with("<!DOCTYPE html>"));
   CHECK(html.find("<title>esmd esm&lt;b&gt;1&lt;/b&gt;</title>") != std::string::npos);
@@ -263,11 +395,22 @@ TEST_CASE("status page: escaped, failing checks first with their outputs, no ext
   CHECK(html.find("href=\"http") == std::string::npos);
   CHECK(html.find("<link rel=\"icon\" href=\"data:,\">") != std::string::npos);
 
+  SUBCASE("without enable_debug: the rows and statuses, no output") {
+    auto plain = telemetry::status_page(r.st, r.now, live, ready);
+    CHECK(plain.find("refused") == std::string::npos);
+    CHECK(plain.find("all good") == std::string::npos);
+    CHECK(plain.find("<th>Output</th>") == std::string::npos);
+    CHECK(plain.find("api name") != std::string::npos);
+    CHECK(plain.find("web name") != std::string::npos);
+    CHECK(plain.find("badge critical") < plain.find("badge passing"));
+    CHECK(plain.find("Check outputs are shown with <code>enable_debug</code>") != std::string::npos);
+  }
   SUBCASE("outputs are cut and rows bounded") {
     auto big = check("n1", "api", "critical", std::string(10'000, 'x'));
     big.modify_index = 6;  // a newer catalog copy replaces the engine's
     engine.on_checks({big});
     telemetry::page_limits limits;
+    limits.show_outputs = true;
     limits.max_output_bytes = 100;
     auto cut = telemetry::status_page(r.st, r.now, live, ready, limits);
     CHECK(cut.find(std::string(100, 'x') + "…") != std::string::npos);
