@@ -449,6 +449,19 @@ awaitable<result<txn_response>> client::txn(std::vector<txn_op> ops, write_optio
 
 // --- coordinates --------------------------------------------------------------------------
 
+namespace {
+// A list of coordinate entries (null: none).
+result<query_result<std::vector<coordinate_entry>>> coordinates_of(const query_result<json::value>& r) {
+  query_result<std::vector<coordinate_entry>> out{{}, r.meta};
+  try {
+    if (!r.value.is_null()) out.value = json::value_to<std::vector<coordinate_entry>>(r.value);
+  } catch (const std::exception& e) {
+    return error{make_error_code(errc::bad_response), 0, e.what()};
+  }
+  return out;
+}
+}  // namespace
+
 awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinate_node(
     std::string n, query_options q) {
   auto r = co_await get_json<json::value>(build_query("/coordinate/node/" + url_encode(n), q), query_timeout(q));
@@ -456,25 +469,13 @@ awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinat
     if (r.error().status == 404) co_return query_result<std::vector<coordinate_entry>>{};
     co_return r.error();
   }
-  query_result<std::vector<coordinate_entry>> out{{}, r->meta};
-  try {
-    if (!r->value.is_null()) out.value = json::value_to<std::vector<coordinate_entry>>(r->value);
-  } catch (const std::exception& e) {
-    co_return error{make_error_code(errc::bad_response), 0, e.what()};
-  }
-  co_return out;
+  co_return coordinates_of(*r);
 }
 
 awaitable<result<query_result<std::vector<coordinate_entry>>>> client::coordinate_nodes(query_options q) {
   auto r = co_await get_json<json::value>(build_query("/coordinate/nodes", q), query_timeout(q));
   if (!r) co_return r.error();
-  query_result<std::vector<coordinate_entry>> out{{}, r->meta};
-  try {
-    if (!r->value.is_null()) out.value = json::value_to<std::vector<coordinate_entry>>(r->value);
-  } catch (const std::exception& e) {
-    co_return error{make_error_code(errc::bad_response), 0, e.what()};
-  }
-  co_return out;
+  co_return coordinates_of(*r);
 }
 
 awaitable<result<void>> client::coordinate_update(coordinate_entry e, write_options w) {

@@ -70,6 +70,7 @@
 
 #include "async.hpp"
 #include "consul_fixture.hpp"
+#include "measure.hpp"
 #include "esm/consul/client.hpp"
 #include "esm/consul/types.hpp"
 #include "esm/log/log.hpp"
@@ -109,41 +110,7 @@ double rusage_ms(const rusage& u) {
          (double(u.ru_utime.tv_usec) + double(u.ru_stime.tv_usec)) / 1e3;
 }
 
-double seconds_since(clk::time_point t) {
-  return std::chrono::duration<double>(clk::now() - t).count();
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::size_t malloc_in_use() { return mallinfo2().uordblks; }
-
-// Resident bytes of this process (/proc/self/statm, second field).
-long long self_rss() {
-  long long size = 0, resident = 0;
-  std::istringstream in(read_file("/proc/self/statm"));
-  in >> size >> resident;
-  return resident * ::sysconf(_SC_PAGESIZE);
-}
-
-// utime + stime of another process, in ms (/proc/PID/stat fields 14 and 15, clock ticks).
-double proc_cpu_ms(pid_t pid) {
-  auto text = read_file("/proc/" + std::to_string(pid) + "/stat");
-  auto close = text.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream in(text.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && in >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return double(utime + stime) * 1000.0 / double(::sysconf(_SC_CLK_TCK));
-}
+using namespace esm::test::measure;
 
 // 127.b.c.d: d in 1..254 (never .0 or .255), c in 0..254, b from 1: unique for i < 254*255*254.
 std::string address_of(long long i) {
