@@ -267,14 +267,59 @@ double vivaldi_client::distance_to(const coordinate& other) const {
   return duration_seconds(distance_to_duration(other));
 }
 
+// What a fresh vivaldi_client does after set_coordinate(node) and update("local", local, rtt),
+// step for step in the same floating-point order (the unit test compares them for equality),
+// without building the client: no latency-filter map, no adjustment window, no copies. The
+// prober calls it for every reply.
 std::optional<coordinate> update_external(const coordinate& node, const coordinate& local,
                                           std::chrono::nanoseconds rtt,
                                           const vivaldi_config& config, std::mt19937_64& rng) {
-  vivaldi_client client(config, rng);
-  if (client.set_coordinate(node)) return std::nullopt;
-  auto moved = client.update("local", local, rtt);
-  if (!moved) return std::nullopt;
-  return *moved;
+  if (!(config.dimensionality > 0) || !(config.latency_filter_size > 0)) return std::nullopt;
+  // set_coordinate: the node must have the configured dimension and be valid.
+  if (node.vec.size() != config.dimensionality || !is_valid(node)) return std::nullopt;
+  // update: the other side likewise, and the RTT within serf's limits.
+  if (!is_compatible_with(node, local) || !is_valid(local)) return std::nullopt;
+  if (rtt < std::chrono::nanoseconds::zero() || rtt > max_rtt) return std::nullopt;
+  auto random = float64_source(rng);
+
+  // The latency filter of a fresh client holds this one sample: its median is the sample.
+  double rtt_seconds = duration_seconds(rtt);
+  coordinate c = node;
+
+  // update_vivaldi
+  {
+    const double dist = duration_seconds(ping::distance_to_duration(c, local));
+    double r = rtt_seconds;
+    if (r < zero_threshold) r = zero_threshold;
+    const double wrongness = std::abs(dist - r) / r;
+    double total_error = c.error + local.error;
+    if (total_error < zero_threshold) total_error = zero_threshold;
+    const double weight = c.error / total_error;
+    c.error = config.vivaldi_ce * weight * wrongness + c.error * (1.0 - config.vivaldi_ce * weight);
+    if (c.error > config.vivaldi_error_max) c.error = config.vivaldi_error_max;
+    const double delta = config.vivaldi_cc * weight;
+    const double force = delta * (r - dist);
+    c = apply_force(config, c, force, local, random);
+  }
+
+  // update_adjustment: a zeroed window whose first sample is this one.
+  if (config.adjustment_window_size > 0) {
+    const double dist = raw_distance_to(c, local);
+    double sum = 0.0;
+    sum += rtt_seconds - dist;
+    for (std::size_t i = 1; i < config.adjustment_window_size; ++i) sum += 0.0;
+    c.adjustment = sum / (2.0 * static_cast<double>(config.adjustment_window_size));
+  }
+
+  // update_gravity
+  {
+    auto origin = new_coordinate(config);
+    const double dist = duration_seconds(ping::distance_to_duration(origin, c));
+    const double force = -1.0 * std::pow(dist / config.gravity_rho, 2.0);
+    c = apply_force(config, c, force, origin, random);
+  }
+  if (!is_valid(c)) c = new_coordinate(config);
+  return c;
 }
 
 }  // namespace esm::ping
