@@ -10,7 +10,10 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+
+#include "esm/util/duration.hpp"
 
 namespace esm::test::measure {
 
@@ -57,6 +60,16 @@ inline long long proc_rss(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::atoll(line.c_str() + 6) * 1024;
   return 0;
+}
+
+// A benchmark's duration argument: a bare number is seconds ("10"), else a Go duration
+// ("500ms", "1m30s").
+inline std::chrono::milliseconds parse_duration(const std::string& s) {
+  if (!s.empty() && s.find_first_not_of("0123456789.") == std::string::npos)
+    return std::chrono::milliseconds(static_cast<long long>(std::stod(s) * 1000));
+  auto d = util::parse_go_duration(s);
+  if (!d) throw std::runtime_error("bad duration: " + s);
+  return std::chrono::duration_cast<std::chrono::milliseconds>(*d);
 }
 
 }  // namespace esm::test::measure

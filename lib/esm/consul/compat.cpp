@@ -74,10 +74,12 @@ awaitable<std::optional<std::string>> wait_for_leader(client& c, std::chrono::mi
 
 awaitable<std::optional<std::string>> verify_consul_compatibility(client& c,
                                                                   std::string esmd_version,
-                                                                  std::chrono::milliseconds retry) {
+                                                                  std::chrono::milliseconds retry,
+                                                                  std::string* agent_version) {
   auto self = co_await c.agent_self_info();
   if (!self && self.error().is_cancelled()) co_return std::nullopt;
   if (!self) co_return "Error querying agent version: " + self.error().to_string();
+  if (agent_version) *agent_version = self->version;
   std::vector<std::string> versions;
   versions.push_back(self->version.empty() ? std::string("<missing>") : self->version);
 

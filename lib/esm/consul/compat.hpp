@@ -37,8 +37,10 @@ boost::asio::awaitable<std::optional<std::string>> wait_for_leader(client& c,
 // consul-esm's VerifyConsulCompatibility: the agent's version from /v1/agent/self and the
 // servers' from the `version` meta of /v1/catalog/service/consul (429 answers are retried every
 // `retry`). Returns an error message, or nullopt when compatible or cancelled (terminal): the
-// caller tells the two apart by its own cancellation state.
+// caller tells the two apart by its own cancellation state. `agent_version` (optional, must
+// outlive the call) receives the agent's version as read, for the status endpoint.
 boost::asio::awaitable<std::optional<std::string>> verify_consul_compatibility(
-    client& c, std::string esmd_version, std::chrono::milliseconds retry);
+    client& c, std::string esmd_version, std::chrono::milliseconds retry,
+    std::string* agent_version = nullptr);
 
 }  // namespace esm::consul

@@ -132,7 +132,8 @@ asio::awaitable<std::unique_ptr<probe::probe_context>> start_up(daemon_state& st
   if (!leader) co_return nullptr;  // stopped
   st.status.consul_leader = *leader;
   log::info("Consul has a leader", {{"leader", *leader}});
-  auto incompatible = co_await consul::verify_consul_compatibility(consul, ESMD_VERSION, ms(cfg.retry_interval));
+  auto incompatible = co_await consul::verify_consul_compatibility(consul, ESMD_VERSION, ms(cfg.retry_interval),
+                                                                   &st.status.consul_version);
   if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return nullptr;
   if (incompatible) {
     log::error("Consul is not compatible", {{"error", *incompatible}});
@@ -140,8 +141,6 @@ asio::awaitable<std::unique_ptr<probe::probe_context>> start_up(daemon_state& st
     fail(st, *incompatible);
     co_return nullptr;
   }
-  auto self = co_await consul.agent_self_info();
-  if (self) st.status.consul_version = self->version;
   if (!cfg.log_json) {
     log::banner_info b;
     b.version = ESMD_VERSION;

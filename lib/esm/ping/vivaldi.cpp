@@ -304,10 +304,9 @@ std::optional<coordinate> update_external(const coordinate& node, const coordina
 
   // update_adjustment: a zeroed window whose first sample is this one.
   if (config.adjustment_window_size > 0) {
+    // serf sums the window: 0.0 + sample, then zeros, which add nothing.
     const double dist = raw_distance_to(c, local);
-    double sum = 0.0;
-    sum += rtt_seconds - dist;
-    for (std::size_t i = 1; i < config.adjustment_window_size; ++i) sum += 0.0;
+    const double sum = 0.0 + (rtt_seconds - dist);
     c.adjustment = sum / (2.0 * static_cast<double>(config.adjustment_window_size));
   }
 

@@ -581,15 +581,7 @@ wrk_figures run_wrk(const std::string& url, int seconds) {
 
 // ---- command line --------------------------------------------------------------------------
 
-milliseconds parse_duration(const std::string& s) {
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  std::string unit = end ? end : "";
-  if (unit == "ms") return milliseconds(static_cast<long long>(v));
-  if (unit == "m") return milliseconds(static_cast<long long>(v * 60'000));
-  if (unit.empty() || unit == "s") return milliseconds(static_cast<long long>(v * 1000));
-  throw std::runtime_error("bad duration: " + s);
-}
+// parse_duration: test/support/measure.hpp
 
 std::string fmt(double v, const char* f = "%.1f") {
   char buf[64];

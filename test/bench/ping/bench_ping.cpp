@@ -494,15 +494,7 @@ void print_fping(const fping_figures& f) {
 
 // ---- command line --------------------------------------------------------------------------
 
-milliseconds parse_duration(const std::string& s) {
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  std::string unit = end ? end : "";
-  if (unit == "ms") return milliseconds(static_cast<long long>(v));
-  if (unit == "m") return milliseconds(static_cast<long long>(v * 60'000));
-  if (unit.empty() || unit == "s") return milliseconds(static_cast<long long>(v * 1000));
-  throw std::runtime_error("bad duration: " + s);
-}
+// parse_duration: test/support/measure.hpp
 
 struct options {
   long long n = 10'000;

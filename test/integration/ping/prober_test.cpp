@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -108,48 +109,40 @@ asio::awaitable<std::optional<esm::consul::kv_pair>> get_key(esm::consul::client
   co_return out;
 }
 
-// Waits until the key exists (true) or is absent (false) as asked; whether it came to be.
-asio::awaitable<bool> wait_key(esm::consul::client& c, std::string key, bool present,
-                               std::chrono::milliseconds timeout) {
+// Asks `probe` every `period` until it says yes (true) or `timeout` passes (false).
+asio::awaitable<bool> poll_until(std::function<asio::awaitable<bool>()> probe, std::chrono::milliseconds timeout,
+                                 std::chrono::milliseconds period = 100ms) {
   auto end = sclock::now() + timeout;
   bool reached = false;
   while (sclock::now() < end) {
-    auto kv = co_await get_key(c, key);
-    if (kv.has_value() == present) {
-      reached = true;
-      break;
-    }
-    co_await esm::async::sleep_for(100ms);
+    reached = co_await probe();
+    if (reached) break;
+    co_await esm::async::sleep_for(period);
   }
   co_return reached;
 }
 
+// Waits until the key exists (true) or is absent (false) as asked; whether it came to be.
+asio::awaitable<bool> wait_key(esm::consul::client& c, std::string key, bool present,
+                               std::chrono::milliseconds timeout) {
+  return poll_until([&c, key, present]() -> asio::awaitable<bool> {
+    auto kv = co_await get_key(c, key);
+    co_return kv.has_value() == present;
+  }, timeout);
+}
+
 asio::awaitable<bool> wait_node_gone(esm::consul::client& c, std::string node, std::chrono::milliseconds timeout) {
-  auto end = sclock::now() + timeout;
-  bool gone = false;
-  while (sclock::now() < end) {
+  return poll_until([&c, node]() -> asio::awaitable<bool> {
     auto r = co_await c.catalog_node_info(node);
-    if (r && !r->value) {
-      gone = true;
-      break;
-    }
-    co_await esm::async::sleep_for(100ms);
-  }
-  co_return gone;
+    co_return r && !r->value;
+  }, timeout);
 }
 
 asio::awaitable<bool> wait_coordinate(esm::consul::client& c, std::string node, std::chrono::milliseconds timeout) {
-  auto end = sclock::now() + timeout;
-  bool seen = false;
-  while (sclock::now() < end) {
+  return poll_until([&c, node]() -> asio::awaitable<bool> {
     auto r = co_await c.coordinate_node(node);
-    if (r && !r->value.empty()) {
-      seen = true;
-      break;
-    }
-    co_await esm::async::sleep_for(200ms);
-  }
-  co_return seen;
+    co_return r && !r->value.empty();
+  }, timeout, 200ms);
 }
 
 void pause(asio::io_context& io, std::chrono::milliseconds d) {
