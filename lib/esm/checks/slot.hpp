@@ -26,6 +26,10 @@ struct check_engine::slot {
   std::chrono::steady_clock::time_point due{};  // when the queued run was due (lag)
   std::optional<std::chrono::steady_clock::time_point> output_due;  // deferred output write
   std::optional<std::chrono::steady_clock::time_point> critical_since;
+  // The CreateIndex of the check when the reaper deregistered its service: the reaper skips
+  // the slot until the catalog holds a different check under its key (the service was
+  // registered again), instead of deregistering every pass until the worker drops it.
+  std::optional<std::uint64_t> reaped_create_index;
   std::uint64_t seen = 0;    // reconciliation epoch that last listed it
   std::uint64_t runs = 0;
   std::uint32_t starts = 0;     // (re)starts of its schedule

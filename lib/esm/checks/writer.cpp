@@ -408,6 +408,7 @@ asio::awaitable<void> check_engine::reaper_loop() {
       if (!s.plan || !s.critical_since || s.catalog.service_id.empty() ||
           after <= std::chrono::nanoseconds::zero() || now - *s.critical_since <= after)
         continue;
+      if (s.reaped_create_index && *s.reaped_create_index == s.catalog.create_index) continue;
       if (!seen.emplace(s.catalog.partition, s.catalog.name_space, s.catalog.node,
                         s.catalog.service_id).second)
         continue;
@@ -434,6 +435,13 @@ asio::awaitable<void> check_engine::reaper_loop() {
         continue;
       }
       ++stats_.services_reaped;
+      // Looked up again: slots may have been reused during the request.
+      for (auto& [key, i] : index_) {
+        auto& s = *slots_[i];
+        if (s.catalog.node == v.node && s.catalog.service_id == v.service_id &&
+            s.catalog.partition == v.partition && s.catalog.name_space == v.name_space)
+          s.reaped_create_index = s.catalog.create_index;
+      }
       log::info("agent has been critical for too long, deregistered service",
                 {{"node", v.node}, {"service", v.service_id}, {"check", v.check_id}});
     }

@@ -524,7 +524,18 @@ TEST_CASE("a service whose check stays critical past DeregisterCriticalServiceAf
   };
   REQUIRE(has_service());
   REQUIRE(run_until(io, [&] { return !has_service(); }, 10s));
+  // Consul applies the deregistration before the engine reads its answer: the
+  // catalog can show the service gone while the reaper's reply is still queued.
+  CHECK(run_until(io, [&] { return e.engine.stats().services_reaped >= 1; }, 2s));
+  run_for(io, 1200ms);  // more reaper passes, the check still held: nothing to deregister
   CHECK(e.engine.stats().services_reaped == 1);
+  // Registered again (a new check under the same key, as the worker would feed it): it is
+  // reaped again once critical for long enough.
+  register_node(io, e.client, node, {c}, svc);
+  e.feed();
+  REQUIRE(has_service());
+  REQUIRE(run_until(io, [&] { return !has_service(); }, 10s));
+  CHECK(run_until(io, [&] { return e.engine.stats().services_reaped >= 2; }, 2s));
 }
 
 TEST_CASE("stopping the engine cancels the probes in flight; a new run resumes every check") {
