@@ -1,6 +1,6 @@
 // esmd: flags, configuration and logging, then the daemon (lib/esm/daemon) until SIGINT or
 // SIGTERM. Exit codes: 0 normal stop, -help, -version, a valid -validate; 11 flag,
-// configuration, logging and startup errors (consul-esm's code).
+// configuration, logging and startup errors (consul-esm's code). -healthcheck exits 0 or 1.
 #include <iostream>
 #include <span>
 
@@ -8,6 +8,7 @@
 #include "esm/config/config.hpp"
 #include "esm/daemon/daemon.hpp"
 #include "esm/log/log.hpp"
+#include "esm/telemetry/health_probe.hpp"
 #include "esmd_version.h"
 
 int main(int argc, char** argv) {
@@ -22,8 +23,10 @@ int main(int argc, char** argv) {
     cfg = esm::config::load_config(cli.config_paths, esm::config::process_environment());
   } catch (const esm::config::config_error& e) {
     std::cerr << e.what() << "\n";
-    return esm::config::exit_code_error;
+    // A health check answers 0 or 1 only (Docker reserves other codes).
+    return cli.healthcheck ? 1 : esm::config::exit_code_error;
   }
+  if (cli.healthcheck) return esm::telemetry::probe_health(cfg.client_address, std::chrono::seconds(3), std::cerr);
   try {
     esm::log::init(esm::config::log_settings(cfg));
   } catch (const std::exception& e) {

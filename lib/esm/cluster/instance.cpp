@@ -63,6 +63,7 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
     co_return run_outcome{};
   }
 
+  if (hooks.on_registered) hooks.on_registered();
   leader_work_fn work = hooks.leader_work ? std::move(hooks.leader_work) : leader_work_fn(idle_leader_work);
   if (mo.agentless) {
     auto interval = reap_interval(mo);

@@ -4,6 +4,8 @@
 // release the leader key before destroying the session, deregister.
 #pragma once
 
+#include <functional>
+
 #include <boost/asio/awaitable.hpp>
 
 #include "esm/cluster/election.hpp"
@@ -16,6 +18,9 @@ struct instance_hooks {
   // Run while leading (see leader_work_fn). Empty: idle_leader_work. In agentless mode
   // reap_dead_instances runs next to it.
   leader_work_fn leader_work;
+  // Called once the instance is registered (before the election starts); the daemon tells
+  // the service manager it is ready. Not called when registration fails or is stopped.
+  std::function<void()> on_registered;
 };
 
 // What the admin endpoint and metrics read.

@@ -17,6 +17,7 @@ bool* bool_flag(cli_options& o, std::string_view name) {
   if (name == "version" || name == "v") return &o.version;
   if (name == "help" || name == "h") return &o.help;
   if (name == "validate") return &o.validate;
+  if (name == "healthcheck") return &o.healthcheck;
   return nullptr;
 }
 
@@ -84,6 +85,11 @@ Options:
                        environment), print it as JSON with secrets redacted and
                        exit 0, or print the error and exit 11. Consul is not
                        contacted.
+  -healthcheck         Ask the running esmd's admin server (client_address of
+                       the configuration named by the other flags and the
+                       environment) for /healthz: exit 0 when it answers 200,
+                       1 otherwise, with the reason on stderr. For container
+                       health checks (HEALTHCHECK, no shell needed).
   -version, -v         Print the version and exit.
   -help, -h            Print this text and exit.
 )";

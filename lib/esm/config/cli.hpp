@@ -19,6 +19,7 @@ struct cli_options {
   bool version = false;   // -version, -v
   bool help = false;      // -help, -h
   bool validate = false;  // -validate
+  bool healthcheck = false;  // -healthcheck: probe the own /healthz (app/main.cpp)
 };
 
 // `args` is argv as main() receives it (args[0], the program name, is skipped).

@@ -10,6 +10,8 @@
 #include <optional>
 #include <thread>
 
+#include <unistd.h>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -22,6 +24,7 @@
 #include "esm/cluster/instance.hpp"
 #include "esm/consul/client.hpp"
 #include "esm/consul/compat.hpp"
+#include "esm/daemon/notify.hpp"
 #include "esm/daemon/settings.hpp"
 #include "esm/daemon/status.hpp"
 #include "esm/log/banner.hpp"
@@ -65,7 +68,40 @@ struct daemon_state {
   // run(); called on every stop path, so no stop can hang the process.
   std::function<void()> arm_stop_bounds;
   sharding::logging_sink share_log;  // counts of the share at INFO when they change
+  // The service manager (systemd's NOTIFY_SOCKET), if any: READY once registered, STOPPING at
+  // the stop, RELOADING around a reload, WATCHDOG pings.
+  systemd_notifier notifier;
+  bool ready_sent = false;
+  bool stopping_sent = false;
+  bool notify_failed = false;  // the first failure is a warning, later ones debug
 };
+
+void notify(daemon_state& st, std::string_view state) {
+  auto error = st.notifier.send(state);
+  if (error.empty()) return;
+  if (!st.notify_failed)
+    log::warn("Notifying the service manager failed", {{"error", error}});
+  else
+    log::debug("Notifying the service manager failed", {{"error", error}});
+  st.notify_failed = true;
+}
+
+void notify_stopping(daemon_state& st) {
+  if (st.stopping_sent) return;
+  st.stopping_sent = true;
+  notify(st, "STOPPING=1\nSTATUS=Stopping");
+}
+
+// WATCHDOG=1 every `every` from the daemon's own loop (so a stalled loop stops the pings and
+// the service manager restarts esmd), until the stop.
+asio::awaitable<void> run_watchdog(daemon_state& st, std::chrono::microseconds every) {
+  co_await asio::this_coro::throw_if_cancelled(false);
+  for (;;) {
+    notify(st, "WATCHDOG=1");
+    bool ran_out = co_await async::sleep_for(every);  // named: see async.hpp on g++ 12
+    if (!ran_out) co_return;
+  }
+}
 
 // The worker's share goes to every consumer: the check engine (checks), the node prober (the
 // nodes to ping) and the log (counts).
@@ -203,6 +239,7 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
     log::info("Admin server listening", {{"address", cfg.client_address}});
     group.spawn("admin", admin->run());
   }
+  if (auto every = st.notifier.watchdog()) group.spawn("watchdog", run_watchdog(st, *every / 2));
   if (telemetry::circonus_configured(cfg.telemetry))
     log::warn("Circonus telemetry is not supported by esmd; the circonus_* keys are ignored");
   bool sinks = !tel.statsd_address.empty() || !tel.statsite_address.empty() ||
@@ -212,6 +249,7 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   auto probes = co_await start_up(st, consul);
   if (!probes) {
     // Stopped or failed before the parts started: end the admin server and the sinks.
+    notify_stopping(st);
     group.cancel(asio::cancellation_type::total);
     bool clean = co_await group.join_until(clock::now() + shutdown_grace);
     if (!clean) {
@@ -232,6 +270,11 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   hooks.leader_work = [&consul, settings = make_leader_settings(cfg), &stats = st.status.leader](
                           std::string, consul::txn_op fence) {
     return sharding::run_assignment_leader(consul, settings, std::move(fence), stats);
+  };
+  hooks.on_registered = [&st] {
+    if (st.ready_sent) return;
+    st.ready_sent = true;
+    notify(st, "READY=1\nSTATUS=Registered as " + st.status.instance_id);
   };
   cluster::run_outcome membership_outcome;
 
@@ -260,6 +303,7 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
     if (st.arm_stop_bounds) st.arm_stop_bounds();
   }
   st.status.state = phase::stopping;
+  notify_stopping(st);
   group.cancel(asio::cancellation_type::total);
   auto grace_end = st.stop_asked.value_or(clock::now()) + shutdown_grace;
   bool clean = co_await group.join_until(grace_end);
@@ -282,6 +326,15 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
 }
 
 void reload(daemon_state& st) {
+  // READY=1 again when done (only once esmd was ready: before that READY comes from the
+  // registration). On every path, also when the new configuration is refused.
+  if (st.ready_sent) notify(st, "RELOADING=1\nSTATUS=Reloading the configuration");
+  struct ready_again {
+    daemon_state& st;
+    ~ready_again() {
+      if (st.ready_sent && !st.stopping_sent) notify(st, "READY=1\nSTATUS=Registered as " + st.status.instance_id);
+    }
+  } again{st};
   try {
     auto next = config::reload_config(st.config_paths, config::process_environment(), st.cfg);
     auto changed = config::describe_changes(st.cfg, next);
@@ -311,6 +364,8 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
   st.status.instance_id = st.cfg.consul_service + ":" + st.cfg.instance_id;
   st.status.agentless = st.cfg.enable_agentless;
   st.status.version = ESMD_VERSION;
+  st.notifier = systemd_notifier::from_environment(config::process_environment(), ::getpid());
+  if (!st.notifier.problem().empty()) log::warn("Ignoring the service manager's settings", {{"error", st.notifier.problem()}});
 
   // Declared before the io_context, so destroyed after it: ~io_context may still destroy
   // coroutine frames (abandoned at the hard limit) whose cancellation slots belong to it.
@@ -362,6 +417,7 @@ int run(config::config cfg, std::vector<std::string> config_paths) {
     }
     if (st.stop_asked) return;  // a second signal changes nothing: the bounds are set
     log::info("Shutting down...");
+    notify_stopping(st);
     st.stop_asked = clock::now();
     st.arm_stop_bounds();
     stop.emit(asio::cancellation_type::total);

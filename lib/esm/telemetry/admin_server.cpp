@@ -106,6 +106,9 @@ bool page_of(std::string_view target, std::size_t& offset, std::size_t& limit, s
   return true;
 }
 
+
+}  // namespace
+
 // "host:port", "[v6]:port", ":port".
 bool split_address(std::string_view a, std::string& host, std::string& port) {
   std::size_t colon;
@@ -125,8 +128,6 @@ bool split_address(std::string_view a, std::string& host, std::string& port) {
   auto [end, err] = std::from_chars(port.data(), port.data() + port.size(), value);
   return !port.empty() && err == std::errc() && end == port.data() + port.size() && value <= 65535;
 }
-
-}  // namespace
 
 admin_server::admin_server(asio::any_io_executor ex, daemon::daemon_status& status, admin_settings s,
                            metrics_fn metrics)

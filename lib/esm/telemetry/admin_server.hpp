@@ -96,6 +96,9 @@ struct admin_stats {
   std::optional<loop_stall> last_stall;  // the latest heartbeat gap over the threshold
 };
 
+// Splits `client_address` ("host:port", "[v6]:port", ":port"); false when malformed.
+bool split_address(std::string_view a, std::string& host, std::string& port);
+
 class admin_server {
  public:
   // `status` must outlive the server; the server writes its `heartbeat` and reads the rest.

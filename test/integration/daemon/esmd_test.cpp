@@ -6,9 +6,11 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -505,4 +507,116 @@ TEST_CASE("an admin address that cannot be bound stops esmd with exit 11 naming 
   REQUIRE(code.has_value());
   CHECK(*code == 11);
   CHECK(esmd.output().find(held) != std::string::npos);
+}
+
+namespace {
+
+// The service manager's end of NOTIFY_SOCKET: a datagram socket bound to a path; every
+// message with the time it arrived.
+struct notify_listener {
+  int fd = -1;
+  std::string path;
+  struct message {
+    std::string text;
+    std::chrono::steady_clock::time_point at;
+  };
+  std::vector<message> got;
+  explicit notify_listener(std::string p) : path(std::move(p)) {
+    fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof a.sun_path);
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    timeval tv{0, 100'000};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  }
+  ~notify_listener() {
+    ::close(fd);
+    ::unlink(path.c_str());
+  }
+  // Receives until a message contains `text` (true) or the time runs out (false).
+  bool wait_for(const std::string& text, std::chrono::milliseconds timeout) {
+    for (auto& m : got)
+      if (m.text.find(text) != std::string::npos) return true;
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      char buf[4096];
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      got.push_back({std::string(buf, static_cast<std::size_t>(n)), std::chrono::steady_clock::now()});
+      if (got.back().text.find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+  // Receives until `n` messages contain `text`.
+  bool wait_count(const std::string& text, std::size_t n, std::chrono::milliseconds timeout) {
+    auto end = std::chrono::steady_clock::now() + timeout;
+    while (count(text) < n && std::chrono::steady_clock::now() < end) {
+      char buf[4096];
+      auto got_n = ::recv(fd, buf, sizeof buf, 0);
+      if (got_n > 0) got.push_back({std::string(buf, static_cast<std::size_t>(got_n)), std::chrono::steady_clock::now()});
+    }
+    return count(text) >= n;
+  }
+  std::size_t count(const std::string& text) const {
+    std::size_t n = 0;
+    for (auto& m : got) n += m.text.find(text) != std::string::npos;
+    return n;
+  }
+  std::string all() const {
+    std::string s;
+    for (auto& m : got) s += "[" + m.text + "] ";
+    return s;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("under a service manager: READY once registered, WATCHDOG pings, RELOADING on SIGHUP, STOPPING at SIGTERM") {
+  esm::test::temp_dir dir;
+  notify_listener manager(dir.path() + "/notify.sock");
+  int admin_port = esm::test::free_port();
+  auto file = dir.path() + "/notify.hcl";
+  std::ofstream(file) << "client_address = \"127.0.0.1:" << admin_port << "\"\nconsul_kv_path = \"esm-notify/\"\n"
+                      << "consul_service = \"esm-notify\"\n";
+  child_process esmd({esmd_bin(), "-config-file", file},
+                     {{"CONSUL_HTTP_ADDR", agent().http_address()}, {"NOTIFY_SOCKET", manager.path},
+                      {"WATCHDOG_USEC", "400000"}},
+                     dir.path() + "/out");
+  INFO(esmd.output());
+  REQUIRE(manager.wait_for("READY=1", 30s));
+  INFO(manager.all());
+  // READY came after the registration: the instance is in the agent's services already.
+  auto services = esm::test::http_request("127.0.0.1", agent().http_port(), "GET", "/v1/agent/services");
+  CHECK(services.body.find("\"esm-notify:") != std::string::npos);
+  CHECK(manager.count("STATUS=Registered as esm-notify:") == 1);
+  // Pings every WATCHDOG_USEC / 2 = 200 ms: at least 5 within 2 s (a loaded machine may delay some).
+  auto before = manager.count("WATCHDOG=1");
+  CHECK(manager.wait_count("WATCHDOG=1", before + 5, 2s));
+
+  // The container health check: 0 while the admin server answers.
+  child_process probe({esmd_bin(), "-healthcheck", "-config-file", file}, {}, dir.path() + "/probe.out");
+  auto probe_code = probe.wait(10s);
+  REQUIRE(probe_code.has_value());
+  CHECK_MESSAGE(*probe_code == 0, probe.output());
+
+  auto ready_before = manager.count("READY=1");
+  esmd.signal(SIGHUP);
+  REQUIRE(manager.wait_for("RELOADING=1", 10s));
+  CHECK(manager.wait_count("READY=1", ready_before + 1, 5s));  // ready again after the reload
+
+  esmd.signal(SIGTERM);
+  CHECK(manager.wait_for("STOPPING=1", 5s));
+  check_stop(esmd);
+  CHECK(manager.count("STOPPING=1") == 1);
+
+  // Nothing listens any more: 1, with the reason.
+  child_process after({esmd_bin(), "-healthcheck", "-config-file", file}, {}, dir.path() + "/after.out");
+  auto after_code = after.wait(10s);
+  REQUIRE(after_code.has_value());
+  CHECK(*after_code == 1);
+  CHECK(after.output().find("no answer from http://127.0.0.1:" + std::to_string(admin_port) + "/healthz") !=
+        std::string::npos);
 }

@@ -48,6 +48,11 @@ TEST_CASE("cli: boolean flags") {
   CHECK(parse({"-validate=true"}).validate);
   CHECK_FALSE(parse({"-validate=false"}).validate);
   CHECK(parse({"-validate=1"}).validate);
+  CHECK(parse({"-healthcheck"}).healthcheck);
+  CHECK_FALSE(parse({"-validate"}).healthcheck);
+  auto h = parse({"-healthcheck", "-config-dir=/etc/esmd"});
+  CHECK(h.healthcheck);
+  CHECK(h.config_paths == std::vector<std::string>{"/etc/esmd"});
   // A boolean flag never takes the next argument as its value.
   auto o = parse({"-validate", "false", "-version"});
   CHECK(o.validate);
