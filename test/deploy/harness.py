@@ -1,0 +1,57 @@
+"""A tiny test harness for the deployment tests (Python scripts run by meson).
+
+Each test case is a function decorated with @case; run() calls them in order and prints
+doctest's summary line, which deploy/dev/test counts like the C++ tests':
+
+    [doctest] test cases: N | P passed | F failed | 0 skipped
+
+A case fails when it raises (an AssertionError from check() or anything else); the
+message names the case and what was expected. Exit status 1 when any case failed.
+"""
+import os
+import sys
+import traceback
+
+_cases = []
+
+
+def case(fn):
+    """Registers fn as a test case, run in the order of definition."""
+    _cases.append(fn)
+    return fn
+
+
+def check(cond, message):
+    if not cond:
+        raise AssertionError(message)
+
+
+def env_path(name, required=True):
+    """An absolute path from the environment (meson sets ESMD_SOURCE_ROOT, ESMD_BIN, ...)."""
+    value = os.environ.get(name, "")
+    if required and not value:
+        raise SystemExit(f"{name} is not set (run through meson test, or set it)")
+    return value
+
+
+def run(argv=None):
+    only = (argv or sys.argv)[1:]
+    passed = failed = 0
+    for fn in _cases:
+        if only and fn.__name__ not in only:
+            continue
+        name = (fn.__doc__ or fn.__name__).strip().splitlines()[0]
+        print(f"=== {name}", flush=True)
+        try:
+            fn()
+            passed += 1
+            print(f"--- ok: {name}", flush=True)
+        except BaseException as e:  # noqa: BLE001 - a case's failure of any kind is reported
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            failed += 1
+            print(f"--- FAILED: {name}: {e}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+    total = passed + failed
+    print(f"[doctest] test cases: {total} | {passed} passed | {failed} failed | 0 skipped", flush=True)
+    sys.exit(1 if failed else 0)
