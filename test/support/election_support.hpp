@@ -115,14 +115,16 @@ struct elector {
   int work_runs = 0;
   std::vector<std::string> sessions;
   std::vector<consul::txn_op> fences;
+  std::vector<esm::util::lease> leases;  // each term's, as handed to its leader work
   std::optional<clock::time_point> work_started, work_cancelled;
 
   void start(asio::io_context& io) {
     running = true;
-    auto work = [this](std::string session, consul::txn_op fence) -> asio::awaitable<void> {
+    auto work = [this](std::string session, consul::txn_op fence, esm::util::lease lease) -> asio::awaitable<void> {
       ++work_runs;
       sessions.push_back(session);
       fences.push_back(fence);
+      leases.push_back(std::move(lease));
       work_started = clock::now();
       if (mode == work_mode::end_at_once) co_return;
       if (mode == work_mode::throw_at_once) throw std::logic_error("leader work bug (test)");

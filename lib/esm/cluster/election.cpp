@@ -290,8 +290,9 @@ class election {
     }
   }
 
-  static awaitable<int> run_work(leader_work_fn work, std::string session, consul::txn_op op) {
-    co_await work(std::move(session), std::move(op));
+  static awaitable<int> run_work(leader_work_fn work, std::string session, consul::txn_op op,
+                                 util::lease lease) {
+    co_await work(std::move(session), std::move(op), std::move(lease));
     co_return 0;
   }
 
@@ -359,7 +360,10 @@ class election {
         ++st_.leadership_changes;
         log::info("Obtained leadership");
         mon = child<monitor_end>::spawn(ex_, monitor(t), wake);
-        work = child<int>::spawn(ex_, run_work(work_, t->session, check_session_op(o_.key, t->session)), wake);
+        // The lease reads the term's fence: valid until the deadline of its last renewal.
+        util::lease lease([t] { return !t->fence.expired(clock::now()); });
+        work = child<int>::spawn(
+            ex_, run_work(work_, t->session, check_session_op(o_.key, t->session), std::move(lease)), wake);
         continue;
       }
       if (mon && mon->done()) {

@@ -24,6 +24,7 @@
 #include "esm/cluster/lock_policy.hpp"
 #include "esm/cluster/names.hpp"
 #include "esm/consul/client.hpp"
+#include "esm/util/lease.hpp"
 
 namespace esm::cluster {
 
@@ -44,9 +45,11 @@ struct election_status {
 
 // Runs while this instance leads. Must honour terminal cancellation promptly (it is emitted
 // at once on loss and on shutdown). Every KV write it makes must start its transaction with
-// `check_session` so a deposed leader's late write fails with 409.
-using leader_work_fn =
-    std::function<boost::asio::awaitable<void>(std::string session_id, consul::txn_op check_session)>;
+// `check_session` so a deposed leader's late write fails with 409, and must be preceded by a
+// check of `lease` (util/lease.hpp): false once the term's fencing deadline has passed, which a
+// process resumed after a pause sees before the election's own timer has run.
+using leader_work_fn = std::function<boost::asio::awaitable<void>(
+    std::string session_id, consul::txn_op check_session, util::lease lease)>;
 
 struct election_options {
   election_options() {}

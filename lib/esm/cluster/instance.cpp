@@ -11,7 +11,7 @@ using namespace esm::async;
 using namespace std::chrono_literals;
 using asio::awaitable;
 
-awaitable<void> idle_leader_work(std::string, consul::txn_op) {
+awaitable<void> idle_leader_work(std::string, consul::txn_op, util::lease) {
   log::info("Leading: no leader work to do yet");
   asio::steady_timer forever(co_await asio::this_coro::executor, asio::steady_timer::time_point::max());
   co_await forever.async_wait(tuple_awaitable);
@@ -67,8 +67,9 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
   leader_work_fn work = hooks.leader_work ? std::move(hooks.leader_work) : leader_work_fn(idle_leader_work);
   if (mo.agentless) {
     auto interval = reap_interval(mo);
-    work = [&c, mo, interval, inner = std::move(work)](std::string session, consul::txn_op fence) -> awaitable<void> {
-      co_await both(inner(session, fence), reap_dead_instances(c, mo, fence, interval));
+    work = [&c, mo, interval, inner = std::move(work)](std::string session, consul::txn_op fence,
+                                                       util::lease lease) -> awaitable<void> {
+      co_await both(inner(session, fence, lease), reap_dead_instances(c, mo, fence, lease, interval));
     };
   }
 

@@ -30,7 +30,8 @@ struct instance_status {
 };
 
 // Logs that this instance leads and waits for cancellation (the assignment comes later).
-boost::asio::awaitable<void> idle_leader_work(std::string session_id, consul::txn_op check_session);
+boost::asio::awaitable<void> idle_leader_work(std::string session_id, consul::txn_op check_session,
+                                              util::lease lease);
 
 // Returns an empty outcome after a normal stop; a duplicate instance_id gives
 // cluster_errc::duplicate_instance with consul-esm's message (esmd exits 11), a refused

@@ -336,7 +336,7 @@ awaitable<void> deregister_instance(consul::client& c, membership_options o) {
 }
 
 awaitable<void> reap_dead_instances(consul::client& c, membership_options o, consul::txn_op check_session,
-                                    nanoseconds reap_interval) {
+                                    util::lease lease, nanoseconds reap_interval) {
   reaper_policy policy(o.deregister_after);
   // Each write is fenced: a deposed leader's late write fails instead of reaping on its word.
   auto fenced = [&](consul::txn_op op) {
@@ -360,6 +360,13 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       continue;
     }
     auto plan = policy.step(agentless_instances(inst->value, sessions->value), clock::now());
+    // Past the fencing deadline (esmd was paused, say): no write as leader; the election ends
+    // the term at its next turn and cancels this.
+    if ((!plan.deregister.empty() || !plan.mark_critical.empty()) && !lease.valid()) {
+      log::warn("Not reaping ESM instances: the leader session's fencing deadline has passed");
+      if (!co_await sleep_for(reap_interval)) co_return;
+      continue;
+    }
     for (auto& d : plan.deregister) {
       // A stop that came while this coroutine was not waiting cancels no request by itself.
       auto cs = co_await asio::this_coro::cancellation_state;
@@ -367,6 +374,7 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       consul::txn_op del;
       del.node = consul::txn_node_op{"delete", {}};
       del.node->node.name = d.node;
+      if (!lease.valid()) break;
       auto r = co_await c.txn(fenced(std::move(del)));
       // A stop (leadership lost, shutdown) ends the round: no leader write after it is known.
       if (!r && classify(r.error()) == failure_kind::cancelled) co_return;
@@ -383,6 +391,7 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       consul::txn_op set;
       set.check = consul::txn_check_op{"set", self_check(o, m.service_id, "critical",
                                                          "ESM instance's health session is gone")};
+      if (!lease.valid()) break;
       auto r = co_await c.txn(fenced(std::move(set)));
       if (!r && classify(r.error()) == failure_kind::cancelled) co_return;
       if (r && r->committed) {

@@ -32,6 +32,7 @@
 #include "esm/cluster/lock_policy.hpp"
 #include "esm/cluster/names.hpp"
 #include "esm/consul/client.hpp"
+#include "esm/util/lease.hpp"
 
 namespace esm::cluster {
 
@@ -96,7 +97,8 @@ boost::asio::awaitable<void> deregister_instance(consul::client& c, membership_o
 // Writes are fenced with `check_session`. Returns at the first wait (a sleep or a request) that
 // sees a cancellation, without sending another write.
 boost::asio::awaitable<void> reap_dead_instances(consul::client& c, membership_options o,
-                                                 consul::txn_op check_session, nanoseconds reap_interval);
+                                                 consul::txn_op check_session, util::lease lease,
+                                                 nanoseconds reap_interval);
 
 }  // namespace esm::cluster
 

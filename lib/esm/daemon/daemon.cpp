@@ -268,8 +268,8 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
   share_sink sink(st.share_log, engine, prober);
   cluster::instance_hooks hooks;
   hooks.leader_work = [&consul, settings = make_leader_settings(cfg), &stats = st.status.leader](
-                          std::string, consul::txn_op fence) {
-    return sharding::run_assignment_leader(consul, settings, std::move(fence), stats);
+                          std::string, consul::txn_op fence, util::lease lease) {
+    return sharding::run_assignment_leader(consul, settings, std::move(fence), std::move(lease), stats);
   };
   hooks.on_registered = [&st] {
     if (st.ready_sent) return;

@@ -106,8 +106,8 @@ enum class write_outcome { done, retry, fenced };
 // One computation and its writes. Honours terminal cancellation (the request in flight is
 // aborted; a transaction either committed or did not).
 asio::awaitable<write_outcome> rebalance(consul::client& c, const leader_settings& s,
-                                         const consul::txn_op& fence, leader_state& st,
-                                         leader_stats& stats) {
+                                         const consul::txn_op& fence, const util::lease& lease,
+                                         leader_state& st, leader_stats& stats) {
   const auto& nodes = *st.nodes;
   const auto& instances = *st.instances;
   stats.nodes = nodes.size();
@@ -159,6 +159,14 @@ asio::awaitable<write_outcome> rebalance(consul::client& c, const leader_setting
     // while this coroutine was not waiting (then it cancels no request by itself).
     auto cs = co_await asio::this_coro::cancellation_state;
     if (async::is_cancelled(cs)) co_return write_outcome::done;
+    // Nor once the term's fencing deadline has passed, though the election has not yet said
+    // so (a process resumed after a pause runs this before the election's timer).
+    if (!lease.valid()) {
+      ++stats.lease_refusals;
+      log::warn("Not writing the assignment: the leader session's fencing deadline has passed "
+                "(was esmd paused?); stepping down");
+      co_return write_outcome::fenced;
+    }
     auto r = co_await c.txn(std::move(body), wo);
     if (!r) {
       if (r.error().is_cancelled()) co_return write_outcome::done;
@@ -198,7 +206,7 @@ asio::awaitable<write_outcome> rebalance(consul::client& c, const leader_setting
 // assignment, for example) is not caught: it ends the leader work, so the election ends the
 // term and the daemon stops (exit 11) instead of holding the lock and assigning nothing.
 asio::awaitable<void> compute_loop(consul::client& c, leader_settings s, consul::txn_op fence,
-                                   leader_state& st, leader_stats& stats) {
+                                   util::lease lease, leader_state& st, leader_stats& stats) {
   {
     util::backoff delays(s.retry_base, s.retry_cap);
     for (;;) {
@@ -209,7 +217,7 @@ asio::awaitable<void> compute_loop(consul::client& c, leader_settings s, consul:
       }
       if (!co_await async::sleep_for(s.debounce)) co_return;
       st.dirty.reset();
-      auto outcome = co_await rebalance(c, s, fence, st, stats);
+      auto outcome = co_await rebalance(c, s, fence, lease, st, stats);
       if (outcome == write_outcome::fenced) co_return;
       if (outcome == write_outcome::retry) {
         if (!co_await async::sleep_for(delays.next())) co_return;
@@ -225,7 +233,8 @@ asio::awaitable<void> compute_loop(consul::client& c, leader_settings s, consul:
 }  // namespace
 
 asio::awaitable<void> run_assignment_leader(consul::client& c, leader_settings s,
-                                            consul::txn_op fence, leader_stats& stats) {
+                                            consul::txn_op fence, util::lease lease,
+                                            leader_stats& stats) {
   leader_state st(co_await asio::this_coro::executor);
   if (s.node_meta.empty())
     log::warn("external_node_meta is empty: every node in the catalog counts as external");
@@ -236,7 +245,7 @@ asio::awaitable<void> run_assignment_leader(consul::client& c, leader_settings s
   std::vector<asio::awaitable<void>> branches;
   branches.push_back(watch_nodes(c, s, st));
   branches.push_back(watch_instances(c, s, st));
-  branches.push_back(compute_loop(c, s, std::move(fence), st, stats));
+  branches.push_back(compute_loop(c, s, std::move(fence), std::move(lease), st, stats));
   co_await async::first_of(std::move(branches));
 }
 

@@ -23,6 +23,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "esm/consul/client.hpp"
+#include "esm/util/lease.hpp"
 #include "esm/consul/types.hpp"
 
 namespace esm::sharding {
@@ -54,6 +55,7 @@ struct leader_stats {
   std::size_t nodes = 0;            // external nodes in the last computation
   std::size_t instances = 0;        // healthy instances in the last computation
   bool fenced_out = false;          // a write failed its check-session op: leadership lost
+  std::uint64_t lease_refusals = 0;  // writes not sent: the term's fencing deadline had passed
 };
 
 // Runs until cancelled (terminal; the election emits it on loss and on shutdown) or until a
@@ -61,7 +63,10 @@ struct leader_stats {
 // the election will notice it too). `fence` must be the election's check-session op; it is
 // the first op of every transaction. Never throws on Consul errors: they are logged and
 // retried with backoff. `stats` must outlive the call.
+// `lease` is checked before every transaction: once it is no longer valid the leader writes
+// nothing more and returns (as when fenced out by Consul), which ends the term.
 boost::asio::awaitable<void> run_assignment_leader(consul::client& c, leader_settings s,
-                                                   consul::txn_op fence, leader_stats& stats);
+                                                   consul::txn_op fence, util::lease lease,
+                                                   leader_stats& stats);
 
 }  // namespace esm::sharding

@@ -247,7 +247,7 @@ int main() {
   lset.wait = wait;
   t0 = clk::now();
   std::optional<task> leader_task;
-  leader_task.emplace(io, sh::run_assignment_leader(leader_client, lset, fence, lstats));
+  leader_task.emplace(io, sh::run_assignment_leader(leader_client, lset, fence, {}, lstats));
   for (auto& e : esm) {
     sh::worker_settings ws;
     ws.service_id = "consul-esm:" + e->id;

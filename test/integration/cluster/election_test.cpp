@@ -280,6 +280,8 @@ TEST_CASE("cut off from Consul: the leader steps down before its session can exp
     co_await pause(2s);
     REQUIRE(a.status.is_leader);
     auto old_fence = a.fences.at(0);
+    auto old_lease = a.leases.at(0);
+    CHECK(old_lease.valid());  // the term's lease holds while its session is renewed
     auto ttl = a.opts.timing.session_ttl;
 
     auto t_cut = clock::now();
@@ -307,6 +309,7 @@ TEST_CASE("cut off from Consul: the leader steps down before its session can exp
     CHECK(*b.work_started >= confirmed + ttl);
     CHECK(*a.work_cancelled < *b.work_started);
     CHECK(a.status.last_loss_reason.find("fencing deadline") != std::string::npos);
+    CHECK_FALSE(old_lease.valid());  // past the deadline: leader work would write nothing
 
     // The deposed leader's write, arriving late: rolled back.
     auto late = co_await fenced_write(direct, old_fence, "t6/agents/x");

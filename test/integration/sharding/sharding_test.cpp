@@ -76,9 +76,9 @@ struct worker_instance {
 };
 
 struct leader_instance {
-  leader_instance(asio::io_context& io, const scenario& sc, consul::txn_op fence)
+  leader_instance(asio::io_context& io, const scenario& sc, consul::txn_op fence, esm::util::lease lease = {})
       : client(io.get_executor(), options_for(agent().http_address())),
-        t(io, sh::run_assignment_leader(client, sc.leader(), std::move(fence), stats)) {}
+        t(io, sh::run_assignment_leader(client, sc.leader(), std::move(fence), std::move(lease), stats)) {}
   ~leader_instance() { t.cancel(); }
   consul::client client;
   sh::leader_stats stats;
@@ -393,6 +393,29 @@ TEST_CASE("a leader whose session lost the lock writes nothing and stops") {
     }(), 30s);
     CHECK_FALSE(leader.t.error());
   }
+  SUBCASE("the session still holds the lock but the lease has lapsed (a process resumed after a pause)") {
+    // Consul would accept the write (the session is valid and holds the key): only the lease
+    // stops it, as it must when the election's clock says the term may be over.
+    std::string session;
+    consul::txn_op fence = run(io, take_lock(admin, sc.kv_path, &session), 20s);
+    int asked = 0;
+    leader_instance leader(io, sc, fence, esm::util::lease([&asked] {
+      ++asked;
+      return false;
+    }));
+    run(io, [&]() -> asio::awaitable<void> {
+      REQUIRE(co_await eventually([&] { return leader.t.done(); }, 10s));
+      CHECK(asked >= 1);
+      CHECK(leader.stats.lease_refusals == 1);
+      CHECK(leader.stats.transactions == 0);
+      CHECK(leader.stats.computations == 1);
+      CHECK_FALSE(leader.stats.fenced_out);
+      auto kv = co_await stored(admin, sc.kv_path);
+      CHECK(kv.empty());
+      co_await admin.session_destroy(session);  // frees the key for the next subcase
+    }(), 30s);
+    CHECK_FALSE(leader.t.error());
+  }
   SUBCASE("another session holds the lock") {
     consul::txn_op fence = run(io, take_lock(admin, sc.kv_path), 20s);
     // A second session: it does not hold the key.
@@ -573,7 +596,7 @@ TEST_CASE("a burst of catalog changes is written as one rebalance") {
   settings.debounce = 2s;
   consul::client leader_client(io.get_executor(), options_for(agent().http_address()));
   sh::leader_stats stats;
-  task leader(io, sh::run_assignment_leader(leader_client, settings, fence, stats));
+  task leader(io, sh::run_assignment_leader(leader_client, settings, fence, {}, stats));
   run(io, [&]() -> asio::awaitable<void> {
     REQUIRE(co_await eventually([&] { return stats.rebalances == 1; }, 10s));
     std::vector<task> burst;
