@@ -112,6 +112,9 @@ struct node_prober::slot {
   std::optional<coordinate> coord;   // what Consul has, as far as this prober knows
   bool coord_queued = false;
   bool write_queued = false;
+  // A refusal (403) was logged at WARN: the next ones for this node go to DEBUG until a write
+  // of it commits (every ping would otherwise log a line per node: a flood at 10 000 nodes).
+  bool refusal_logged = false;
   std::uint64_t pings = 0;
   std::chrono::nanoseconds last_rtt{0};
   std::shared_ptr<async::stop_handle> running;
@@ -866,17 +869,22 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
       std::vector<std::string> changes;
       for (auto& n : sent) {
         auto* s = holder(n.ref);
-        if (!s) continue;  // dropped from the share meanwhile
         if (n.d.reap) {
+          // Counted and logged even when the node left the share while the transaction was
+          // in flight (the reap itself removes it from the catalog, so the worker's share
+          // watch can answer before this does).
+          ++stats_.nodes_reaped;
+          log::info("reaping node has been failed for too long",
+                    {{"node", n.name}, {"node_reconnect_timeout", std::chrono::duration_cast<std::chrono::seconds>(
+                                                                      settings_.health.reconnect_timeout).count()}});
+          if (!s) continue;
           s->reaped = true;
           s->key = probe_key{};
           s->key_epoch = ++write_epoch_;
-          ++stats_.nodes_reaped;
-          log::info("reaping node has been failed for too long",
-                    {{"node", s->name}, {"node_reconnect_timeout", std::chrono::duration_cast<std::chrono::seconds>(
-                                                                        settings_.health.reconnect_timeout).count()}});
           continue;
         }
+        if (!s) continue;  // dropped from the share meanwhile
+        s->refusal_logged = false;
         if (n.d.write_check) {
           if (s->record.written != n.d.status) {
             ++changed;
@@ -933,7 +941,14 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
         it->second.second = true;
       if (!is_stale(e)) {
         ++stats_.refused;
-        log::warn("Node status write refused by Consul", {{"node", sent[k].name}, {"error", e.what}});
+        auto* s = holder(sent[k].ref);
+        if (s && !s->refusal_logged) {
+          s->refusal_logged = true;
+          log::warn("Node status write refused by Consul (logged again at DEBUG until it succeeds)",
+                    {{"node", sent[k].name}, {"error", e.what}});
+        } else {
+          log::debug("Node status write refused by Consul", {{"node", sent[k].name}, {"error", e.what}});
+        }
       }
     }
     for (auto& [k, v] : by_node) failed.push_back({static_cast<std::ptrdiff_t>(k), v.first});

@@ -133,6 +133,7 @@ asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker
       }
       next = std::move(*d);
     }
+    stats.assigned = value.has_value();
     if (!st.cache.assign(std::move(next))) return;
     log::info("Updated assignment", {{"nodes", st.cache.work().health_nodes.size()},
                                       {"probes", st.cache.work().ping_nodes.size()}});

@@ -114,6 +114,10 @@ struct worker_settings {
 // For tests and metrics (one thread: plain fields).
 struct worker_stats {
   std::uint64_t assignments = 0;      // distinct assignments applied (the first one included)
+  // The own assignment key exists (a leader assigned this instance a share, maybe empty). An
+  // absent key applies as an empty assignment but is not a share: no leader has assigned
+  // work yet, or it removed this instance.
+  bool assigned = false;
   std::uint64_t malformed = 0;        // assignment values that did not decode (kept the old)
   std::uint64_t node_deliveries = 0;  // on_nodes calls
   std::uint64_t check_deliveries = 0; // on_checks calls

@@ -83,6 +83,9 @@ probe_answer readiness(const daemon::daemon_status& st, steady::time_point now,
   }
   if (!st.instance.membership.registered) return {false, "this instance is not registered in Consul"};
   if (st.worker.assignments == 0) return {false, "no share received from the leader yet"};
+  // The key is written for every healthy instance by the leader; without it no leader has
+  // assigned work (none could take the lock, say) or this instance was left out.
+  if (!st.worker.assigned) return {false, "no share assigned: this instance's assignment key is absent"};
   return {true, {}};
 }
 

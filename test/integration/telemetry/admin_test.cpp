@@ -91,6 +91,7 @@ struct fixture {
     st.instance.election.is_leader = true;
     st.leader.instances = 2;
     st.worker.assignments = 1;
+    st.worker.assigned = true;
     st.worker.current.nodes = {"n1"};
     st.worker.current.probes = {"p1"};
     consul.requests = 4;

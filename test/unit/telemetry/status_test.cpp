@@ -34,6 +34,7 @@ struct ready_status {
     st.consul = &consul;
     st.instance.membership.registered = true;
     st.worker.assignments = 1;
+    st.worker.assigned = true;
     st.heartbeat = now;
   }
 };
@@ -141,6 +142,11 @@ TEST_CASE("readiness: ready only while running, Consul answers, registered and w
   SUBCASE("no share yet") {
     r.st.worker.assignments = 0;
     CHECK(telemetry::readiness(r.st, r.now).reason == "no share received from the leader yet");
+  }
+  SUBCASE("the own assignment key is absent: applied as empty, but no leader assigned a share") {
+    r.st.worker.assigned = false;  // assignments is 1: the absent key was applied
+    CHECK_FALSE(telemetry::readiness(r.st, r.now).ok);
+    CHECK(telemetry::readiness(r.st, r.now).reason == "no share assigned: this instance's assignment key is absent");
   }
 }
 
