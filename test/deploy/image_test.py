@@ -120,8 +120,9 @@ def image_builds():
     check(cfg.get("StopSignal") == "SIGTERM", f"StopSignal {cfg.get('StopSignal')}")
     hc = info.get("Healthcheck") or cfg.get("Healthcheck") or {}
     check(hc.get("Test") == ["CMD", "/usr/bin/esmd", "-healthcheck", "-config-dir=/etc/esmd"], f"Healthcheck {hc}")
-    archive = os.path.join(ROOT, "build/image", f"esmd-{version}.oci.tar")
-    check(os.path.getsize(archive) > 1_000_000, f"{archive} missing or empty")
+    for kind in ("oci", "docker"):
+        archive = os.path.join(ROOT, "build/image", f"esmd-{version}.{kind}.tar")
+        check(os.path.exists(archive) and os.path.getsize(archive) > 1_000_000, f"{archive} missing or empty")
     # Exactly these files: no shell, nothing else.
     ctr = sh(PODMAN + ["create", ref], 60).stdout.strip()
     try:

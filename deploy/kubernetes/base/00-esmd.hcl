@@ -1,0 +1,18 @@
+# esmd configuration shared by every mode (consul-esm's keys; see README.md, "Configuration").
+# Files in /etc/esmd are read in name order: the overlays' 10-*.hcl and 20-*.hcl come later
+# and override keys of this one.
+
+log_level = "INFO"
+
+# The admin server on every interface, port 8080: /healthz (liveness), /readyz (readiness),
+# /metrics (Prometheus), /v1/status. The Deployment's probes and scrape annotations use it.
+client_address = ":8080"
+
+# consul-esm's defaults, written out: instances with the same service name (and tag) and KV
+# path share the work, esmd and consul-esm alike.
+consul_service = "consul-esm"
+consul_kv_path = "consul-esm/"
+
+# The Consul address and the mode (agent or agentless) come from the overlay; the ACL token
+# from the Secret through CONSUL_HTTP_TOKEN_FILE (never put a token in this file: a
+# ConfigMap is not secret).
