@@ -3,6 +3,7 @@
 // configuration, logging and startup errors (consul-esm's code). -healthcheck exits 0 or 1.
 #include <iostream>
 #include <span>
+#include <string_view>
 
 #include "esm/config/cli.hpp"
 #include "esm/config/config.hpp"
@@ -23,8 +24,13 @@ int main(int argc, char** argv) {
     cfg = esm::config::load_config(cli.config_paths, esm::config::process_environment());
   } catch (const esm::config::config_error& e) {
     std::cerr << e.what() << "\n";
-    // A health check answers 0 or 1 only (Docker reserves other codes).
-    return cli.healthcheck ? 1 : esm::config::exit_code_error;
+    // A health check answers 0 or 1 only (Docker reserves other codes), also when its flags
+    // did not parse (then `cli` is still empty: look at the arguments).
+    bool healthcheck = cli.healthcheck;
+    for (int i = 1; i < argc; ++i)
+      healthcheck = healthcheck || std::string_view(argv[i]) == "-healthcheck" ||
+                    std::string_view(argv[i]) == "--healthcheck";
+    return healthcheck ? 1 : esm::config::exit_code_error;
   }
   if (cli.healthcheck) return esm::telemetry::probe_health(cfg.client_address, std::chrono::seconds(3), std::cerr);
   try {

@@ -180,6 +180,12 @@ void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
         planned = plan_check(s.catalog, settings_.plans);
         p_damaged.push_back(i);
       } else {
+        if (c.create_index != s.catalog.create_index) {
+          // Another check under the same key (registered anew, say after the reaper
+          // deregistered its service): its time critical starts from its own results.
+          s.critical_since.reset();
+          s.reaped_create_index.reset();
+        }
         s.catalog = c;
       }
       if (s.desired && !needs_write(s)) s.desired.reset();

@@ -399,9 +399,10 @@ asio::awaitable<void> check_engine::reaper_loop() {
     auto now = clock::now();
     struct victim {
       std::string node, service_id, check_id, name_space, partition;
+      std::vector<std::pair<std::string, std::uint64_t>> checks;  // slot key, CreateIndex
     };
     std::vector<victim> victims;
-    std::set<std::tuple<std::string, std::string, std::string, std::string>> seen;
+    std::map<std::tuple<std::string, std::string, std::string, std::string>, std::size_t> seen;
     for (auto& [key, i] : index_) {
       auto& s = *slots_[i];
       auto after = s.catalog.definition.deregister_critical_service_after;
@@ -409,10 +410,14 @@ asio::awaitable<void> check_engine::reaper_loop() {
           after <= std::chrono::nanoseconds::zero() || now - *s.critical_since <= after)
         continue;
       if (s.reaped_create_index && *s.reaped_create_index == s.catalog.create_index) continue;
-      if (!seen.emplace(s.catalog.partition, s.catalog.name_space, s.catalog.node,
-                        s.catalog.service_id).second)
+      auto [at, fresh] = seen.try_emplace({s.catalog.partition, s.catalog.name_space, s.catalog.node,
+                                           s.catalog.service_id}, victims.size());
+      if (!fresh) {
+        victims[at->second].checks.emplace_back(key, s.catalog.create_index);
         continue;
+      }
       victim v;
+      v.checks.emplace_back(key, s.catalog.create_index);
       v.node = s.catalog.node;
       v.service_id = s.catalog.service_id;
       v.check_id = s.catalog.check_id;
@@ -435,12 +440,13 @@ asio::awaitable<void> check_engine::reaper_loop() {
         continue;
       }
       ++stats_.services_reaped;
-      // Looked up again: slots may have been reused during the request.
-      for (auto& [key, i] : index_) {
-        auto& s = *slots_[i];
-        if (s.catalog.node == v.node && s.catalog.service_id == v.service_id &&
-            s.catalog.partition == v.partition && s.catalog.name_space == v.name_space)
-          s.reaped_create_index = s.catalog.create_index;
+      // Looked up again by key: slots may have been reused during the request, and a check
+      // registered anew meanwhile (another CreateIndex) is not the one deregistered.
+      for (auto& [key, create_index] : v.checks) {
+        auto it = index_.find(key);
+        if (it == index_.end()) continue;
+        auto& s = *slots_[it->second];
+        if (s.catalog.create_index == create_index) s.reaped_create_index = create_index;
       }
       log::info("agent has been critical for too long, deregistered service",
                 {{"node", v.node}, {"service", v.service_id}, {"check", v.check_id}});

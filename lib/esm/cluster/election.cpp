@@ -303,7 +303,8 @@ class election {
     consul::write_options w;
     w.timeout = timeout;
     std::string empty;
-    co_return co_await c_.kv_put(o_.key, empty, how, w);
+    auto r = co_await c_.kv_put(o_.key, empty, how, w);  // named: see async.hpp on g++ 12
+    co_return r;
   }
 
   awaitable<bool> release(const term& t) {

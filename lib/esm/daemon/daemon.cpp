@@ -272,7 +272,8 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
     return sharding::run_assignment_leader(consul, settings, std::move(fence), std::move(lease), stats);
   };
   hooks.on_registered = [&st] {
-    if (st.ready_sent) return;
+    // Never after STOPPING (a registration answered after the stop signal was handled).
+    if (st.ready_sent || st.stopping_sent) return;
     st.ready_sent = true;
     notify(st, "READY=1\nSTATUS=Registered as " + st.status.instance_id);
   };
@@ -328,7 +329,10 @@ asio::awaitable<void> run_daemon(daemon_state& st) {
 void reload(daemon_state& st) {
   // READY=1 again when done (only once esmd was ready: before that READY comes from the
   // registration). On every path, also when the new configuration is refused.
-  if (st.ready_sent) notify(st, "RELOADING=1\nSTATUS=Reloading the configuration");
+  if (st.ready_sent && !st.stopping_sent)
+    notify(st, "RELOADING=1\nMONOTONIC_USEC=" + std::to_string(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                   std::chrono::steady_clock::now().time_since_epoch()).count()) +
+                   "\nSTATUS=Reloading the configuration");
   struct ready_again {
     daemon_state& st;
     ~ready_again() {

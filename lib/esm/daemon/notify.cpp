@@ -53,8 +53,9 @@ systemd_notifier systemd_notifier::from_environment(const config::env_lookup& en
     auto v = parse_unsigned(*usec);
     std::optional<std::uint64_t> p;
     if (pid && !pid->empty()) p = parse_unsigned(*pid);
-    if (!v || *v == 0) {
-      n.problem_ = "WATCHDOG_USEC is not a positive number of microseconds: " + *usec;
+    constexpr std::uint64_t year_usec = 365ull * 24 * 3600 * 1'000'000;
+    if (!v || *v == 0 || *v > year_usec) {
+      n.problem_ = "WATCHDOG_USEC is not a positive number of microseconds (at most a year): " + *usec;
     } else if (pid && !pid->empty() && !p) {
       n.problem_ = "WATCHDOG_PID is not a process id: " + *pid;
     } else if (!p || *p == static_cast<std::uint64_t>(self)) {

@@ -923,6 +923,8 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
     // another instance created or removed, a node modified) re-reads that node's key.
     // One entry per node: stale when every error of it was, with whether its node op failed.
     std::map<std::size_t, std::pair<bool, bool>> by_node;  // node -> (stale, node op failed)
+    std::size_t newly_refused = 0;
+    std::string first_refused, refusal;
     std::vector<checks::rolled_back_op> failed;
     for (auto& e : r->errors) {
       std::ptrdiff_t owner = -1;
@@ -944,13 +946,19 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
         auto* s = holder(sent[k].ref);
         if (s && !s->refusal_logged) {
           s->refusal_logged = true;
-          log::warn("Node status write refused by Consul (logged again at DEBUG until it succeeds)",
-                    {{"node", sent[k].name}, {"error", e.what}});
-        } else {
-          log::debug("Node status write refused by Consul", {{"node", sent[k].name}, {"error", e.what}});
+          if (newly_refused++ == 0) {
+            first_refused = sent[k].name;
+            refusal = e.what;
+          }
         }
+        log::debug("Node status write refused by Consul", {{"node", sent[k].name}, {"error", e.what}});
       }
     }
+    // One line per transaction for the nodes refused for the first time (a token without node
+    // write refuses every node: one line per node would be 10 000 lines at 10 000 nodes).
+    if (newly_refused > 0)
+      log::warn("Node status write refused by Consul (each node logged again at DEBUG until a write of it succeeds)",
+                {{"nodes", newly_refused}, {"node", first_refused}, {"error", refusal}});
     for (auto& [k, v] : by_node) failed.push_back({static_cast<std::ptrdiff_t>(k), v.first});
     auto plan = checks::plan_rollback(sent.size(), failed, attempt);
     stats_.conflicts += plan.stale.size();

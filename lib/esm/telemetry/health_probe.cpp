@@ -40,18 +40,30 @@ int probe_health(std::string_view client_address, std::chrono::milliseconds time
     err << "esmd -healthcheck: client_address " << client_address << " is not a host:port address\n";
     return 1;
   }
-  asio::io_context io(1);
+  // Heap-allocated and left behind when the time runs out: destroying an io_context joins
+  // the resolver's thread, which may sit in getaddrinfo (a name with a slow DNS server) for
+  // longer than the bound. The process exits right after this answer.
+  auto* io_owner = new asio::io_context(1);
+  auto& io = *io_owner;
   std::optional<int> status;
   std::string failure;
   std::string body;
   asio::co_spawn(
       io,
       [&]() -> asio::awaitable<void> {
-        tcp::resolver resolver(io);
-        auto found = co_await resolver.async_resolve(target.host, target.port, asio::use_awaitable);
         beast::tcp_stream stream(io);
-        stream.expires_after(timeout);
-        co_await stream.async_connect(found, asio::use_awaitable);
+        boost::system::error_code literal_error;
+        auto literal = asio::ip::make_address(target.host, literal_error);
+        if (!literal_error) {  // an address: no resolver (and no resolver thread)
+          stream.expires_after(timeout);
+          co_await stream.async_connect(tcp::endpoint(literal, static_cast<unsigned short>(std::stoul(target.port))),
+                                        asio::use_awaitable);
+        } else {
+          tcp::resolver resolver(io);
+          auto found = co_await resolver.async_resolve(target.host, target.port, asio::use_awaitable);
+          stream.expires_after(timeout);
+          co_await stream.async_connect(found, asio::use_awaitable);
+        }
         http::request<http::empty_body> req(http::verb::get, "/healthz", 11);
         auto host = target.host.find(':') == std::string::npos ? target.host : "[" + target.host + "]";
         req.set(http::field::host, host + ":" + target.port);
@@ -73,8 +85,10 @@ int probe_health(std::string_view client_address, std::chrono::milliseconds time
           failure = x.what();
         }
       });
-  // The resolver may not honour the stream's deadline: the loop itself is bounded too.
+  // The resolver does not honour the stream's deadline: the loop itself is bounded too.
   io.run_for(timeout + std::chrono::milliseconds(500));
+  bool finished = io.stopped();  // the coroutine and its handler ran to their end
+  if (finished) delete io_owner;  // else left to the process's exit (see above)
   std::string where = target.host + ":" + target.port;
   if (!status) {
     err << "esmd -healthcheck: no answer from http://" << where << "/healthz: "

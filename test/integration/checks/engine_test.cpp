@@ -532,10 +532,14 @@ TEST_CASE("a service whose check stays critical past DeregisterCriticalServiceAf
   // Registered again (a new check under the same key, as the worker would feed it): it is
   // reaped again once critical for long enough.
   register_node(io, e.client, node, {c}, svc);
+  auto registered = clock::now();
   e.feed();
   REQUIRE(has_service());
   REQUIRE(run_until(io, [&] { return !has_service(); }, 10s));
   CHECK(run_until(io, [&] { return e.engine.stats().services_reaped >= 2; }, 2s));
+  // Counted from the new check's own first critical result, not from the old one's: it is
+  // not removed before DeregisterCriticalServiceAfter (1 s) has passed again.
+  CHECK(clock::now() - registered >= 1s);
 }
 
 TEST_CASE("stopping the engine cancels the probes in flight; a new run resumes every check") {
