@@ -1,0 +1,726 @@
+"""The chaos suite: three esmd processes on a three-server Consul cluster, under faults.
+
+Consul servers on 127.0.0.2, .3 and .4 (raft_multiplier 1); three agentless esmd instances
+(a, b, c), each talking to one server through its own TCP proxy as behind a load balancer
+(the proxy can cut its path silently: connections stay open, no byte goes through); NODES
+external nodes with one HTTP check each against a target this test runs (its answers
+switched by the test to make checks flap). An observer samples every instance's /v1/status
+all along. Faults, one after the other, each followed by a wait for the invariants:
+
+  consul-leader-kill   the Consul leader server killed (SIGKILL), restarted 3 s later
+  consul-follower      a follower server restarted
+  partition-short      the esmd leader's path to Consul cut for session_ttl / 2, then healed
+  partition-long       the same for 2.5 x session_ttl: it steps down, another takes over
+  pause                the esmd leader stopped with SIGSTOP for 2.5 x session_ttl, resumed
+  kill-restart         an esmd instance killed with SIGKILL, restarted with its instance_id
+  term-during-burst    every check flips, and the esmd leader gets SIGTERM at once
+
+Invariants, asserted:
+  - never two instances saying they lead in the same observer round;
+  - no assignment written by an instance between its "Lost leadership" and its next
+    "Obtained leadership" (and none by the paused leader after it resumed);
+  - after each fault, within 2 x session_ttl + lock_delay + 5 s, every external node is
+    assigned to exactly one live, healthy instance;
+  - outside fault windows every flap reaches the catalog within interval +
+    batch_flush_interval + 2 s; after the SIGTERM burst every check ends in its target's
+    state (no status change lost across the handover);
+  - no "already held" in any log; no esmd process ends unless the test ended it; resident
+    memory of each instance within 1.5 x (+16 MiB) of its size after warm-up.
+It prints a timeline per fault: detection (the old leader's "Lost leadership"), takeover
+(the next "Obtained leadership"), the new leader's first assignment write, coverage.
+
+ESMD_CHAOS_ROUNDS=N repeats the fault sequence N times (default 1: about 5 minutes);
+ESMD_CHAOS_NODES sets the number of external nodes (default 200).
+Env: CONSUL_BIN, ESMD_BIN, ESMD_SOURCE_ROOT (meson sets them).
+"""
+import base64
+import datetime
+import http.server
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
+from harness import case, check, env_path, run  # noqa: E402
+
+CONSUL_BIN = env_path("CONSUL_BIN")
+ESMD_BIN = env_path("ESMD_BIN")
+NODES = int(os.environ.get("ESMD_CHAOS_NODES", "200"))
+ROUNDS = int(os.environ.get("ESMD_CHAOS_ROUNDS", "1"))
+SESSION_TTL = 10
+LOCK_DELAY = 1
+COVER_BOUND = 2 * SESSION_TTL + LOCK_DELAY + 5
+CHECK_INTERVAL = 2
+FLUSH = 0.5
+FLAP_BOUND = CHECK_INTERVAL + FLUSH + 2
+KV = "chaos/"
+SERVICE = "esm-chaos"
+IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+WORK = tempfile.mkdtemp(prefix="esmd-chaos-")
+
+
+def now():
+    return time.time()
+
+
+def get_json(addr, path, timeout=2):
+    try:
+        with urllib.request.urlopen(f"http://{addr}{path}", timeout=timeout) as r:
+            return r.status, json.loads(r.read().decode() or "null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (OSError, ValueError):
+        return None, None
+
+
+def put(addr, path, body, timeout=5):
+    req = urllib.request.Request(f"http://{addr}{path}", data=json.dumps(body).encode(), method="PUT")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status
+
+
+def free_port_on_all(ips, count):
+    """`count` ports free on every address in `ips`."""
+    while True:
+        socks, ports = [], []
+        try:
+            for _ in range(count):
+                s = socket.socket()
+                s.bind((ips[0], 0))
+                socks.append(s)
+                ports.append(s.getsockname()[1])
+            ok = True
+            for ip in ips[1:]:
+                for p in ports:
+                    t = socket.socket()
+                    try:
+                        t.bind((ip, p))
+                    except OSError:
+                        ok = False
+                    finally:
+                        t.close()
+            if ok:
+                return ports
+        finally:
+            for s in socks:
+                s.close()
+
+
+def stop_pid(p, sig=signal.SIGTERM, timeout=10):
+    """Stops a process this test started, by its own pid; its exit code."""
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)
+    return p.returncode
+
+
+class Server:
+    def __init__(self, i, ports):
+        self.i, self.ip = i, IPS[i]
+        self.http, server, lan, wan = ports
+        self.addr = f"{self.ip}:{self.http}"
+        data = os.path.join(WORK, f"s{i}")
+        os.makedirs(data, exist_ok=True)
+        self.args = [CONSUL_BIN, "agent", "-server", "-bootstrap-expect=3", f"-node=s{i}",
+                     f"-bind={self.ip}", f"-advertise={self.ip}", f"-client={self.ip}", f"-data-dir={data}",
+                     "-retry-interval=1s", "-disable-host-node-id", "-log-level=warn",
+                     "-hcl=performance{raft_multiplier=1}", f"-http-port={self.http}",
+                     f"-server-port={server}", f"-serf-lan-port={lan}", f"-serf-wan-port={wan}",
+                     "-dns-port=-1", "-grpc-port=-1"] + [f"-retry-join={ip}:{lan}" for ip in IPS]
+        self.proc = None
+        self.start()
+
+    def start(self):
+        log = open(os.path.join(WORK, f"s{self.i}.log"), "ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        log.close()
+
+    def kill(self):
+        stop_pid(self.proc, signal.SIGKILL)
+
+    def stop(self):
+        stop_pid(self.proc, signal.SIGTERM, 15)
+
+    def leader(self):
+        code, body = get_json(self.addr, "/v1/status/leader", 1)
+        return body if code == 200 and body else None
+
+
+class Cluster:
+    def __init__(self):
+        ports = free_port_on_all(IPS, 4)
+        self.servers = [Server(i, ports) for i in range(3)]
+        self.wait_leader(60)
+
+    def running(self):
+        return [s for s in self.servers if s.proc.poll() is None]
+
+    def wait_leader(self, timeout):
+        end = now() + timeout
+        while now() < end:
+            for s in self.running():
+                if s.leader():
+                    return s.leader()
+            time.sleep(0.2)
+        raise AssertionError(f"the Consul cluster has no leader after {timeout} s (logs in {WORK})")
+
+    def leader_index(self):
+        for s in self.running():
+            lead = s.leader()
+            if lead:
+                ip = lead.split(":")[0]
+                return IPS.index(ip) if ip in IPS else None
+        return None
+
+    def any_addr(self):
+        for s in self.running():
+            if s.leader():
+                return s.addr
+        return self.running()[0].addr
+
+    def close(self):
+        for s in self.servers:
+            s.stop()
+
+
+class Proxy:
+    """A TCP proxy on 127.0.0.1 in front of one server. cut(): a silent partition (connections
+    are accepted and kept, nothing is forwarded either way); heal(): bytes flow again."""
+
+    def __init__(self, target):
+        self.target = target
+        self.open = threading.Event()
+        self.open.set()
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(256)
+        self.port = self.listener.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self):
+        self.open.clear()
+
+    def heal(self):
+        self.open.set()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        host, port = self.target.rsplit(":", 1)
+        try:
+            while not self.open.is_set() and not self.closed:
+                time.sleep(0.05)  # a connection made during a cut waits, silent
+            s = socket.create_connection((host, int(port)), timeout=5)
+        except OSError:
+            c.close()
+            return
+        s.settimeout(None)
+        pair = {c: s, s: c}
+        try:
+            while not self.closed:
+                if not self.open.is_set():
+                    time.sleep(0.05)
+                    continue
+                ready, _, _ = select.select([c, s], [], [], 0.1)
+                for r in ready:
+                    data = r.recv(65536)
+                    if not data:
+                        return
+                    pair[r].sendall(data)
+        except OSError:
+            return
+        finally:
+            c.close()
+            s.close()
+
+    def close(self):
+        self.closed = True
+        self.listener.close()
+
+
+class Targets:
+    """The checks' HTTP target: /c/<i> answers 200 or 500 as set by the test."""
+
+    def __init__(self, n):
+        self.up = [True] * n
+        targets = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                i = int(self.path.rsplit("/", 1)[1])
+                code = 200 if targets.up[i] else 500
+                body = b"ok" if code == 200 else b"down"
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the prober gave up (its timeout, a stopped or killed esmd)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[(\w+)\] +esmd: (.*)$")
+
+
+class Esmd:
+    def __init__(self, name, proxy):
+        self.name, self.proxy = name, proxy
+        self.admin = free_port_on_all(["127.0.0.1"], 1)[0]
+        self.addr = f"127.0.0.1:{self.admin}"
+        self.conf = os.path.join(WORK, f"esmd-{name}.hcl")
+        with open(self.conf, "w") as f:
+            f.write(f'enable_agentless = true\ninstance_id = "{name}"\nconsul_service = "{SERVICE}"\n'
+                    f'consul_kv_path = "{KV}"\nhttp_addr = "127.0.0.1:{proxy.port}"\n'
+                    f'client_address = "{self.addr}"\nsession_ttl = "{SESSION_TTL}s"\n'
+                    f'lock_delay = "{LOCK_DELAY}s"\nretry_interval = "1s"\nbatch_flush_interval = "{int(FLUSH * 1000)}ms"\n'
+                    f'blocking_query_wait = "10s"\ninstance_deregister_after = "30s"\n')
+        self.log_path = os.path.join(WORK, f"esmd-{name}.log")
+        self.proc = None
+        self.paused = False
+        self.resumed_at = 0.0
+        self.expected_exit = False
+        self.start()
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+        self.proc = subprocess.Popen([ESMD_BIN, "-config-file", self.conf], stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        self.expected_exit = False
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def status(self):
+        code, body = get_json(self.addr, "/v1/status", 0.5)
+        return body if code == 200 else None
+
+    def rss_kib(self):
+        try:
+            for line in open(f"/proc/{self.proc.pid}/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            return None
+        return None
+
+    def lines(self):
+        """(epoch seconds, level, message) of every log line so far."""
+        out = []
+        with open(self.log_path, errors="replace") as f:
+            for raw in f:
+                m = LOG_LINE.match(raw.rstrip("\n"))
+                if m:
+                    t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f")
+                    out.append((t.replace(tzinfo=datetime.timezone.utc).timestamp(), m.group(2), m.group(3)))
+        return out
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+    def close(self):
+        if self.paused:
+            self.signal(signal.SIGCONT)
+        self.expected_exit = True
+        return stop_pid(self.proc, signal.SIGTERM, 10)
+
+
+class Observer(threading.Thread):
+    """Samples every instance's /v1/status every 100 ms: leader overlaps, unexpected exits."""
+
+    def __init__(self, instances):
+        super().__init__(daemon=True)
+        self.instances = instances
+        self.overlaps = []
+        self.crashes = []
+        self.stopped = threading.Event()
+        self.rounds = 0
+
+    def run(self):
+        while not self.stopped.is_set():
+            leaders = []
+            for e in self.instances:
+                if not e.alive():
+                    if not e.expected_exit and e.name not in [c[0] for c in self.crashes]:
+                        self.crashes.append((e.name, e.proc.returncode, now()))
+                    continue
+                if e.paused or now() - e.resumed_at < 1.0:
+                    # A stopped process acts on nothing and answers nothing; in the first
+                    # second after SIGCONT its status may still say "leader" before its
+                    # election has run (it writes nothing then: checked from its log).
+                    continue
+                st = e.status()
+                if st and st.get("leader"):
+                    leaders.append(e.name)
+            if len(leaders) > 1:
+                self.overlaps.append((now(), leaders))
+            self.rounds += 1
+            time.sleep(0.1)
+
+
+class Chaos:
+    def __init__(self):
+        self.cluster = Cluster()
+        self.targets = Targets(NODES)
+        self.register_nodes()
+        self.proxies = [Proxy(self.cluster.servers[i].addr) for i in range(3)]
+        self.esmd = [Esmd(n, self.proxies[i]) for i, n in enumerate("abc")]
+        self.observer = Observer(self.esmd)
+        self.observer.start()
+        self.timeline = []
+        self.baseline_rss = {}
+
+    def register_nodes(self):
+        addr = self.cluster.any_addr()
+        for i in range(NODES):
+            body = {"Node": f"chaos-{i}", "Address": "127.0.0.1", "NodeMeta": {"external-node": "true"},
+                    "Service": {"ID": "web", "Service": "web", "Port": self.targets.port},
+                    "Checks": [{"CheckID": "web", "Name": "web", "ServiceID": "web", "Status": "critical",
+                                "Definition": {"HTTP": f"http://127.0.0.1:{self.targets.port}/c/{i}",
+                                               "Interval": f"{CHECK_INTERVAL}s", "Timeout": "1s"}}]}
+            check(put(addr, "/v1/catalog/register", body) == 200, f"registering chaos-{i}")
+
+    def live(self):
+        return [e for e in self.esmd if e.alive() and not e.paused]
+
+    def leader(self):
+        for e in self.live():
+            st = e.status()
+            if st and st.get("leader"):
+                return e
+        return None
+
+    def wait_leader(self, timeout=60):
+        end = now() + timeout
+        while now() < end:
+            e = self.leader()
+            if e:
+                return e
+            time.sleep(0.2)
+        raise AssertionError(f"no esmd leader after {timeout} s")
+
+    def coverage(self):
+        """None when every node is assigned to exactly one live, healthy instance; else why not."""
+        addr = self.cluster.any_addr()
+        code, kvs = get_json(addr, f"/v1/kv/{KV}agents/?recurse", 3)
+        if code != 200 or not kvs:
+            return f"no assignment keys ({code})"
+        code, health = get_json(addr, f"/v1/health/service/{SERVICE}?passing=1", 3)
+        if code != 200:
+            return f"instances unreadable ({code})"
+        healthy = {h["Service"]["ID"].split(":", 1)[1] for h in health}
+        live = {e.name for e in self.live()}
+        owners = {}
+        for kv in kvs:
+            inst = kv["Key"].rsplit(":", 1)[1]
+            value = json.loads(base64.b64decode(kv["Value"] or b"") or b"null") or {}
+            for n in (value.get("Nodes") or []) + (value.get("Probes") or []):
+                owners.setdefault(n, []).append(inst)
+        for i in range(NODES):
+            o = owners.get(f"chaos-{i}", [])
+            if len(o) != 1:
+                return f"chaos-{i} has owners {o}"
+            if o[0] not in live or o[0] not in healthy:
+                return f"chaos-{i} is owned by {o[0]} (live {sorted(live)}, healthy {sorted(healthy)})"
+        return None
+
+    def wait_coverage(self, t0, what):
+        end = t0 + COVER_BOUND
+        last = None
+        while now() < end:
+            last = self.coverage()
+            if last is None:
+                return now() - t0
+            time.sleep(0.25)
+        raise AssertionError(f"{what}: nodes not covered {COVER_BOUND} s after the fault: {last}")
+
+    def catalog_states(self):
+        code, checks = get_json(self.cluster.any_addr(), "/v1/health/state/any", 5)
+        check(code == 200, f"health state unreadable ({code})")
+        return {c["Node"]: c["Status"] for c in checks if c["CheckID"] == "web" and c["Node"].startswith("chaos-")}
+
+    def wait_states(self, bound, what):
+        """Waits until every check in the catalog shows its target's state; the time it took."""
+        t0 = now()
+        while True:
+            states = self.catalog_states()
+            wrong = [n for n in range(NODES)
+                     if states.get(f"chaos-{n}") != ("passing" if self.targets.up[n] else "critical")]
+            if not wrong:
+                return now() - t0
+            if now() - t0 > bound:
+                raise AssertionError(f"{what}: {len(wrong)} checks not in their target's state after {bound:.1f} s, "
+                                     f"e.g. chaos-{wrong[0]}: {states.get(f'chaos-{wrong[0]}')}")
+            time.sleep(0.2)
+
+    def settle(self, what, timeout=60):
+        """After a fault: a leader, every live instance ready, every node covered."""
+        end = now() + timeout
+        why = None
+        while now() < end:
+            if self.leader() is None:
+                why = "no leader"
+            else:
+                unready = [e.name for e in self.live() if not (e.status() or {}).get("ready")]
+                why = f"not ready: {unready}" if unready else self.coverage()
+                if why is None:
+                    return
+            time.sleep(0.25)
+        raise AssertionError(f"{what}: not settled {timeout} s after the fault: {why}")
+
+    def flap(self, count=20):
+        """Flips `count` checks and measures how long the catalog takes to show them all."""
+        idx = list(range(0, NODES, max(1, NODES // count)))[:count]
+        for i in idx:
+            self.targets.up[i] = not self.targets.up[i]
+        took = self.wait_states(FLAP_BOUND, "flap outside a fault window")
+        return took
+
+    def events(self, since):
+        """Leadership events of every instance after `since`: (t, instance, kind)."""
+        out = []
+        for e in self.esmd:
+            for t, _, msg in e.lines():
+                if t < since - 0.5:
+                    continue
+                if msg.startswith("Obtained leadership"):
+                    out.append((t, e.name, "obtained"))
+                elif msg.startswith("Lost leadership") or msg.startswith("Releasing leadership on shutdown"):
+                    out.append((t, e.name, "lost"))
+                elif msg.startswith("Rebalanced external nodes"):
+                    out.append((t, e.name, "wrote"))
+        return sorted(out)
+
+    def record(self, name, t0, old, covered):
+        ev = self.events(t0)
+        detect = next((t for t, n, k in ev if n == (old.name if old else None) and k == "lost"), None)
+        takeover = next(((t, n) for t, n, k in ev if k == "obtained"), None)
+        first = next((t for t, n, k in ev if takeover and n == takeover[1] and k == "wrote" and t >= takeover[0]), None)
+        fmt = (lambda t: f"{t - t0:6.2f} s" if t else "     -  ")
+        row = (name, old.name if old else "-", fmt(detect), (takeover[1] if takeover else "-"),
+               fmt(takeover[0] if takeover else None), fmt(first), f"{covered:6.2f} s")
+        self.timeline.append(row)
+        print(f"[{name}] old leader {row[1]}: step-down {row[2]}; takeover by {row[3]} at {row[4]}; "
+              f"first write {row[5]}; all nodes covered after {row[6]}", flush=True)
+
+    # ------------------------------------------------------------------ faults
+
+    def consul_leader_kill(self):
+        old = self.leader()
+        li = self.cluster.leader_index()
+        check(li is not None, "no Consul leader")
+        t0 = now()
+        self.cluster.servers[li].kill()
+        time.sleep(3)
+        self.cluster.servers[li].start()
+        self.cluster.wait_leader(30)
+        covered = self.wait_coverage(t0, "consul-leader-kill")
+        self.record("consul-leader-kill", t0, old, covered)
+
+    def consul_follower(self):
+        old = self.leader()
+        li = self.cluster.leader_index()
+        fi = next(i for i in range(3) if i != li)
+        t0 = now()
+        self.cluster.servers[fi].stop()
+        self.cluster.servers[fi].start()
+        self.cluster.wait_leader(30)
+        covered = self.wait_coverage(t0, "consul-follower")
+        self.record("consul-follower", t0, old, covered)
+
+    def partition(self, name, seconds):
+        """The bound counts from the heal: a cut instance is live (running) but cannot act."""
+        old = self.wait_leader()
+        t0 = now()
+        old.proxy.cut()
+        time.sleep(seconds)
+        old.proxy.heal()
+        self.wait_coverage(now(), name)
+        self.record(name, t0, old, now() - t0)
+
+    def pause(self):
+        """The bound counts from SIGCONT, the end of the fault window."""
+        old = self.wait_leader()
+        t0 = now()
+        old.paused = True
+        old.signal(signal.SIGSTOP)
+        time.sleep(2.5 * SESSION_TTL)
+        t_resume = now()
+        old.resumed_at = now()
+        old.signal(signal.SIGCONT)
+        old.paused = False
+        self.wait_coverage(t_resume, "pause")
+        # The resumed instance wrote nothing as leader before it stepped down.
+        end = now() + 5
+        while True:
+            after = [(t, k) for t, n, k in self.events(t_resume) if n == old.name and t >= t_resume - 0.05]
+            lost = next((t for t, k in after if k == "lost"), None)
+            if lost is not None or now() > end:
+                break
+            time.sleep(0.1)
+        check(lost is not None, f"{old.name} never logged 'Lost leadership' after it resumed: {after}")
+        wrote = [t for t, k in after if k == "wrote" and t <= lost]
+        check(not wrote, f"{old.name} wrote an assignment after it resumed, before stepping down: {after}")
+        self.record("pause", t0, old, now() - t0)
+
+    def kill_restart(self):
+        victim = self.wait_leader()
+        t0 = now()
+        victim.expected_exit = True
+        victim.signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        # Restarted as a supervisor would (systemd Restart=on-failure, a pod's restart): while
+        # the killed process's health session lives, its registration is a live duplicate and
+        # the new process exits 11 naming it; it is started again 2 s later until it stays up.
+        restarts = 0
+        end = t0 + 3 * COVER_BOUND
+        while True:
+            time.sleep(1 if restarts == 0 else 2)
+            victim.start()
+            victim.expected_exit = True
+            restarts += 1
+            try:
+                code = victim.proc.wait(4)
+            except subprocess.TimeoutExpired:
+                break  # it stays up
+            tail = open(victim.log_path, errors="replace").read()[-2000:]
+            check(code == 11 and "is already registered with Consul" in tail,
+                  f"{victim.name} exited {code} after its restart: {tail[-500:]}")
+            check(now() < end, f"{victim.name} still refused as a duplicate {now() - t0:.0f} s after the kill")
+        victim.expected_exit = False
+        print(f"[kill-restart] {victim.name} stays up after {restarts} start(s), {now() - t0:.2f} s after the kill",
+              flush=True)
+        covered = self.wait_coverage(t0, "kill-restart")
+        # The dead session holds the lock until Consul invalidates it: wait for the takeover.
+        self.wait_leader(COVER_BOUND)
+        self.record("kill-restart", t0, victim, covered)
+
+    def term_during_burst(self):
+        old = self.wait_leader()
+        for i in range(NODES):
+            self.targets.up[i] = not self.targets.up[i]
+        t0 = now()
+        old.expected_exit = True
+        old.signal(signal.SIGTERM)
+        code = old.proc.wait(10)
+        check(code == 0, f"{old.name} exited {code} after SIGTERM")
+        covered = self.wait_coverage(t0, "term-during-burst")
+        took = self.wait_states(COVER_BOUND + CHECK_INTERVAL + FLUSH + 2, "the burst across the handover")
+        print(f"[term-during-burst] every check in its target's state {now() - t0:.2f} s after the SIGTERM "
+              f"(waited {took:.2f} s after coverage)", flush=True)
+        self.record("term-during-burst", t0, old, covered)
+        old.start()
+
+    def check_logs(self):
+        for e in self.esmd:
+            leading = False
+            for t, _, msg in e.lines():
+                check("already held" not in msg, f"{e.name}: {msg}")
+                if msg.startswith("Obtained leadership"):
+                    leading = True
+                elif msg.startswith("Lost leadership") or msg.startswith("Releasing leadership"):
+                    leading = False
+                elif msg.startswith("Rebalanced external nodes"):
+                    check(leading, f"{e.name} wrote an assignment while not leading, at {t}: {msg}")
+
+    def close(self):
+        self.observer.stopped.set()
+        self.observer.join(5)
+        codes = {e.name: e.close() for e in self.esmd}
+        for p in self.proxies:
+            p.close()
+        self.targets.close()
+        self.cluster.close()
+        return codes
+
+
+state = {}
+
+
+@case
+def chaos_suite():
+    """faults one after the other; one leader at a time, every node covered, no flap or change lost"""
+    c = Chaos()
+    state["chaos"] = c
+    try:
+        c.wait_leader(60)
+        t0 = now()
+        c.wait_coverage(t0 - COVER_BOUND + 60, "start")
+        c.wait_states(60, "the first results")
+        time.sleep(5)
+        c.baseline_rss = {e.name: e.rss_kib() for e in c.esmd}
+        faults = [c.consul_leader_kill, c.consul_follower, lambda: c.partition("partition-short", SESSION_TTL / 2),
+                  lambda: c.partition("partition-long", 2.5 * SESSION_TTL), c.pause, c.kill_restart,
+                  c.term_during_burst]
+        flaps = []
+        for r in range(ROUNDS):
+            for fault in faults:
+                fault()
+                c.settle(getattr(fault, "__name__", "fault"))
+                flaps.append(c.flap())
+        print(f"flaps outside fault windows: {len(flaps)}, slowest {max(flaps):.2f} s, bound {FLAP_BOUND:.1f} s")
+        check(not c.observer.overlaps, f"two leaders at once: {c.observer.overlaps[:5]}")
+        check(not c.observer.crashes, f"esmd ended unexpectedly: {c.observer.crashes}")
+        c.check_logs()
+        for e in c.esmd:
+            base, rss = c.baseline_rss.get(e.name), e.rss_kib()
+            if base and rss:
+                print(f"{e.name}: resident {base} KiB after warm-up, {rss} KiB at the end")
+                check(rss <= base * 1.5 + 16384, f"{e.name}: resident memory grew from {base} to {rss} KiB")
+        print(f"observer rounds: {c.observer.rounds}")
+        print("timeline (seconds after the fault):")
+        print("  fault               old  step-down  new  takeover   first write  covered")
+        for row in c.timeline:
+            print(f"  {row[0]:19} {row[1]:4} {row[2]:>9}  {row[3]:4} {row[4]:>9}  {row[5]:>9}  {row[6]:>9}")
+    finally:
+        codes = c.close()
+    check(all(code == 0 for code in codes.values()), f"exit codes at the end: {codes}")
+
+
+try:
+    run()
+finally:
+    if os.environ.get("ESMD_CHAOS_KEEP"):
+        print(f"logs kept in {WORK}")
+    else:
+        shutil.rmtree(WORK, ignore_errors=True)
