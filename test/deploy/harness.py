@@ -3,16 +3,28 @@
 Each test case is a function decorated with @case; run() calls them in order and prints
 doctest's summary line, which deploy/dev/test counts like the C++ tests':
 
-    [doctest] test cases: N | P passed | F failed | 0 skipped
+    [doctest] test cases: N | P passed | F failed | S skipped
 
 A case fails when it raises (an AssertionError from check() or anything else); the
-message names the case and what was expected. Exit status 1 when any case failed.
+message names the case and what was expected. A case that cannot run here (a tool or an
+input is missing) calls skip(reason): it is counted as skipped, not passed. The test command
+counts a skipped case as failed, so a missing tool never passes unnoticed. Exit status 1
+when any case failed or was skipped.
 """
 import os
 import sys
 import traceback
 
 _cases = []
+
+
+class Skip(Exception):
+    """Raised by skip(): the case did not run (what it needs is missing here)."""
+
+
+def skip(reason):
+    """Ends the current case as skipped, with the reason in the log."""
+    raise Skip(reason)
 
 
 def case(fn):
@@ -36,7 +48,7 @@ def env_path(name, required=True):
 
 def run(argv=None):
     only = (argv or sys.argv)[1:]
-    passed = failed = 0
+    passed = failed = skipped = 0
     for fn in _cases:
         if only and fn.__name__ not in only:
             continue
@@ -46,12 +58,16 @@ def run(argv=None):
             fn()
             passed += 1
             print(f"--- ok: {name}", flush=True)
+        except Skip as e:
+            skipped += 1
+            print(f"--- SKIPPED: {name}: {e}", flush=True)
         except BaseException as e:  # noqa: BLE001 - a case's failure of any kind is reported
             if isinstance(e, KeyboardInterrupt):
                 raise
             failed += 1
             print(f"--- FAILED: {name}: {e}", flush=True)
             traceback.print_exc(file=sys.stdout)
-    total = passed + failed
-    print(f"[doctest] test cases: {total} | {passed} passed | {failed} failed | 0 skipped", flush=True)
-    sys.exit(1 if failed else 0)
+    total = passed + failed + skipped
+    print(f"[doctest] test cases: {total} | {passed} passed | {failed} failed | {skipped} skipped",
+          flush=True)
+    sys.exit(1 if failed or skipped else 0)

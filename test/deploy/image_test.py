@@ -6,11 +6,17 @@ non-root user: -version, and with host networking against a real Consul dev agen
 its HEALTHCHECK passes, and as PID 1 it stops on SIGTERM within 5 s with exit 0.
 
 Env: ESMD_SOURCE_ROOT, CONSUL_BIN; ESMD_STATIC_BIN (else deploy/build-static is run). podman
-runs with a private storage root and a private containers.conf (runc, lowered ulimits), so the
-host's images and settings are not touched.
+runs with a private storage root and run root and a private containers.conf (runc, lowered
+ulimits; its per-boot tmp_dir, volume path, network configuration directory, events log and
+temporary image copies all under the test's directory), so the host's images, containers,
+networks and settings are not touched. At the end the test removes its containers and images
+through that private configuration, checks that nothing under its directory is still mounted
+and deletes the directory (never `podman system reset`, which also wipes the host's network
+configuration and /run/libpod).
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,19 +26,30 @@ import tempfile
 import time
 import urllib.request
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import case, check, env_path, run  # noqa: E402
 
 ROOT = env_path("ESMD_SOURCE_ROOT")
 CONSUL_BIN = env_path("CONSUL_BIN")
-WORK = tempfile.mkdtemp(prefix="esmd-image-test-")
+WORK = os.path.realpath(tempfile.mkdtemp(prefix="esmd-image-test-"))
 STORE = os.path.join(WORK, "storage")
 RUNROOT = os.path.join(WORK, "run")
+TMP = os.path.join(WORK, "tmp")   # podman's per-boot state (the host's is /run/libpod)
+VOLUMES = os.path.join(WORK, "vol")
+NETWORKS = os.path.join(WORK, "net")  # the host's: /etc/cni/net.d or /etc/containers/networks
+COPIES = os.path.join(WORK, "copies")  # temporary image content (the host's: /var/tmp)
+for _d in (TMP, VOLUMES, NETWORKS, COPIES):
+    os.makedirs(_d)
 CONF = os.path.join(WORK, "containers.conf")
 with open(CONF, "w") as f:
     f.write('[containers]\ndefault_ulimits = ["nofile=1024:20000", "nproc=4096:4096"]\n'
-            '[engine]\nruntime = "runc"\n')
-ENV = dict(os.environ, CONTAINERS_CONF=CONF, ESMD_PODMAN_ROOT=STORE, ESMD_PODMAN_RUNROOT=RUNROOT)
+            '[engine]\nruntime = "runc"\n'
+            f'tmp_dir = "{TMP}"\nvolume_path = "{VOLUMES}"\nimage_copy_tmp_dir = "{COPIES}"\n'
+            f'events_logger = "file"\nevents_logfile_path = "{os.path.join(TMP, "events.log")}"\n'
+            f'[network]\nnetwork_config_dir = "{NETWORKS}"\n')
+ENV = dict(os.environ, CONTAINERS_CONF=CONF, ESMD_PODMAN_ROOT=STORE, ESMD_PODMAN_RUNROOT=RUNROOT,
+           TMPDIR=COPIES)
 PODMAN = ["podman", "--root", STORE, "--runroot", RUNROOT]
 state = {}
 
@@ -148,9 +165,38 @@ def image_runs_version():
     check(out.startswith("esmd v"), f"printed {out!r}")
 
 
+def token_secret():
+    """A podman secret made from a root-only token file, as deploy/OPERATING.md makes it."""
+    if "secret" not in state:
+        name = f"esmd-image-test-token-{os.getpid()}"
+        token_file = os.path.join(WORK, "consul-token")
+        with open(os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write("0b1c2d3e-image-test-token\n")
+        sh(PODMAN + ["secret", "create", name, token_file], 60)
+        state["secret"] = name
+    return state["secret"]
+
+
+@case
+def image_reads_the_token_secret():
+    """the token as deploy/OPERATING.md passes it (--secret NAME,uid=65532,mode=0400, CONSUL_HTTP_TOKEN_FILE=/run/secrets/NAME) is read by esmd as uid 65532"""
+    secret = token_secret()
+    p = sh(PODMAN + ["run", "--rm", "--network", "none", "--secret", f"{secret},uid=65532,mode=0400",
+                     "-e", f"CONSUL_HTTP_TOKEN_FILE=/run/secrets/{secret}",
+                     "localhost/esmd:latest", "-validate", "-config-dir=/etc/esmd"], 120)
+    token = json.loads(p.stdout)["consul"]["token"]
+    check(token == "<redacted>", f"the token was not read from the secret: {token!r}")
+    # The mount of a 0600 root-owned file, as before, is what uid 65532 cannot read: exit 11.
+    p = sh(PODMAN + ["run", "--rm", "--network", "none",
+                     "-v", f"{os.path.join(WORK, 'consul-token')}:/run/secrets/consul-token:ro",
+                     "-e", "CONSUL_HTTP_TOKEN_FILE=/run/secrets/consul-token",
+                     "localhost/esmd:latest", "-validate", "-config-dir=/etc/esmd"], 120, check_rc=False)
+    check(p.returncode == 11, f"a root-only 0600 token file bind-mounted: exit {p.returncode}, expected 11")
+
+
 @case
 def image_leads_and_stops():
-    """with host networking against a real Consul: leads, HEALTHCHECK passes, non-root, SIGTERM as PID 1 within 5 s"""
+    """as deploy/OPERATING.md runs it (host network, admin on 127.0.0.1 only, the token as a podman secret for uid 65532) and read-only: leads, HEALTHCHECK passes, non-root, SIGTERM as PID 1 within 5 s"""
     check("ref" in state, "the image was not built")
     http, server, lan, wan, admin = free_ports(5)
     data = os.path.join(WORK, "consul")
@@ -161,6 +207,7 @@ def image_leads_and_stops():
          "-dns-port=-1", "-grpc-port=-1"],
         stdout=consul_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=WORK, start_new_session=True)
     name = f"esmd-image-test-{os.getpid()}"
+    secret = token_secret()
     try:
         wait_for("a Consul leader", lambda: get(f"http://127.0.0.1:{http}/v1/status/leader")[1] not in (None, '""', ""), 30)
         conf = os.path.join(WORK, "esmd.d")
@@ -169,8 +216,15 @@ def image_leads_and_stops():
             f.write(f'client_address = "127.0.0.1:{admin}"\nconsul_kv_path = "esm-image/"\n')
         os.chmod(conf, 0o755)
         os.chmod(os.path.join(conf, "esmd.hcl"), 0o644)
+        # The token secret for uid 65532 (the dev agent has no ACLs and ignores it; an
+        # unreadable CONSUL_HTTP_TOKEN_FILE would be exit 11). With --read-only, podman 4.3
+        # cannot mount a secret at its default target under /run/secrets (runc: "read-only
+        # file system"), so it goes elsewhere, as deploy/OPERATING.md says.
+        token_path = "/run/esmd/consul-token"
         sh(PODMAN + ["run", "-d", "--name", name, "--network", "host", "--read-only",
                      "-v", f"{conf}:/etc/esmd:ro", "-e", f"CONSUL_HTTP_ADDR=localhost:{http}",
+                     "--secret", f"{secret},target={token_path},uid=65532,mode=0400",
+                     "-e", f"CONSUL_HTTP_TOKEN_FILE={token_path}",
                      "localhost/esmd:latest"], 120)
         status = wait_for("esmd in the container to lead",
                           lambda: (lambda r: r[0] == 200 and '"leader":true' in r[1] and r[1])(
@@ -179,6 +233,13 @@ def image_leads_and_stops():
         pid = int(sh(PODMAN + ["inspect", "--format", "{{.State.Pid}}", name], 60).stdout.strip())
         uid = [l for l in open(f"/proc/{pid}/status") if l.startswith("Uid:")][0].split()[1:]
         check(uid == ["65532"] * 4, f"the container's process runs as {uid}")
+        st = os.stat(f"/proc/{pid}/root{token_path}")
+        check(st.st_uid == 65532 and (st.st_mode & 0o777) == 0o400,
+              f"the secret is mounted with uid {st.st_uid}, mode {st.st_mode & 0o777:o}")
+        # Only on loopback: the admin server is not on the host's other interfaces.
+        listening = [l.split()[1] for l in open("/proc/net/tcp").readlines()[1:]
+                     if l.split()[3] == "0A" and int(l.split()[1].split(":")[1], 16) == admin]
+        check(listening == ["0100007F:%04X" % admin], f"port {admin} listens on {listening}")
         hc = sh(PODMAN + ["healthcheck", "run", name], 60, check_rc=False)
         check(hc.returncode == 0, f"podman healthcheck run: {hc.returncode} {hc.stdout}{hc.stderr}")
         start = time.monotonic()
@@ -203,8 +264,52 @@ def image_leads_and_stops():
         consul_log.close()
 
 
+def mounts_under_work():
+    """Mount points at or below WORK (from /proc/self/mountinfo; octal escapes decoded)."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if point == WORK or point.startswith(WORK + "/"):
+                out.append(point)
+    return out
+
+
+def remove_private_store():
+    """Removes the test's containers and images through its own podman configuration (the
+    host's storage, networks and /run/libpod are never named), unmounts what is left under
+    WORK and deletes WORK. Returns (what failed, mount points that could not be removed)."""
+    problems = []
+    for args in (["rm", "-af", "-t", "0"], ["image", "unmount", "-a"], ["rmi", "-af"]):
+        try:
+            p = subprocess.run(PODMAN + args, capture_output=True, text=True, timeout=120, env=ENV)
+            if p.returncode != 0:
+                problems.append(f"podman {' '.join(args)}: exit {p.returncode} {p.stderr.strip()}")
+        except (OSError, subprocess.TimeoutExpired) as e:
+            problems.append(f"podman {' '.join(args)}: {e}")
+    left = mounts_under_work()
+    if left:
+        problems.append(f"still mounted after podman rm, image unmount and rmi: {left}")
+        for point in sorted(left, key=len, reverse=True):  # innermost first
+            subprocess.run(["umount", point], capture_output=True, timeout=60)
+    shutil.rmtree(WORK, ignore_errors=True)
+    return problems, mounts_under_work()
+
+
+@case
+def private_store_is_removed():
+    """the test's containers and images are removed through its private configuration, nothing under its directory stays mounted, and the directory is deleted"""
+    problems, left = remove_private_store()
+    check(not left, f"still mounted under {WORK}: {left}")
+    check(not problems, "; ".join(problems))
+    check(not os.path.exists(WORK), f"{WORK} is still there")
+
+
 try:
     run()
 finally:
-    subprocess.run(PODMAN + ["system", "reset", "--force"], capture_output=True, timeout=120, env=ENV)
-    shutil.rmtree(WORK, ignore_errors=True)
+    if os.path.exists(WORK):  # the last case did not run (a selection of cases, an interrupt)
+        _, _left = remove_private_store()
+        if _left:
+            print(f"image_test: still mounted under {WORK}: {_left}", flush=True)
+            sys.exit(1)

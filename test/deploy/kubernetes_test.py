@@ -13,13 +13,14 @@ by a PodDisruptionBudget; and the configuration, laid out as the kubelet mounts 
 container's environment and arguments), passes `esmd -validate` (ESMD_BIN).
 
 Needs: kubectl 1.27 or later (kustomize v5), node and, once, npm; python3's standard
-library only (the YAML is parsed by the npm package yaml). yamllint is run where installed.
+library only (the YAML is parsed by the npm package yaml), and yamllint (without it, its
+case is skipped, which the test command counts as a failure).
 
 Environment: ESMD_SOURCE_ROOT (required), ESMD_BIN (the esmd binary; without it the
-`esmd -validate` check is skipped), KUBECTL (default: kubectl on PATH), ESMD_TEST_NPM_DIR
-(default: ${XDG_CACHE_HOME:-$HOME/.cache}/esmd-test/npm). The only network traffic is the
-npm install of kubernetes-models@4.5.1 and yaml@2.8.4 into that directory, and only when
-they are missing; kubectl gets a kubeconfig whose server cannot exist. Every subprocess
+`esmd -validate` case is skipped, likewise), KUBECTL (default: kubectl on PATH),
+ESMD_TEST_NPM_DIR (default: ${XDG_CACHE_HOME:-$HOME/.cache}/esmd-test/npm). The only
+network traffic is the npm install of kubernetes-models@4.5.1 and yaml@2.8.4 into that
+directory, and only when they are missing; kubectl gets a kubeconfig whose server cannot exist. Every subprocess
 has a timeout.
 """
 import atexit
@@ -34,8 +35,9 @@ import subprocess
 import sys
 import tempfile
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import case, check, env_path, run  # noqa: E402
+from harness import case, check, env_path, run, skip  # noqa: E402
 
 SOURCE = env_path("ESMD_SOURCE_ROOT")
 K8S = os.path.join(SOURCE, "deploy", "kubernetes")
@@ -43,7 +45,7 @@ VALIDATOR = os.path.join(SOURCE, "test", "deploy", "validate_k8s.mjs")
 NPM_PACKAGES = {"kubernetes-models": "4.5.1", "yaml": "2.8.4"}
 
 NAMESPACE = "esmd"
-IMAGE = "esmd:0.1.0"
+IMAGE = "localhost/esmd:0.1.0"  # what deploy/image/build tags (podman's local storage)
 UID = GID = 65532
 SELECTOR = {"app.kubernetes.io/name": "esmd", "app.kubernetes.io/instance": "esmd"}
 TOKEN_ENV = "CONSUL_HTTP_TOKEN_FILE"
@@ -51,18 +53,21 @@ CONFIG_DIR = "/etc/esmd"
 HARD_STOP_LIMIT_S = 6.5
 FAKE_HOST_IP = "192.0.2.17"  # TEST-NET-1: what status.hostIP is replaced with here
 
-# What each overlay must be. "address" is the Consul address esmd ends up with.
+# What each overlay must be. "address" is the Consul address esmd ends up with; "pss" the
+# Pod Security Standard the namespace enforces, "pss_report" the one it warns and audits at.
 OVERLAYS = {
     "agentless": dict(agentless=True, address="consul-server.consul.svc:8500",
-                      ping_type="udp", sysctl=False, add_caps=[], uid=UID, pss="restricted"),
+                      ping_type="udp", sysctl=False, add_caps=[], uid=UID, pss="restricted",
+                      pss_report="restricted"),
     "agent": dict(agentless=False, address=f"{FAKE_HOST_IP}:8500",
-                  ping_type="udp", sysctl=False, add_caps=[], uid=UID, pss="restricted"),
+                  ping_type="udp", sysctl=False, add_caps=[], uid=UID, pss="restricted",
+                  pss_report="restricted"),
     "pings": dict(agentless=True, address="consul-server.consul.svc:8500",
                   ping_type="udp", sysctl=True, add_caps=[], uid=UID, pss="restricted",
-                  ping_type_in_file=True),
+                  pss_report="restricted", ping_type_in_file=True),
     "pings-raw": dict(agentless=True, address="consul-server.consul.svc:8500",
                       ping_type="socket", sysctl=False, add_caps=["NET_RAW"], uid=0,
-                      pss="privileged", ping_type_in_file=True),
+                      pss="privileged", pss_report="baseline", ping_type_in_file=True),
 }
 EXPECTED_KINDS = {"Namespace", "ServiceAccount", "ConfigMap", "Secret", "Service",
                   "Deployment", "PodDisruptionBudget"}
@@ -445,6 +450,12 @@ def check_overlay(overlay):
     check(pss.get("pod-security.kubernetes.io/enforce") == want["pss"],
           f"{w}: Pod Security Standard enforced {pss.get('pod-security.kubernetes.io/enforce')},"
           f" expected {want['pss']}")
+    # warn and audit: privileged would report nothing; baseline still flags any other pod
+    # created in the namespace that asks for more than esmd's NET_RAW and uid 0.
+    for mode in ("warn", "audit"):
+        got = pss.get(f"pod-security.kubernetes.io/{mode}")
+        check(got == want["pss_report"],
+              f"{w}: Pod Security Standard {mode} is {got}, expected {want['pss_report']}")
 
     # Deployment and its pods.
     dep = one(objs, "Deployment", w)
@@ -663,7 +674,8 @@ def check_overlay(overlay):
           f"{' + ' + ','.join(caps.get('add', [])) if caps.get('add') else ''};"
           f" requests {res['requests']['cpu']}/{res['requests']['memory']}"
           f" limits {res['limits']['cpu']}/{res['limits']['memory']}; grace {grace}s;"
-          f" PDB maxUnavailable {ps.get('maxUnavailable')}; PSS {want['pss']}")
+          f" PDB maxUnavailable {ps.get('maxUnavailable')}; PSS enforce {want['pss']},"
+          f" warn/audit {want['pss_report']}")
 
 
 def _overlay_case(overlay):
@@ -684,8 +696,7 @@ def esmd_validates_each_configuration():
     """esmd -validate accepts each overlay's configuration as the pod would see it"""
     esmd = os.environ.get("ESMD_BIN", "")
     if not esmd:
-        print("skipped: ESMD_BIN is not set (meson passes the built esmd)")
-        return
+        skip("ESMD_BIN is not set (meson passes the built esmd)")
     check(os.access(esmd, os.X_OK), f"ESMD_BIN={esmd} is not executable")
     for overlay, want in OVERLAYS.items():
         w = f"overlays/{overlay}"
@@ -716,7 +727,10 @@ def esmd_validates_each_configuration():
         for key, value in (("client_address", ":8080"), ("consul_service", "consul-esm"),
                            ("consul_kv_path", "consul-esm/"), ("log_level", "INFO"),
                            ("enable_agentless", want["agentless"]),
-                           ("ping_type", want["ping_type"])):
+                           ("ping_type", want["ping_type"]),
+                           # a random instance_id per container start: a crashed one's
+                           # registration goes after 5 min, not the default 30
+                           ("instance_deregister_after", "5m0s")):
             check(eff.get(key) == value, f"{w}: effective {key} is {eff.get(key)!r}, expected "
                   f"{value!r}")
         check(eff["consul"]["address"] == want["address"],
@@ -746,11 +760,10 @@ def esmd_validates_each_configuration():
 
 @case
 def yamllint_accepts_the_manifests():
-    """yamllint accepts the manifests (deploy/kubernetes/.yamllint; only where installed)"""
+    """yamllint accepts the manifests (deploy/kubernetes/.yamllint; skipped where not installed)"""
     exe = shutil.which("yamllint")
     if not exe:
-        print("skipped: yamllint is not installed (Debian package yamllint)")
-        return
+        skip("yamllint is not installed (Debian package yamllint)")
     r = sh([exe, "-f", "parsable", "-c", os.path.join(K8S, ".yamllint"), K8S], 60)
     check(r.returncode == 0, f"yamllint: {r.stdout.strip()} {r.stderr.strip()}")
     print("yamllint: no problems")
