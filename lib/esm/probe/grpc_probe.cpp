@@ -179,6 +179,8 @@ asio::awaitable<probe_result> call(Stream& stream, const grpc_spec& spec, const 
     co_return critical(rpc_error(unavailable, "connection error: desc = \"transport: " + pr.text + "\""));
 
   const auto& r = *client.find(id);
+  if (r.headers_overflow)  // grpc-go's text for a header list over its limit
+    co_return critical(rpc_error(internal, "peer header list size exceeded limit"));
   const std::string* grpc_status = header(r.trailers, "grpc-status");
   const std::string* grpc_message = header(r.trailers, "grpc-message");
   if (!grpc_status) {  // Trailers-Only response

@@ -31,9 +31,17 @@ class h2_client {
     std::multimap<std::string, std::string> trailers;  // a later block
     std::string data;
     bool data_overflow = false;
+    // A header block over max_header_list (HPACK lets a few bytes stand for a large field
+    // already in the table, so the block's size on the wire bounds nothing): its further
+    // fields are dropped and the stream is reset.
+    bool headers_overflow = false;
+    std::size_t header_bytes = 0, trailer_bytes = 0;  // as RFC 9113 counts: name + value + 32
     bool closed = false;
     std::uint32_t rst_error = 0;
   };
+
+  // What we advertise as SETTINGS_MAX_HEADER_LIST_SIZE and hold per header block.
+  static constexpr std::size_t max_header_list = 64 * 1024;
 
   // max_data: response bytes kept per stream; a stream sending more is reset.
   explicit h2_client(std::size_t max_data);

@@ -18,6 +18,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "esm/util/chunked_guard.hpp"
 #include "esm/log/log.hpp"
 #include "esm/telemetry/status_page.hpp"
 
@@ -403,6 +404,17 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket, std::shared_ptr<co
       const auto& head = parser.get();
       if (static_cast<std::size_t>(std::distance(head.begin(), head.end())) > settings_.max_header_fields)
         refusal = 431;
+    }
+    // Keeps Beast from asserting on an empty chunked body that arrives in pieces: see
+    // may_be_last_chunk_line. A client that stops before that sent a partial request: closed
+    // unanswered, as for Beast's partial_message.
+    if (!ec && !refusal && !parser.is_done() && parser.chunked()) {
+      while (!ec && buffer.size() < 5 &&
+             util::may_be_last_chunk_line(std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()))) {
+        auto [cec, cn] = co_await stream.async_read_some(buffer.prepare(512), async::tuple_awaitable);
+        buffer.commit(cn);
+        ec = cec;
+      }
     }
     if (!ec && !refusal && !parser.is_done()) {
       auto [bec, bn] = co_await http::async_read(stream, buffer, parser, async::tuple_awaitable);
