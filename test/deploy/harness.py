@@ -12,7 +12,11 @@ counts a skipped case as failed, so a missing tool never passes unnoticed. Exit 
 when any case failed or was skipped.
 """
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 import traceback
 
 _cases = []
@@ -44,6 +48,49 @@ def env_path(name, required=True):
     if required and not value:
         raise SystemExit(f"{name} is not set (run through meson test, or set it)")
     return value
+
+
+
+# Helpers shared by the Python tests (test/deploy, test/fault).
+
+
+def free_ports(n, ip="127.0.0.1"):
+    """`n` distinct TCP ports free on `ip` a moment ago (the caller binds them soon)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((ip, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for(what, fn, timeout, interval=0.2):
+    """Polls fn until it returns a true value (returned); fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = fn()
+        if v:
+            return v
+        check(time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def stop_pid(p, sig=signal.SIGTERM, timeout=10):
+    """Stops a process this test started (a subprocess.Popen), by its own pid: `sig`, then
+    SIGKILL after `timeout` seconds; its exit code."""
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)
+    return p.returncode
 
 
 def run(argv=None):

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ import urllib.request
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import case, check, env_path, run  # noqa: E402
+from harness import case, check, env_path, free_ports, run, wait_for  # noqa: E402
 
 ROOT = env_path("ESMD_SOURCE_ROOT")
 CONSUL_BIN = env_path("CONSUL_BIN")
@@ -61,17 +60,6 @@ def sh(argv, timeout, check_rc=True, **kw):
     return p
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def get(url, timeout=2):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -80,16 +68,6 @@ def get(url, timeout=2):
         return e.code, e.read().decode(errors="replace")
     except OSError as e:
         return None, str(e)
-
-
-def wait_for(what, fn, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v:
-            return v
-        check(time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def static_binary():

@@ -52,7 +52,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
-from harness import case, check, env_path, run  # noqa: E402
+from harness import case, check, env_path, run, stop_pid  # noqa: E402
 
 CONSUL_BIN = env_path("CONSUL_BIN")
 ESMD_BIN = env_path("ESMD_BIN")
@@ -115,21 +115,6 @@ def free_port_on_all(ips, count):
         finally:
             for s in socks:
                 s.close()
-
-
-def stop_pid(p, sig=signal.SIGTERM, timeout=10):
-    """Stops a process this test started, by its own pid; its exit code."""
-    if p.poll() is None:
-        try:
-            os.kill(p.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(10)
-    return p.returncode
 
 
 class Server:

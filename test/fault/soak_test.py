@@ -35,7 +35,7 @@ import urllib.request
 import http.server
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
-from harness import case, check, env_path, run  # noqa: E402
+from harness import case, check, env_path, free_ports, run, stop_pid, wait_for  # noqa: E402
 
 CONSUL_BIN = env_path("CONSUL_BIN")
 ESMD_BIN = env_path("ESMD_BIN")
@@ -55,17 +55,6 @@ def now():
     return time.monotonic()
 
 
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def api(addr, method, path, body=None, timeout=10):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
@@ -77,20 +66,6 @@ def api(addr, method, path, body=None, timeout=10):
         return e.code, None
     except (OSError, ValueError):
         return None, None
-
-
-def stop_pid(p, sig=signal.SIGTERM, timeout=10):
-    if p.poll() is None:
-        try:
-            os.kill(p.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(p.pid, signal.SIGKILL)
-            p.wait(10)
-    return p.returncode
 
 
 def proc_sample(pid):
@@ -168,7 +143,7 @@ class Soak:
              f"-http-port={http}", f"-server-port={server}", f"-serf-lan-port={lan}", f"-serf-wan-port={wan}",
              "-dns-port=-1", "-grpc-port=-1", "-log-level=warn"],
             stdout=self.consul_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        self.wait(lambda: api(self.addr, "GET", "/v1/status/leader")[1], 30, "a Consul leader")
+        wait_for("a Consul leader", lambda: api(self.addr, "GET", "/v1/status/leader")[1], 30, 0.5)
         self.tcp = TcpTarget()
         self.http = HttpTarget(NODES)
         self.register()
@@ -187,15 +162,6 @@ class Soak:
                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
             log.close()
             self.esmd.append({"name": name, "proc": p, "admin": f"127.0.0.1:{admin}", "samples": []})
-
-    def wait(self, fn, timeout, what):
-        end = now() + timeout
-        while now() < end:
-            v = fn()
-            if v:
-                return v
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
     def register(self):
         for n in range(NODES):
@@ -249,8 +215,8 @@ def soak():
     """steady load, flapping targets and leader changes: flat memory, no descriptor growth, no lost flip"""
     s = Soak()
     try:
-        s.wait(s.leader_session, 60, "an esmd leader")
-        s.wait(s.all_passing_tcp, 120, f"all {CHECKS} checks running")
+        wait_for("an esmd leader", s.leader_session, 60, 0.5)
+        wait_for(f"all {CHECKS} checks running", s.all_passing_tcp, 120, 0.5)
         t_start = now()
         warm = max(120, SECONDS // 5)
         next_sample = next_flip = next_leader = t_start
