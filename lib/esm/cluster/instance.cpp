@@ -65,7 +65,12 @@ awaitable<run_outcome> run_instance(consul::client& c, membership_options mo, el
 
   if (hooks.on_registered) hooks.on_registered();
   leader_work_fn work = hooks.leader_work ? std::move(hooks.leader_work) : leader_work_fn(idle_leader_work);
-  if (mo.agentless) {
+  // Every leader reaps dead agentless instances, whatever its own mode: a fleet can mix both
+  // modes (a migration, a Kubernetes deployment next to VMs with agents), and a crashed
+  // agentless instance has no agent to turn its check critical, so under an agent-mode leader
+  // its nodes would stay assigned to it for good. With no agentless instance registered the
+  // reaper reads the service's instances once per round and nothing else.
+  {
     auto interval = reap_interval(mo);
     work = [&c, mo, interval, inner = std::move(work)](std::string session, consul::txn_op fence,
                                                        util::lease lease) -> awaitable<void> {

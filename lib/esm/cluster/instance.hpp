@@ -15,8 +15,8 @@ namespace esm::cluster {
 
 struct instance_hooks {
   instance_hooks() {}
-  // Run while leading (see leader_work_fn). Empty: idle_leader_work. In agentless mode
-  // reap_dead_instances runs next to it.
+  // Run while leading (see leader_work_fn). Empty: idle_leader_work. reap_dead_instances
+  // runs next to it in either mode (a fleet may mix agent-mode and agentless instances).
   leader_work_fn leader_work;
   // Called once the instance is registered (before the election starts); the daemon tells
   // the service manager it is ready. Not called when registration fails or is stopped.

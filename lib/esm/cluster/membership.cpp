@@ -351,7 +351,13 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
   for (;;) {
     auto inst = co_await c.catalog_service_instances(o.names.service);
     consul::result<consul::query_result<std::vector<consul::session>>> sessions = consul::error{};
-    if (inst) sessions = co_await c.session_list();
+    // The sessions matter only for instances on a synthetic node (agentless); in a fleet of
+    // agent-mode instances the round ends with the instance list.
+    bool any_agentless = false;
+    if (inst)
+      for (auto& r : inst->value) any_agentless = any_agentless || r.node == r.service_id + ":node";
+    if (inst && !any_agentless) sessions = consul::query_result<std::vector<consul::session>>{};
+    else if (inst) sessions = co_await c.session_list();
     if (!inst || !sessions) {
       consul::error e = inst ? sessions.error() : inst.error();
       if (classify(e) == failure_kind::cancelled) co_return;

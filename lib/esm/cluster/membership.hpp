@@ -91,7 +91,7 @@ boost::asio::awaitable<void> keep_registered(consul::client& c, membership_optio
 // service and check), bounded by cleanup_timeout. Errors are logged.
 boost::asio::awaitable<void> deregister_instance(consul::client& c, membership_options o);
 
-// Leader work in agentless mode: every reap_interval, agentless instances of the service whose
+// Leader work in either mode: every reap_interval, agentless instances of the service whose
 // health session is gone are marked critical, and removed once they have been dead for
 // deregister_after. The decisions are reaper_policy's; this reads Consul, steps it and writes.
 // Writes are fenced with `check_session`. Returns at the first wait (a sleep or a request) that

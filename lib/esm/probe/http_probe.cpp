@@ -292,13 +292,9 @@ asio::awaitable<void> talk(Stream& stream, beast::tcp_stream& lowest, SSL* ssl,
   // Keeps Beast from asserting on an empty chunked body that arrives in pieces (found by
   // test/fuzz/probe_http_fuzz): see may_be_last_chunk_line. A peer that stops sending before
   // that has ended the body: the status line decides, as for any cut body.
-  if (p.chunked() && !p.is_done()) {
-    while (buf.size() < 5 &&
-           util::may_be_last_chunk_line(std::string_view(static_cast<const char*>(buf.data().data()), buf.size()))) {
-      auto [cec, cn] = co_await stream.async_read_some(buf.prepare(512), token);
-      buf.commit(cn);
-      if (cec) co_return;
-    }
+  {
+    auto gec = co_await util::read_past_short_last_chunk(stream, buf, p);
+    if (gec) co_return;
   }
 
   // Like Consul's circular buffer: keep the tail. A read error or our deadline ends the

@@ -408,14 +408,7 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket, std::shared_ptr<co
     // Keeps Beast from asserting on an empty chunked body that arrives in pieces: see
     // may_be_last_chunk_line. A client that stops before that sent a partial request: closed
     // unanswered, as for Beast's partial_message.
-    if (!ec && !refusal && !parser.is_done() && parser.chunked()) {
-      while (!ec && buffer.size() < 5 &&
-             util::may_be_last_chunk_line(std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()))) {
-        auto [cec, cn] = co_await stream.async_read_some(buffer.prepare(512), async::tuple_awaitable);
-        buffer.commit(cn);
-        ec = cec;
-      }
-    }
+    if (!ec && !refusal) ec = co_await util::read_past_short_last_chunk(stream, buffer, parser);
     if (!ec && !refusal && !parser.is_done()) {
       auto [bec, bn] = co_await http::async_read(stream, buffer, parser, async::tuple_awaitable);
       ec = bec;

@@ -1,17 +1,24 @@
-// A guard against an assertion in Beast 1.81's HTTP parser, shared by the HTTP probe and the
-// admin server (both read bodies from peers esmd does not trust).
+// A guard against an assertion in Beast 1.81's HTTP parser, shared by every place that reads
+// an HTTP message with Beast: the HTTP probe and the admin server (peers esmd does not trust)
+// and the Consul client (a trusted peer, but a proxy in between can cut a body anywhere).
 //
 // Beast asserts (BOOST_ASSERT, live unless NDEBUG) that it holds at least 5 bytes when it
 // resumes the final chunk of a chunked body, though a first chunk can leave it 3 or 4:
 // "0\r\n" arriving alone, then one more byte, aborts the process (upstream
 // boostorg/beast#2861, found here by test/fuzz/probe_http_fuzz). While
-// may_be_last_chunk_line holds and fewer than 5 bytes are buffered, the callers read more
-// before handing the bytes to the parser; a valid empty body ("0\r\n\r\n") has 5, so no valid
-// message waits, and malformed bytes still reach the parser at once.
+// may_be_last_chunk_line holds and fewer than 5 bytes are buffered, read_past_short_last_chunk
+// reads more before the bytes reach the parser; a valid empty body ("0\r\n\r\n") has 5, so no
+// valid message waits, and malformed bytes still reach the parser at once.
 #pragma once
 
 #include <cstddef>
 #include <string_view>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/basic_parser.hpp>
 
 namespace esm::util {
 
@@ -27,6 +34,26 @@ inline bool may_be_last_chunk_line(std::string_view b) {
   if (i == b.size()) return true;
   if (b[i] != '\r') return false;
   return ++i == b.size() || b[i] == '\n';
+}
+
+// Call between reading a message's header (http::async_read_header into `buffer`) and reading
+// its body (http::async_read with the same buffer and parser): when the body is chunked and
+// what is buffered may still be a last-chunk line shorter than 5 bytes, reads on until it
+// cannot be. The read error, if any (the peer closed or the stream's deadline passed): the
+// message is then incomplete, and the caller handles it as it handles any cut body.
+template <class Stream, bool isRequest>
+boost::asio::awaitable<boost::system::error_code> read_past_short_last_chunk(
+    Stream& stream, boost::beast::flat_buffer& buffer, const boost::beast::http::basic_parser<isRequest>& parser) {
+  boost::system::error_code ec;
+  if (!parser.chunked() || parser.is_done()) co_return ec;
+  while (!ec && buffer.size() < 5 &&
+         may_be_last_chunk_line(std::string_view(static_cast<const char*>(buffer.data().data()), buffer.size()))) {
+    auto [rec, n] = co_await stream.async_read_some(buffer.prepare(512),
+                                                    boost::asio::as_tuple(boost::asio::use_awaitable));
+    buffer.commit(n);
+    ec = rec;
+  }
+  co_return ec;
 }
 
 }  // namespace esm::util

@@ -1,7 +1,8 @@
 // Self-registration and the whole instance lifecycle against a real Consul dev agent: agent
 // mode (service, TTL check, re-registration, duplicate refusal, graceful stop even when Consul
 // is unreachable) and agentless mode on Consul 1.8.7 (health session drives the check, the
-// leader reaps crashed instances, a crashed instance's ID can be used again).
+// leader reaps crashed instances, a crashed instance's ID can be used again), and a fleet of
+// both modes (an agent-mode leader reaps a crashed agentless instance).
 #include <doctest/doctest.h>
 
 #include "async.hpp"
@@ -304,4 +305,63 @@ TEST_CASE("agentless on Consul 1.8.7: healthy by its health session, elected, cr
     REQUIRE(gone);
     CHECK_FALSE(gone->value);
   }(), 120s);
+}
+
+// Found by the chaos suite (an agent-mode instance next to two agentless ones): only agentless
+// leaders ran the reaper, so under an agent-mode leader a crashed agentless instance stayed
+// passing and kept its nodes.
+TEST_CASE("a mixed fleet: an agent-mode leader marks a crashed agentless instance critical and removes it") {
+  auto log = capture_log();
+  asio::io_context io;
+  consul::client direct(io.get_executor(), opts_for(agent().http_address()));
+  instance lead(io, agent().http_address(), member("esm-mx", "m1", false));
+  auto m2 = member("esm-mx", "m2", true);
+  consul::client c2(io.get_executor(), opts_for(agent().http_address()));
+  run(io, [&]() -> asio::awaitable<void> {
+    lead.start(io);
+    REQUIRE(co_await eventually([&] { return lead.status.election.is_leader; }, 15s));
+
+    // An agentless instance registers, becomes healthy, then crashes (its keeper stops without
+    // deregistering, and its health session ends).
+    cluster::membership_status st2;
+    auto reg = co_await cluster::register_instance(c2, m2, st2);
+    REQUIRE_FALSE(reg.code);
+    asio::cancellation_signal keeper_stop;
+    bool keeper_done = false;
+    asio::co_spawn(io, cluster::keep_registered(c2, m2, st2),
+                   asio::bind_cancellation_slot(keeper_stop.slot(), [&](std::exception_ptr) { keeper_done = true; }));
+    REQUIRE(co_await eventually([&] { return !st2.health_session.empty(); }, 5s));
+    std::optional<consul::health_check> chk;
+    for (int i = 0; i < 50 && !(chk && chk->status == "passing"); ++i) {
+      chk = co_await check_of(direct, "esm-mx:m2:node", "esm-mx:m2:session-check");
+      co_await pause(100ms);
+    }
+    REQUIRE(chk);
+    CHECK(chk->status == "passing");
+    keeper_stop.emit(asio::cancellation_type::terminal);
+    REQUIRE(co_await eventually([&] { return keeper_done; }, 5s));
+    auto t_crash = clock::now();
+    REQUIRE(co_await direct.session_destroy(st2.health_session));
+
+    bool critical = false;
+    for (int i = 0; i < 150 && !critical; ++i) {
+      auto h = co_await check_of(direct, "esm-mx:m2:node", "esm-mx:m2:session-check");
+      critical = h && h->status == "critical";
+      if (!critical) co_await pause(100ms);
+    }
+    CHECK(critical);
+    bool removed = false;
+    for (int i = 0; i < 150 && !removed; ++i) {
+      auto n = co_await direct.catalog_node_info("esm-mx:m2:node");
+      removed = n && !n->value;
+      if (!removed) co_await pause(100ms);
+    }
+    CHECK(removed);
+    CHECK(clock::now() - t_crash >= m2.deregister_after);
+    CHECK(count_of(log->str(), "Marked a dead ESM instance critical: service_id=esm-mx:m2") == 1);
+
+    lead.stop();
+    REQUIRE(co_await eventually([&] { return lead.done(); }, 6s));
+    CHECK(lead.error.empty());
+  }(), 60s);
 }

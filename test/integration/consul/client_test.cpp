@@ -13,6 +13,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include "async.hpp"
 #include "result_string.hpp"
@@ -537,6 +538,36 @@ TEST_CASE("a server that accepts but never answers fails by the request timeout"
     CHECK(elapsed >= 450ms);
     CHECK(elapsed < 3s);
     CHECK(c.http().stats().open_connections == 0);
+  }(), 10s);
+}
+
+// Beast 1.81 asserts (debug builds) on an empty chunked body whose "0\r\n" arrives alone and
+// the rest a byte at a time (boostorg/beast#2861): the transport reads past it first (see
+// util/chunked_guard.hpp). Before the guard this aborted the test binary.
+TEST_CASE("an empty chunked response body arriving a byte at a time is read whole") {
+  asio::io_context io;
+  asio::ip::tcp::acceptor server(io, {asio::ip::make_address("127.0.0.1"), 0});
+  asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+    auto s = co_await server.async_accept(asio::use_awaitable);
+    char req[4096];
+    std::string got;
+    while (got.find("\r\n\r\n") == std::string::npos)
+      got.append(req, co_await s.async_read_some(asio::buffer(req), asio::use_awaitable));
+    asio::steady_timer t(io);
+    for (std::string_view piece : {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "0\r\n", "\r", "\n"}) {
+      co_await asio::async_write(s, asio::buffer(piece), asio::use_awaitable);
+      t.expires_after(30ms);
+      co_await t.async_wait(asio::use_awaitable);
+    }
+  }, asio::detached);
+  auto o = opts_for("127.0.0.1:" + std::to_string(server.local_endpoint().port()));
+  o.request_timeout = 2s;
+  client c(io.get_executor(), o);
+  run(io, [&]() -> asio::awaitable<void> {
+    auto r = co_await c.http().send(method::put, "/v1/agent/service/register", "{}", 2s);
+    REQUIRE_MESSAGE(r, (r ? std::string() : r.error().to_string()));
+    CHECK(r->status == 200);
+    CHECK(r->body.empty());
   }(), 10s);
 }
 
