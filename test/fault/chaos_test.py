@@ -1,19 +1,32 @@
 """The chaos suite: three esmd processes on a three-server Consul cluster, under faults.
 
-Consul servers on 127.0.0.2, .3 and .4 (raft_multiplier 1); three agentless esmd instances
-(a, b, c), each talking to one server through its own TCP proxy as behind a load balancer
-(the proxy can cut its path silently: connections stay open, no byte goes through); NODES
-external nodes with one HTTP check each against a target this test runs (its answers
-switched by the test to make checks flap). An observer samples every instance's /v1/status
-all along. Faults, one after the other, each followed by a wait for the invariants:
+Consul servers on 127.0.0.2, .3 and .4 (raft_multiplier 1) and a client agent on 127.0.0.5;
+three esmd instances, each in a network namespace of its own that this test makes (a veth
+pair: 10.231.K.2 inside, 10.231.K.1 and the shared 10.231.0.1 on the host side), each talking
+to Consul through its own TCP proxy on 10.231.K.1: a and b are agentless and their proxies
+lead to one server each, as behind a load balancer; c runs in agent mode and its proxy leads
+to the client agent. NODES external nodes with one HTTP check each against a target this test
+runs on 10.231.0.1 (its answers switched by the test to make checks flap). An observer samples
+every instance's /v1/status all along. Faults, one after the other, each followed by a wait
+for the invariants:
 
   consul-leader-kill   the Consul leader server killed (SIGKILL), restarted 3 s later
   consul-follower      a follower server restarted
-  partition-short      the esmd leader's path to Consul cut for session_ttl / 2, then healed
+  partition-short      the esmd leader's path to Consul cut silently for session_ttl / 2, then
+                       healed: nftables in its namespace drops every packet to and from its
+                       proxy, so connections stay open and nothing arrives
   partition-long       the same for 2.5 x session_ttl: it steps down, another takes over
+  degraded             for 2.5 x session_ttl the esmd leader's path gets DELAY s more each
+                       way (in its proxy) and LOSS % of the packets from its proxy dropped at
+                       random (nftables in its namespace): it keeps leading, and flaps still
+                       reach the catalog (time printed, bound FLAP_BOUND + 3 s)
   pause                the esmd leader stopped with SIGSTOP for 2.5 x session_ttl, resumed
   kill-restart         an esmd instance killed with SIGKILL, restarted with its instance_id
   term-during-burst    every check flips, and the esmd leader gets SIGTERM at once
+
+The kernel this suite was written on has no sch_netem (`tc qdisc add ... netem` says
+"Specified qdisc kind is unknown"), so the added latency is the proxy's, per chunk of bytes;
+the loss is real packet loss, which TCP has to retransmit.
 
 Invariants, asserted:
   - never two instances saying they lead in the same observer round;
@@ -29,8 +42,9 @@ Invariants, asserted:
 It prints a timeline per fault: detection (the old leader's "Lost leadership"), takeover
 (the next "Obtained leadership"), the new leader's first assignment write, coverage.
 
-ESMD_CHAOS_ROUNDS=N repeats the fault sequence N times (default 1: about 5 minutes);
-ESMD_CHAOS_NODES sets the number of external nodes (default 200).
+ESMD_CHAOS_ROUNDS=N repeats the fault sequence N times (default 1: about 6 minutes);
+ESMD_CHAOS_NODES sets the number of external nodes (default 200). Needs root (network
+namespaces), iproute2 and nftables.
 Env: CONSUL_BIN, ESMD_BIN, ESMD_SOURCE_ROOT (meson sets them).
 """
 import base64
@@ -38,6 +52,7 @@ import datetime
 import http.server
 import json
 import os
+import queue
 import re
 import select
 import shutil
@@ -52,7 +67,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
-from harness import case, check, env_path, run, stop_pid  # noqa: E402
+from harness import case, check, env_path, run, stop_pid, wait_for  # noqa: E402
 
 CONSUL_BIN = env_path("CONSUL_BIN")
 ESMD_BIN = env_path("ESMD_BIN")
@@ -67,6 +82,12 @@ FLAP_BOUND = CHECK_INTERVAL + FLUSH + 2
 KV = "chaos/"
 SERVICE = "esm-chaos"
 IPS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+AGENT_IP = "127.0.0.5"
+SHARED_IP = "10.231.0.1"  # the host side of every namespace's veth: the checks' target
+ADMIN_PORT = 9100  # inside each namespace (a port space of its own)
+DELAY = 0.15
+LOSS = 10
+NS_PREFIX = "esmd-chaos-"
 WORK = tempfile.mkdtemp(prefix="esmd-chaos-")
 
 
@@ -118,13 +139,17 @@ def free_port_on_all(ips, count):
 
 
 class Server:
+    """A Consul server (i 0-2, on IPS[i]) or, with i 3, the client agent on AGENT_IP."""
+
     def __init__(self, i, ports):
-        self.i, self.ip = i, IPS[i]
+        self.i = i
+        self.ip = IPS[i] if i < 3 else AGENT_IP
         self.http, server, lan, wan = ports
         self.addr = f"{self.ip}:{self.http}"
         data = os.path.join(WORK, f"s{i}")
         os.makedirs(data, exist_ok=True)
-        self.args = [CONSUL_BIN, "agent", "-server", "-bootstrap-expect=3", f"-node=s{i}",
+        role = ["-server", "-bootstrap-expect=3", f"-node=s{i}"] if i < 3 else ["-node=agent"]
+        self.args = [CONSUL_BIN, "agent"] + role + [
                      f"-bind={self.ip}", f"-advertise={self.ip}", f"-client={self.ip}", f"-data-dir={data}",
                      "-retry-interval=1s", "-disable-host-node-id", "-log-level=warn",
                      "-hcl=performance{raft_multiplier=1}", f"-http-port={self.http}",
@@ -152,9 +177,17 @@ class Server:
 
 class Cluster:
     def __init__(self):
-        ports = free_port_on_all(IPS, 4)
-        self.servers = [Server(i, ports) for i in range(3)]
-        self.wait_leader(60)
+        ports = free_port_on_all(IPS + [AGENT_IP], 4)
+        self.servers, self.agent = [], None
+        try:
+            for i in range(3):
+                self.servers.append(Server(i, ports))
+            self.agent = Server(3, ports)
+            self.wait_leader(60)
+            wait_for("the client agent to join", lambda: self.agent.leader(), 60)
+        except BaseException:
+            self.close()
+            raise
 
     def running(self):
         return [s for s in self.servers if s.proc.poll() is None]
@@ -183,31 +216,90 @@ class Cluster:
         return self.running()[0].addr
 
     def close(self):
+        if self.agent:
+            self.agent.stop()
         for s in self.servers:
             s.stop()
 
 
-class Proxy:
-    """A TCP proxy on 127.0.0.1 in front of one server. cut(): a silent partition (connections
-    are accepted and kept, nothing is forwarded either way); heal(): bytes flow again."""
+class Netns:
+    """A network namespace this test makes for one esmd instance: a veth pair, 10.231.K.2 inside
+    and 10.231.K.1 plus SHARED_IP on the host side, and an nftables table inside whose rules
+    drop packets between the instance and its proxy (10.231.K.1:port) only: the observer's and
+    the checks' traffic stays untouched."""
 
-    def __init__(self, target):
+    def __init__(self, k):
+        self.k = k
+        self.name = f"{NS_PREFIX}{os.getpid()}-{k}"
+        self.host_if, self.ns_if = f"ec{os.getpid() % 100000}h{k}", f"ec{os.getpid() % 100000}n{k}"
+        self.host_ip, self.ns_ip = f"10.231.{k}.1", f"10.231.{k}.2"
+        sh = self.sh
+        sh("ip", "netns", "add", self.name)
+        self.made = True
+        sh("ip", "link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+        sh("ip", "link", "set", self.ns_if, "netns", self.name)
+        sh("ip", "addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+        sh("ip", "addr", "add", f"{SHARED_IP}/32", "dev", self.host_if)
+        sh("ip", "link", "set", self.host_if, "up")
+        self.ns("ip", "link", "set", "lo", "up")
+        self.ns("ip", "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+        self.ns("ip", "link", "set", self.ns_if, "up")
+        self.ns("ip", "route", "add", f"{SHARED_IP}/32", "dev", self.ns_if, "src", self.ns_ip)
+        self.ns("nft", "add table inet chaos; "
+                "add chain inet chaos inbound { type filter hook input priority 0; policy accept; }; "
+                "add chain inet chaos outbound { type filter hook output priority 0; policy accept; }")
+
+    @staticmethod
+    def sh(*args):
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        check(r.returncode == 0, f"{' '.join(args)}: {r.stdout.strip()}")
+
+    def ns(self, *args):
+        self.sh("ip", "netns", "exec", self.name, *args)
+
+    def cut(self, port):
+        """A silent partition: every packet to and from the proxy dropped; sockets stay open."""
+        self.ns("nft", f"add rule inet chaos inbound ip saddr {self.host_ip} tcp sport {port} drop; "
+                       f"add rule inet chaos outbound ip daddr {self.host_ip} tcp dport {port} drop")
+
+    def lossy(self, port, percent):
+        """`percent` % of the packets from the proxy dropped at random (TCP retransmits them)."""
+        self.ns("nft", f"add rule inet chaos inbound ip saddr {self.host_ip} tcp sport {port} "
+                       f"numgen random mod 100 < {percent} drop")
+
+    def heal(self):
+        self.ns("nft", "flush chain inet chaos inbound; flush chain inet chaos outbound")
+
+    def close(self):
+        # Deleting the namespace deletes its end of the veth, and with it the host end.
+        subprocess.run(["ip", "netns", "del", self.name], stderr=subprocess.DEVNULL)
+
+    @staticmethod
+    def remove_stale():
+        """Namespaces of earlier runs whose process is gone (a run killed before its clean-up)."""
+        r = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE, text=True)
+        for line in r.stdout.splitlines():
+            name = line.split()[0] if line.split() else ""
+            m = re.match(re.escape(NS_PREFIX) + r"(\d+)-\d+$", name)
+            if m and not os.path.exists(f"/proc/{m.group(1)}"):
+                subprocess.run(["ip", "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
+class Proxy:
+    """A TCP proxy on `listen_ip` in front of one Consul agent (as a load balancer would be).
+    `delay` seconds are added to each direction: every chunk read is sent `delay` after it
+    was read, in order."""
+
+    def __init__(self, listen_ip, target):
         self.target = target
-        self.open = threading.Event()
-        self.open.set()
+        self.delay = 0.0
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind((listen_ip, 0))
         self.listener.listen(256)
         self.port = self.listener.getsockname()[1]
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
-
-    def cut(self):
-        self.open.clear()
-
-    def heal(self):
-        self.open.set()
 
     def _accept(self):
         while not self.closed:
@@ -220,30 +312,56 @@ class Proxy:
     def _serve(self, c):
         host, port = self.target.rsplit(":", 1)
         try:
-            while not self.open.is_set() and not self.closed:
-                time.sleep(0.05)  # a connection made during a cut waits, silent
             s = socket.create_connection((host, int(port)), timeout=5)
         except OSError:
             c.close()
             return
         s.settimeout(None)
-        pair = {c: s, s: c}
-        try:
-            while not self.closed:
-                if not self.open.is_set():
-                    time.sleep(0.05)
-                    continue
-                ready, _, _ = select.select([c, s], [], [], 0.1)
-                for r in ready:
-                    data = r.recv(65536)
-                    if not data:
+        done = threading.Event()
+        for src, dst in ((c, s), (s, c)):
+            threading.Thread(target=self._pump, args=(src, dst, done), daemon=True).start()
+        done.wait()
+        for sock in (c, s):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _pump(self, src, dst, done):
+        """Reads src, queues (read time, bytes); a writer sends each `delay` after its read."""
+        q = queue.Queue()
+
+        def writer():
+            try:
+                while True:
+                    t, data = q.get()
+                    if data is None:
                         return
-                    pair[r].sendall(data)
+                    wait = t + self.delay - now()
+                    if wait > 0:
+                        time.sleep(wait)
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                done.set()
+
+        w = threading.Thread(target=writer, daemon=True)
+        w.start()
+        try:
+            while not self.closed and not done.is_set():
+                ready, _, _ = select.select([src], [], [], 0.2)
+                if not ready:
+                    continue
+                data = src.recv(65536)
+                if not data:
+                    break
+                q.put((now(), data))
         except OSError:
-            return
-        finally:
-            c.close()
-            s.close()
+            pass
+        q.put((now(), None))
+        w.join()
 
     def close(self):
         self.closed = True
@@ -273,7 +391,12 @@ class Targets:
             def log_message(self, *a):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            # A resumed or new leader's instance runs every overdue check at once; with
+            # socketserver's backlog of 5 most SYNs would be dropped and the checks time out.
+            request_queue_size = 1024
+
+        self.server = Server((SHARED_IP, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -287,14 +410,18 @@ LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[(\w+)\] +esm
 
 
 class Esmd:
-    def __init__(self, name, proxy):
-        self.name, self.proxy = name, proxy
-        self.admin = free_port_on_all(["127.0.0.1"], 1)[0]
-        self.addr = f"127.0.0.1:{self.admin}"
+    """One esmd in its own namespace `ns`, talking to Consul through `proxy` (agentless, or in
+    agent mode through the client agent behind it); its admin server on the namespace's
+    address."""
+
+    def __init__(self, name, ns, proxy, agentless=True):
+        self.name, self.ns, self.proxy, self.agentless = name, ns, proxy, agentless
+        self.addr = f"{ns.ns_ip}:{ADMIN_PORT}"
         self.conf = os.path.join(WORK, f"esmd-{name}.hcl")
         with open(self.conf, "w") as f:
-            f.write(f'enable_agentless = true\ninstance_id = "{name}"\nconsul_service = "{SERVICE}"\n'
-                    f'consul_kv_path = "{KV}"\nhttp_addr = "127.0.0.1:{proxy.port}"\n'
+            f.write(f'enable_agentless = {"true" if agentless else "false"}\ninstance_id = "{name}"\n'
+                    f'consul_service = "{SERVICE}"\n'
+                    f'consul_kv_path = "{KV}"\nhttp_addr = "{ns.host_ip}:{proxy.port}"\n'
                     f'client_address = "{self.addr}"\nsession_ttl = "{SESSION_TTL}s"\n'
                     f'lock_delay = "{LOCK_DELAY}s"\nretry_interval = "1s"\nbatch_flush_interval = "{int(FLUSH * 1000)}ms"\n'
                     f'blocking_query_wait = "10s"\ninstance_deregister_after = "30s"\n')
@@ -308,8 +435,10 @@ class Esmd:
     def start(self):
         log = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
-        self.proc = subprocess.Popen([ESMD_BIN, "-config-file", self.conf], stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        # `ip netns exec` execs the program in place: the pid is esmd's own.
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns.name, ESMD_BIN, "-config-file", self.conf],
+                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                     start_new_session=True)
         log.close()
         self.expected_exit = False
 
@@ -384,16 +513,27 @@ class Observer(threading.Thread):
 
 
 class Chaos:
-    def __init__(self):
-        self.cluster = Cluster()
-        self.targets = Targets(NODES)
-        self.register_nodes()
-        self.proxies = [Proxy(self.cluster.servers[i].addr) for i in range(3)]
-        self.esmd = [Esmd(n, self.proxies[i]) for i, n in enumerate("abc")]
-        self.observer = Observer(self.esmd)
-        self.observer.start()
+    def __init__(self, namespaces):
+        self.namespaces = namespaces
+        self.cluster, self.targets, self.observer = None, None, None
+        self.proxies, self.esmd = [], []
         self.timeline = []
         self.baseline_rss = {}
+        try:
+            self.cluster = Cluster()
+            self.targets = Targets(NODES)
+            self.register_nodes()
+            # a and b agentless, each behind a proxy to one server; c in agent mode, behind a
+            # proxy to the client agent.
+            upstream = [self.cluster.servers[0].addr, self.cluster.servers[1].addr, self.cluster.agent.addr]
+            for i, n in enumerate("abc"):
+                self.proxies.append(Proxy(self.namespaces[i].host_ip, upstream[i]))
+                self.esmd.append(Esmd(n, self.namespaces[i], self.proxies[i], agentless=(n != "c")))
+            self.observer = Observer(self.esmd)
+            self.observer.start()
+        except BaseException:
+            self.close()
+            raise
 
     def register_nodes(self):
         addr = self.cluster.any_addr()
@@ -401,7 +541,7 @@ class Chaos:
             body = {"Node": f"chaos-{i}", "Address": "127.0.0.1", "NodeMeta": {"external-node": "true"},
                     "Service": {"ID": "web", "Service": "web", "Port": self.targets.port},
                     "Checks": [{"CheckID": "web", "Name": "web", "ServiceID": "web", "Status": "critical",
-                                "Definition": {"HTTP": f"http://127.0.0.1:{self.targets.port}/c/{i}",
+                                "Definition": {"HTTP": f"http://{SHARED_IP}:{self.targets.port}/c/{i}",
                                                "Interval": f"{CHECK_INTERVAL}s", "Timeout": "1s"}}]}
             check(put(addr, "/v1/catalog/register", body) == 200, f"registering chaos-{i}")
 
@@ -493,12 +633,12 @@ class Chaos:
             time.sleep(0.25)
         raise AssertionError(f"{what}: not settled {timeout} s after the fault: {why}")
 
-    def flap(self, count=20):
+    def flap(self, count=20, bound=FLAP_BOUND):
         """Flips `count` checks and measures how long the catalog takes to show them all."""
         idx = list(range(0, NODES, max(1, NODES // count)))[:count]
         for i in idx:
             self.targets.up[i] = not self.targets.up[i]
-        took = self.wait_states(FLAP_BOUND, "flap outside a fault window")
+        took = self.wait_states(bound, "flap outside a fault window")
         return took
 
     def events(self, since):
@@ -557,11 +697,35 @@ class Chaos:
         """The bound counts from the heal: a cut instance is live (running) but cannot act."""
         old = self.wait_leader()
         t0 = now()
-        old.proxy.cut()
-        time.sleep(seconds)
-        old.proxy.heal()
+        old.ns.cut(old.proxy.port)
+        try:
+            time.sleep(seconds)
+        finally:
+            old.ns.heal()
         self.wait_coverage(now(), name)
         self.record(name, t0, old, now() - t0)
+
+    def degraded(self):
+        """Latency and loss on the leader's path for longer than its session: it keeps leading
+        (a renewal gets through within its TTL), and checks keep reaching the catalog."""
+        old = self.wait_leader()
+        t0 = now()
+        old.proxy.delay = DELAY
+        old.ns.lossy(old.proxy.port, LOSS)
+        try:
+            took = self.flap(bound=FLAP_BOUND + 3)
+            time.sleep(max(0.0, 2.5 * SESSION_TTL - (now() - t0)))
+        finally:
+            old.proxy.delay = 0.0
+            old.ns.heal()
+        lost = [t for t, n, k in self.events(t0) if n == old.name and k == "lost"]
+        check(not lost, f"{old.name} lost leadership on a path with {DELAY} s latency and {LOSS} % loss")
+        check(self.leader() is old, f"{old.name} no longer leads after the degraded path healed")
+        check(took <= FLAP_BOUND + 3, f"a flap took {took:.2f} s on the degraded path")
+        print(f"[degraded] {old.name} kept leading through {2.5 * SESSION_TTL:.0f} s of +{DELAY * 1000:.0f} ms "
+              f"each way and {LOSS} % loss; a flap of 20 checks reached the catalog in {took:.2f} s", flush=True)
+        self.wait_coverage(now(), "degraded")
+        self.record("degraded", t0, old, now() - t0)
 
     def pause(self):
         """The bound counts from SIGCONT, the end of the fault window."""
@@ -649,13 +813,17 @@ class Chaos:
                     check(leading, f"{e.name} wrote an assignment while not leading, at {t}: {msg}")
 
     def close(self):
-        self.observer.stopped.set()
-        self.observer.join(5)
+        """Stops what was started, also after a failed start."""
+        if self.observer:
+            self.observer.stopped.set()
+            self.observer.join(5)
         codes = {e.name: e.close() for e in self.esmd}
         for p in self.proxies:
             p.close()
-        self.targets.close()
-        self.cluster.close()
+        if self.targets:
+            self.targets.close()
+        if self.cluster:
+            self.cluster.close()
         return codes
 
 
@@ -665,7 +833,16 @@ state = {}
 @case
 def chaos_suite():
     """faults one after the other; one leader at a time, every node covered, no flap or change lost"""
-    c = Chaos()
+    Netns.remove_stale()
+    namespaces = []
+    try:
+        for k in (1, 2, 3):
+            namespaces.append(Netns(k))
+        c = Chaos(namespaces)
+    except BaseException:
+        for ns in namespaces:
+            ns.close()
+        raise
     state["chaos"] = c
     try:
         c.wait_leader(60)
@@ -675,7 +852,7 @@ def chaos_suite():
         time.sleep(5)
         c.baseline_rss = {e.name: e.rss_kib() for e in c.esmd}
         faults = [c.consul_leader_kill, c.consul_follower, lambda: c.partition("partition-short", SESSION_TTL / 2),
-                  lambda: c.partition("partition-long", 2.5 * SESSION_TTL), c.pause, c.kill_restart,
+                  lambda: c.partition("partition-long", 2.5 * SESSION_TTL), c.degraded, c.pause, c.kill_restart,
                   c.term_during_burst]
         flaps = []
         for r in range(ROUNDS):
@@ -699,6 +876,8 @@ def chaos_suite():
             print(f"  {row[0]:19} {row[1]:4} {row[2]:>9}  {row[3]:4} {row[4]:>9}  {row[5]:>9}  {row[6]:>9}")
     finally:
         codes = c.close()
+        for ns in namespaces:
+            ns.close()
     check(all(code == 0 for code in codes.values()), f"exit codes at the end: {codes}")
 
 
