@@ -136,8 +136,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   s->consul.last_ok = s->consul.last_answer;
   st.consul = &s->consul;
   st.prober = &s->prober;
-  s->engine.on_checks({check("web", "passing", "HTTP GET http://10.0.0.8/: 200 OK"),
-                       check("api", "critical", "dial tcp 10.0.0.9:80: connect: connection refused")});
+  s->engine.on_checks(esm::sharding::make_shared_checks({check("web", "passing", "HTTP GET http://10.0.0.8/: 200 OK"),
+                       check("api", "critical", "dial tcp 10.0.0.9:80: connect: connection refused")}));
   st.checks = &s->engine;
   st.engine = &s->engine.stats();
   s->servers[0] = start(true);

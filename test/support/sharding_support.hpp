@@ -35,7 +35,7 @@ using esm::test::task;
 // What a worker handed over last, and when.
 struct recording_sink : esm::sharding::assignment_sink {
   std::vector<consul::node> nodes, pings;
-  std::vector<consul::health_check> checks;
+  std::vector<esm::sharding::shared_check> checks;  // kept as a sink keeps them: the handles
   unsigned node_calls = 0, check_calls = 0;
 
   void on_nodes(std::vector<consul::node> h, std::vector<consul::node> p) override {
@@ -43,7 +43,7 @@ struct recording_sink : esm::sharding::assignment_sink {
     pings = std::move(p);
     ++node_calls;
   }
-  void on_checks(const std::vector<consul::health_check>& c) override {
+  void on_checks(const std::vector<esm::sharding::shared_check>& c) override {
     checks = c;
     ++check_calls;
   }
@@ -60,7 +60,7 @@ struct recording_sink : esm::sharding::assignment_sink {
   // "node/check" of every check handed over.
   std::set<std::string> check_keys() const {
     std::set<std::string> out;
-    for (auto& c : checks) out.insert(c.node + "/" + c.check_id);
+    for (auto& c : checks) out.insert(c->node + "/" + c->check_id);
     return out;
   }
 };

@@ -113,9 +113,9 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
   if (it == index_.end()) return std::nullopt;
   const auto& s = *slots_[it->second];
   check_view v;
-  v.catalog_status = s.catalog.status;
-  v.catalog_output = s.catalog.output;
-  v.modify_index = s.catalog.modify_index;
+  v.catalog_status = s.catalog->status;
+  v.catalog_output = s.catalog->output;
+  v.modify_index = s.catalog->modify_index;
   v.desired = s.desired;
   v.runs = s.runs;
   v.starts = s.starts;
@@ -127,21 +127,30 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
 
 // ---- reconciliation ------------------------------------------------------------------------
 
-void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
+void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) {
   ++epoch_;
   std::uint64_t added = 0, updated = 0, removed = 0;
   std::vector<std::uint32_t> p_damaged;
-  for (const auto& c : checks) {
+  for (const auto& handle : checks) {
+    const auto& c = *handle;
     if (c.check_id == sharding::external_node_health_check_id) continue;
     auto key = key_of(c);
     auto it = index_.find(key);
     // Fast path: the copy the engine holds is this very version (the worker hands over the
-    // whole share on every change, so most checks are unchanged). The engine's own writes
-    // take the full path, to notice a definition Consul stripped.
+    // whole share on every change, so most checks are unchanged): the very object taken
+    // before, or the same ModifyIndex. The engine's own writes take the full path (once), to
+    // notice a definition Consul stripped.
     if (it != index_.end()) {
       auto& held = *slots_[it->second];
-      if (c.modify_index != 0 && c.modify_index == held.catalog.modify_index &&
+      if (held.catalog == handle) {
+        held.seen = epoch_;
+        continue;
+      }
+      if (c.modify_index != 0 && c.modify_index == held.catalog->modify_index &&
           c.modify_index != held.written_index) {
+        // The same version in another object (the engine's own, from a node re-read): share
+        // the worker's instead, which it keeps anyway.
+        if (*held.catalog == c) held.catalog = handle;
         held.seen = epoch_;
         continue;
       }
@@ -150,7 +159,6 @@ void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
     if (it == index_.end()) {
       auto i = allocate_slot();
       auto& s = *slots_[i];
-      s.key = key;
       s.seen = epoch_;
       s.live = true;
       index_.emplace(std::move(key), i);
@@ -161,7 +169,7 @@ void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
         log::warn(std::get<std::string>(planned),
                   {{"node", c.node}, {"check", c.check_id}, {"name", c.name}});
       }
-      s.catalog = c;
+      s.catalog = handle;
       update_critical_since(i);
       if (s.plan) start_check(i);
       ++added;
@@ -171,22 +179,23 @@ void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
     auto& s = *slots_[i];
     s.seen = epoch_;
     // A late or stale read must not undo a newer copy (e.g. the engine's own write).
-    if (c.modify_index >= s.catalog.modify_index) {
-      if (c.modify_index == s.written_index && definition_lost(s.catalog.definition, c.definition)) {
-        // The engine's own transaction stripped the definition: keep ours and restore it.
-        auto kept = std::move(s.catalog.definition);
-        s.catalog = c;
-        s.catalog.definition = std::move(kept);
-        planned = plan_check(s.catalog, settings_.plans);
+    if (c.modify_index >= s.catalog->modify_index) {
+      if (c.modify_index == s.written_index && definition_lost(s.catalog->definition, c.definition)) {
+        // The engine's own transaction stripped the definition: keep ours and restore it
+        // (an object of the engine's own until the restored one is read).
+        auto merged = std::make_shared<consul::health_check>(c);
+        merged->definition = s.catalog->definition;
+        s.catalog = std::move(merged);
+        planned = plan_check(*s.catalog, settings_.plans);
         p_damaged.push_back(i);
       } else {
-        if (c.create_index != s.catalog.create_index) {
+        if (c.create_index != s.catalog->create_index) {
           // Another check under the same key (registered anew, say after the reaper
           // deregistered its service): its time critical starts from its own results.
           s.critical_since.reset();
           s.reaped_create_index.reset();
         }
-        s.catalog = c;
+        s.catalog = handle;
       }
       if (s.desired && !needs_write(s)) s.desired.reset();
       update_critical_since(i);
@@ -199,13 +208,13 @@ void check_engine::on_checks(const std::vector<consul::health_check>& checks) {
     if (p) {
       if (!s.plan) --stats_.unsupported;
       s.plan = std::make_shared<const check_plan>(std::move(*p));
-      log::info("Updating check", {{"node", s.catalog.node}, {"check", s.catalog.check_id}});
+      log::info("Updating check", {{"node", s.catalog->node}, {"check", s.catalog->check_id}});
       start_check(i);
     } else {
       if (s.plan) ++stats_.unsupported;
       s.plan.reset();
       log::warn(std::get<std::string>(planned),
-                {{"node", s.catalog.node}, {"check", s.catalog.check_id}, {"name", s.catalog.name}});
+                {{"node", s.catalog->node}, {"check", s.catalog->check_id}, {"name", s.catalog->name}});
     }
   }
   for (auto i : p_damaged) definition_damaged(i);
@@ -242,7 +251,7 @@ void check_engine::start_check(std::uint32_t i) {
   s.gate.reset(s.plan->limits);
   s.legacy = legacy_counter{};
   if (s.plan->interval_raised)
-    log::warn("Check interval too low", {{"node", s.catalog.node}, {"check", s.catalog.check_id},
+    log::warn("Check interval too low", {{"node", s.catalog->node}, {"check", s.catalog->check_id},
                                          {"interval", s.plan->interval}});
   started_.push_back(i);  // first run scheduled by schedule_started()
 }
@@ -390,7 +399,7 @@ void check_engine::definition_damaged(std::uint32_t i) {
   if (!s.register_writes)
     log::warn("Consul's transaction endpoint dropped fields of this check's definition; "
               "restoring it and writing this check's status by catalog registration",
-              {{"node", s.catalog.node}, {"check", s.catalog.check_id}});
+              {{"node", s.catalog->node}, {"check", s.catalog->check_id}});
   s.register_writes = true;
   s.restore_definition = true;
   queue_write(i);
@@ -399,7 +408,7 @@ void check_engine::definition_damaged(std::uint32_t i) {
 bool check_engine::needs_write(const slot& s) const {
   if (s.restore_definition) return true;
   if (!s.desired) return false;
-  return to_string(s.desired->status) != s.catalog.status || s.desired->output != s.catalog.output;
+  return to_string(s.desired->status) != s.catalog->status || s.desired->output != s.catalog->output;
 }
 
 void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
@@ -408,8 +417,8 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   if (!reported) return;  // below a threshold: the reported state stays
   r.status = *reported;
   // The state this result would replace: what esmd last reported, else the catalog's.
-  std::string_view cur_status = s.desired ? to_string(s.desired->status) : std::string_view(s.catalog.status);
-  const std::string& cur_output = s.desired ? s.desired->output : s.catalog.output;
+  std::string_view cur_status = s.desired ? to_string(s.desired->status) : std::string_view(s.catalog->status);
+  const std::string& cur_output = s.desired ? s.desired->output : s.catalog->output;
   bool status_changed = to_string(r.status) != cur_status;
   if (settings_.plans.legacy_thresholds) {
     bool same = !status_changed && r.output == cur_output;
@@ -423,7 +432,7 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   update_critical_since(i);
   reported_change c;
   c.differs = needs_write(s);
-  c.status_differs = to_string(s.desired->status) != s.catalog.status;
+  c.status_differs = to_string(s.desired->status) != s.catalog->status;
   c.first = first;  // see slot::reported
   c.output_armed = s.output_due.has_value();
   auto d = decide_write(c, settings_.check_update_interval, clock::now());
@@ -446,7 +455,7 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
 void check_engine::update_critical_since(std::uint32_t i) {
   auto& s = *slots_[i];
   bool critical = s.desired ? s.desired->status == check_status::critical
-                            : s.catalog.status == "critical";
+                            : s.catalog->status == "critical";
   if (!critical)
     s.critical_since.reset();
   else if (!s.critical_since)
@@ -469,7 +478,7 @@ void check_engine::visit_checks(const std::function<void(const check_info&)>& f)
   for (auto& [key, i] : index_) {
     const auto& s = *slots_[i];
     check_info c{};
-    c.catalog = &s.catalog;
+    c.catalog = s.catalog.get();
     c.kind = s.plan ? kinds[s.plan->spec.index()] : std::string_view("unsupported");
     c.desired = s.desired ? &*s.desired : nullptr;
     c.runs = s.runs;

@@ -160,8 +160,9 @@ class check_engine : public sharding::assignment_sink {
 
   void on_nodes(std::vector<consul::node>, std::vector<consul::node>) override {}
   // Reconciles the checks held with `checks` (the complete share): adds, restarts changed
-  // ones, removes the rest. Copies only new and changed checks. externalNodeHealth is ignored (the node prober owns it).
-  void on_checks(const std::vector<consul::health_check>& checks) override;
+  // ones, removes the rest. Keeps the handles of new and changed checks (no copy: the object
+  // is the worker's too). externalNodeHealth is ignored (the node prober owns it).
+  void on_checks(const std::vector<sharding::shared_check>& checks) override;
 
   // Runs the schedule, the writer and the service reaper until cancelled (any type with
   // `terminal` set, e.g. the daemon's terminal|total). That first stop ends scheduling, cancels

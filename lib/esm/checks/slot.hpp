@@ -1,6 +1,6 @@
 // The engine's per-check state (private to the checks area). Kept small: with 100 000 checks a
-// byte per check is 100 KB. The catalog copy is the largest part and is needed for the
-// compare-and-set writes (full object, ModifyIndex).
+// byte per check is 100 KB. The catalog object is the largest part and is needed for the
+// compare-and-set writes (full object, ModifyIndex); it is shared with the worker, not copied.
 #pragma once
 
 #include <chrono>
@@ -16,8 +16,11 @@
 namespace esm::checks {
 
 struct check_engine::slot {
-  std::string key;                           // partition, namespace, node, check ID
-  consul::health_check catalog;              // the newest copy known (watch or own write)
+  // The newest copy known, never null while held: the worker's object (shared with its cache,
+  // see sharding::shared_check), or the engine's own after a write or a re-read until the
+  // watch brings that version. Immutable: replaced, never edited, so a coroutine that needs
+  // it across a co_await keeps a handle or looks the slot up again.
+  sharding::shared_check catalog;
   std::shared_ptr<const check_plan> plan;    // null: not run (unsupported)
   std::optional<probe::probe_result> desired;  // what esmd reports, while the catalog differs
   status_gate gate;

@@ -182,7 +182,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
       auto& s = *held;
       consul::txn_check_op op;
       op.verb = "cas";
-      op.check = s.catalog;
+      op.check = *s.catalog;
       op.check.status = std::string(to_string(s.desired->status));
       op.check.output = s.desired->output;
       consul::txn_op t;
@@ -217,12 +217,16 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
           stored = &*r->results[j].check;
           idx = stored->modify_index;
         }
-        if (idx > 0 && idx < s.catalog.modify_index) continue;  // the watch has a newer copy
-        if (s.catalog.status != w.status)
-          changes.push_back({w.node, w.check_id, s.catalog.status, w.status, first_line(w.output)});
-        s.catalog.status = w.status;
-        s.catalog.output = w.output;
-        if (idx > 0) s.catalog.modify_index = s.written_index = idx;
+        if (idx > 0 && idx < s.catalog->modify_index) continue;  // the watch has a newer copy
+        if (s.catalog->status != w.status)
+          changes.push_back({w.node, w.check_id, s.catalog->status, w.status, first_line(w.output)});
+        // A new object, the shared one stays as it is (the watch brings this version soon, and
+        // the engine takes the worker's object then).
+        auto written = std::make_shared<consul::health_check>(*s.catalog);
+        written->status = w.status;
+        written->output = w.output;
+        if (idx > 0) written->modify_index = s.written_index = idx;
+        s.catalog = std::move(written);
         if (s.desired && !needs_write(s)) s.desired.reset();  // one copy of the output
         if (stored && definition_lost(w.definition, stored->definition)) definition_damaged(ids[j].index);
         ++stats_.write_ops;
@@ -296,7 +300,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
 asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> ids) {
   std::map<std::tuple<std::string, std::string>, std::vector<slot_ref>> by_node;
   for (auto ref : ids) {
-    const auto& c = slots_[ref.index]->catalog;
+    const auto& c = *slots_[ref.index]->catalog;
     by_node[{c.partition, c.node}].push_back(ref);
   }
   bool ok = true;
@@ -316,7 +320,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       auto* held = holder(ref);
       if (!held || !needs_write(*held)) continue;
       auto& s = *held;
-      auto c = s.catalog;
+      auto c = *s.catalog;
       if (s.desired) {
         c.status = std::string(to_string(s.desired->status));
         c.output = s.desired->output;
@@ -344,11 +348,13 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       auto& s = *held;
       if (s.restore_definition) ++stats_.definitions_restored;
       s.restore_definition = false;
-      if (s.catalog.status != r.checks[k].status)
-        changes.push_back({r.node, r.checks[k].check_id, s.catalog.status, r.checks[k].status,
+      if (s.catalog->status != r.checks[k].status)
+        changes.push_back({r.node, r.checks[k].check_id, s.catalog->status, r.checks[k].status,
                            first_line(r.checks[k].output)});
-      s.catalog.status = r.checks[k].status;
-      s.catalog.output = r.checks[k].output;
+      auto written = std::make_shared<consul::health_check>(*s.catalog);  // as in write_chunk
+      written->status = r.checks[k].status;
+      written->output = r.checks[k].output;
+      s.catalog = std::move(written);
       if (s.desired && !needs_write(s)) s.desired.reset();
       ++stats_.write_ops;
       ++stats_.registration_writes;
@@ -376,8 +382,8 @@ asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_no
     auto it = index_.find(k);
     if (it != index_.end()) {
       auto& s = *slots_[it->second];
-      if (c.modify_index >= s.catalog.modify_index) {
-        s.catalog = std::move(c);
+      if (c.modify_index >= s.catalog->modify_index) {
+        s.catalog = std::make_shared<const consul::health_check>(std::move(c));
         update_critical_since(it->second);
       }
     }
@@ -405,24 +411,24 @@ asio::awaitable<void> check_engine::reaper_loop() {
     std::map<std::tuple<std::string, std::string, std::string, std::string>, std::size_t> seen;
     for (auto& [key, i] : index_) {
       auto& s = *slots_[i];
-      auto after = s.catalog.definition.deregister_critical_service_after;
-      if (!s.plan || !s.critical_since || s.catalog.service_id.empty() ||
+      auto after = s.catalog->definition.deregister_critical_service_after;
+      if (!s.plan || !s.critical_since || s.catalog->service_id.empty() ||
           after <= std::chrono::nanoseconds::zero() || now - *s.critical_since <= after)
         continue;
-      if (s.reaped_create_index && *s.reaped_create_index == s.catalog.create_index) continue;
-      auto [at, fresh] = seen.try_emplace({s.catalog.partition, s.catalog.name_space, s.catalog.node,
-                                           s.catalog.service_id}, victims.size());
+      if (s.reaped_create_index && *s.reaped_create_index == s.catalog->create_index) continue;
+      auto [at, fresh] = seen.try_emplace({s.catalog->partition, s.catalog->name_space, s.catalog->node,
+                                           s.catalog->service_id}, victims.size());
       if (!fresh) {
-        victims[at->second].checks.emplace_back(key, s.catalog.create_index);
+        victims[at->second].checks.emplace_back(key, s.catalog->create_index);
         continue;
       }
       victim v;
-      v.checks.emplace_back(key, s.catalog.create_index);
-      v.node = s.catalog.node;
-      v.service_id = s.catalog.service_id;
-      v.check_id = s.catalog.check_id;
-      v.name_space = s.catalog.name_space;
-      v.partition = s.catalog.partition;
+      v.checks.emplace_back(key, s.catalog->create_index);
+      v.node = s.catalog->node;
+      v.service_id = s.catalog->service_id;
+      v.check_id = s.catalog->check_id;
+      v.name_space = s.catalog->name_space;
+      v.partition = s.catalog->partition;
       victims.push_back(std::move(v));
     }
     for (auto& v : victims) {
@@ -446,7 +452,7 @@ asio::awaitable<void> check_engine::reaper_loop() {
         auto it = index_.find(key);
         if (it == index_.end()) continue;
         auto& s = *slots_[it->second];
-        if (s.catalog.create_index == create_index) s.reaped_create_index = create_index;
+        if (s.catalog->create_index == create_index) s.reaped_create_index = create_index;
       }
       log::info("agent has been critical for too long, deregistered service",
                 {{"node", v.node}, {"service", v.service_id}, {"check", v.check_id}});

@@ -81,6 +81,8 @@ struct health_check {
   std::uint64_t create_index = 0;
   std::uint64_t modify_index = 0;
   boost::json::object extra;
+
+  bool operator==(const health_check&) const = default;
 };
 
 struct agent_service {

@@ -113,7 +113,7 @@ class share_sink : public sharding::assignment_sink {
     prober_.set_nodes(p);
     log_.on_nodes(std::move(h), std::move(p));
   }
-  void on_checks(const std::vector<consul::health_check>& c) override {
+  void on_checks(const std::vector<sharding::shared_check>& c) override {
     log_.on_checks(c);  // the count at INFO when it changed, else DEBUG
     checks_.on_checks(c);
   }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <iterator>
+#include <memory>
+#include <tuple>
 #include <utility>
 
 #include "esm/sharding/worker.hpp"
@@ -17,6 +19,14 @@ bool same_nodes(const std::vector<consul::node>& a, const std::vector<consul::no
                              x.address == y.address && x.meta == y.meta &&
                              x.tagged_addresses == y.tagged_addresses;
                     });
+}
+
+// The order of the checks the sink holds, and their identity in it.
+auto order_key(const consul::health_check& c) {
+  return std::tie(c.node, c.check_id, c.service_id, c.name_space, c.partition);
+}
+bool check_before(const shared_check& a, const shared_check& b) {
+  return order_key(*a) < order_key(*b);
 }
 
 bool same_names(const std::vector<consul::node>& a, const std::vector<consul::node>& b) {
@@ -37,7 +47,7 @@ bool share_cache::assign(assignment next) {
 share_cache::plan share_cache::apply_assignment() {
   plan p;
   p.drop.nodes = take_nodes(nodes_);
-  p.drop.checks = take_checks(checks_);
+  p.drop.checks = hold_checks(checks_);
   const auto& wanted = work_.health_nodes;
   if (wanted.empty()) {
     followed_.clear();
@@ -79,11 +89,11 @@ share_cache::delivery share_cache::on_added(std::vector<consul::node> nodes,
   all_nodes.insert(all_nodes.end(), std::make_move_iterator(nodes.begin()),
                    std::make_move_iterator(nodes.end()));
   auto all_checks = checks_;
-  all_checks.insert(all_checks.end(), std::make_move_iterator(checks.begin()),
-                    std::make_move_iterator(checks.end()));
+  for (auto& c : checks)
+    all_checks.push_back(std::make_shared<const consul::health_check>(std::move(c)));
   delivery d;
   d.nodes = take_nodes(std::move(all_nodes));
-  d.checks = take_checks(std::move(all_checks));
+  d.checks = hold_checks(std::move(all_checks));
   return d;
 }
 
@@ -114,17 +124,39 @@ bool share_cache::take_checks(std::vector<consul::health_check> fetched) {
   });
   std::sort(fetched.begin(), fetched.end(),
             [](const consul::health_check& a, const consul::health_check& b) {
-              return std::tie(a.node, a.check_id, a.service_id) <
-                     std::tie(b.node, b.check_id, b.service_id);
+              return order_key(a) < order_key(b);
             });
+  // Both sorted alike: one pass finds the held object of each check read. The same
+  // ModifyIndex is the same version (any change in Consul moves it), so the held object stays
+  // and the one read is dropped; 0 (no index known) tells nothing, and the one read is taken.
+  std::vector<shared_check> next;
+  next.reserve(fetched.size());
+  auto held = checks_.begin();
+  for (auto& c : fetched) {
+    while (held != checks_.end() && order_key(**held) < order_key(c)) ++held;
+    if (held != checks_.end() && c.modify_index != 0 && (*held)->modify_index == c.modify_index &&
+        order_key(**held) == order_key(c))
+      next.push_back(*held);
+    else
+      next.push_back(std::make_shared<const consul::health_check>(std::move(c)));
+  }
+  return hold_checks(std::move(next));
+}
+
+bool share_cache::hold_checks(std::vector<shared_check> next) {
+  std::erase_if(next, [&](const shared_check& c) {
+    return !work_.health_nodes.count(c->node) || c->check_id == external_node_health_check_id;
+  });
+  if (!std::is_sorted(next.begin(), next.end(), check_before))
+    std::sort(next.begin(), next.end(), check_before);
   // Any change of a check in Consul moves its ModifyIndex, so (node, ID, ModifyIndex) tells
   // a change without comparing outputs and definitions.
-  std::vector<std::tuple<std::string, std::string, std::uint64_t>> print;
-  print.reserve(fetched.size());
-  for (auto& c : fetched) print.emplace_back(c.node, c.check_id, c.modify_index);
-  if (delivered_checks_ && print == check_print_) return false;
-  check_print_ = std::move(print);
-  checks_ = std::move(fetched);
+  auto same = [](const shared_check& a, const shared_check& b) {
+    return a->node == b->node && a->check_id == b->check_id && a->modify_index == b->modify_index;
+  };
+  if (delivered_checks_ && std::equal(next.begin(), next.end(), checks_.begin(), checks_.end(), same))
+    return false;
+  checks_ = std::move(next);
   delivered_checks_ = true;
   return true;
 }

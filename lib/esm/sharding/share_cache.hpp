@@ -10,6 +10,9 @@
 //    excluded; a step delivers only when that changed (a node object by name, ModifyIndex,
 //    address, meta, tagged addresses, or which of them are pinged; a check by (node, check ID,
 //    ModifyIndex), since any change of a check in Consul moves its ModifyIndex);
+//  - which check objects are kept: one shared object per check version (see shared_check in
+//    worker.hpp); a check read again with the same ModifyIndex keeps the object held, and the
+//    one just read is dropped, so that the sink's copy and the cache's stay one;
 //  - after an assignment change, how to catch up: the departed nodes leave at once, and while
 //    the cache is current for every followed node as of both blocking indexes, only the added
 //    nodes are read and the blocking queries resume from the lower of the two states
@@ -21,11 +24,11 @@
 #include <optional>
 #include <set>
 #include <string>
-#include <tuple>
 #include <vector>
 
 #include "esm/consul/types.hpp"
 #include "esm/sharding/assignment.hpp"
+#include "esm/sharding/worker.hpp"
 
 namespace esm::sharding {
 
@@ -93,25 +96,29 @@ class share_cache {
   const std::set<std::string>& followed() const { return followed_; }
 
   // What the sink holds: node objects of the share sorted by name; those of them to ping; every
-  // check on them but externalNodeHealth, sorted by (node, check ID, service ID).
+  // check on them but externalNodeHealth, sorted by (node, check ID, service ID, namespace,
+  // partition).
   const std::vector<consul::node>& nodes() const { return nodes_; }
   const std::vector<consul::node>& ping_nodes() const { return ping_; }
-  const std::vector<consul::health_check>& checks() const { return checks_; }
+  const std::vector<shared_check>& checks() const { return checks_; }
 
  private:
   bool take_nodes(std::vector<consul::node> fetched);
+  // A full answer: the held objects of unchanged checks are kept.
   bool take_checks(std::vector<consul::health_check> fetched);
+  // What the sink is to hold from now on (filtered here, sorted here); false when it holds
+  // the same already.
+  bool hold_checks(std::vector<shared_check> next);
 
   std::optional<assignment> current_;
   follower_work work_;
 
   std::vector<consul::node> nodes_;
   std::vector<consul::node> ping_;
-  std::vector<consul::health_check> checks_;
+  std::vector<shared_check> checks_;
   // The first delivery happens whatever it holds; after that, only changes are delivered.
   bool delivered_nodes_ = false;
   bool delivered_checks_ = false;
-  std::vector<std::tuple<std::string, std::string, std::uint64_t>> check_print_;
 
   std::set<std::string> followed_;
   indexes indexes_;  // 0: no answer since the last start from scratch

@@ -57,7 +57,14 @@ void logging_sink::on_nodes(std::vector<consul::node> health_nodes,
   }
 }
 
-void logging_sink::on_checks(const std::vector<consul::health_check>& checks) {
+std::vector<shared_check> make_shared_checks(std::vector<consul::health_check> checks) {
+  std::vector<shared_check> out;
+  out.reserve(checks.size());
+  for (auto& c : checks) out.push_back(std::make_shared<const consul::health_check>(std::move(c)));
+  return out;
+}
+
+void logging_sink::on_checks(const std::vector<shared_check>& checks) {
   auto l = checks.size() == last_checks_ ? log::level::debug : log::level::info;
   last_checks_ = checks.size();
   log::write(l, "Health checks of the assigned nodes", {{"checks", checks.size()}});

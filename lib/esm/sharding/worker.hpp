@@ -53,6 +53,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -68,10 +69,31 @@ namespace esm::sharding {
 // Node-level check that the node prober owns; never handed to the check runner.
 inline constexpr std::string_view external_node_health_check_id = "externalNodeHealth";
 
+// One health check of the share as the worker read it: shared and immutable.
+//
+// Why shared. The check engine keeps every check object of its share for its compare-and-set
+// writes (the full object, unknown members included), and the worker keeps the same objects to
+// tell what changed between two answers; a copy is about 1 KB plus its strings (Notes,
+// Output, the definition's URL and headers: often as much again). So there is one object per
+// check version, owned jointly: the worker's cache hands over handles, the engine keeps the
+// handle it was given, and an unchanged check (same ModifyIndex) keeps its object from one
+// answer to the next. (Rejected: the engine owning the objects and the worker keeping only
+// (node, check ID, ModifyIndex): the cache must rebuild the share after an assignment change
+// without the engine, and the engine must not depend on the worker's order and filters.)
+// Immutable because several hold
+// it: a changed check is a new object (a new answer from Consul, or the engine's own after a
+// write), never an edit of the shared one, so a holder never sees an object change under it,
+// and one that needs an object across a co_await holds a handle, not a reference.
+using shared_check = std::shared_ptr<const consul::health_check>;
+
+// Each check in an object of its own: for callers that build a share by hand (tests,
+// benchmarks).
+std::vector<shared_check> make_shared_checks(std::vector<consul::health_check> checks);
+
 // Receives this instance's share. Called on the worker's executor, never concurrently; the
 // implementation must not block. Each call carries the complete current state (not a delta),
-// by reference to the worker's own copy (valid during the call): a share of 100 000 checks is
-// not copied on every change.
+// by reference to the worker's own list (valid during the call; the handles in it may be
+// kept): a share of 100 000 checks is not copied on every change.
 class assignment_sink {
  public:
   virtual ~assignment_sink() = default;
@@ -82,8 +104,9 @@ class assignment_sink {
                         std::vector<consul::node> ping_nodes) = 0;
   // Every check on health_nodes except externalNodeHealth, sorted by (node, check ID).
   // Called when a check was added, removed or modified (its ModifyIndex moved), and when the
-  // assignment changed.
-  virtual void on_checks(const std::vector<consul::health_check>& checks) = 0;
+  // assignment changed. A check whose ModifyIndex did not move since the last call comes in
+  // the same object as then.
+  virtual void on_checks(const std::vector<shared_check>& checks) = 0;
 };
 
 // Logs what it receives (counts at INFO when they change, like consul-esm's `Health check
@@ -93,7 +116,7 @@ class logging_sink : public assignment_sink {
  public:
   void on_nodes(std::vector<consul::node> health_nodes,
                 std::vector<consul::node> ping_nodes) override;
-  void on_checks(const std::vector<consul::health_check>& checks) override;
+  void on_checks(const std::vector<shared_check>& checks) override;
 
  private:
   std::size_t last_checks_ = static_cast<std::size_t>(-1);

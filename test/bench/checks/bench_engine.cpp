@@ -298,14 +298,16 @@ std::optional<engine_figures> run_engine(kind k, long long n, milliseconds inter
   auto r0 = self_rss();
   auto tf = clk::now();
   {
-    std::vector<esm::consul::health_check> checks;
+    std::vector<esm::sharding::shared_check> checks;
     checks.reserve(std::size_t(n));
-    for (long long i = 0; i < n; ++i) checks.push_back(make_check(k, i, ng, interval));
+    for (long long i = 0; i < n; ++i)
+      checks.push_back(std::make_shared<const esm::consul::health_check>(make_check(k, i, ng, interval)));
     f.build_s = seconds_since(tf);
     tf = clk::now();
     engine->on_checks(checks);  // one call, blocking the thread; by reference, as the worker
     f.feed_s = seconds_since(tf);
-  }  // the handed-over list is gone, as the worker's copy is not the engine's memory
+  }  // the handed-over list is gone; its objects are the engine's (in the daemon, shared with
+     // the worker's cache: the one copy of each check), so they count as its memory
   auto m1 = malloc_in_use();
   auto r1 = self_rss();
   f.alloc_fed = (double(m1) - double(m0)) / double(n);

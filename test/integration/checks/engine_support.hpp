@@ -162,7 +162,7 @@ struct running_engine {
       for (auto& c : r->value) all.push_back(std::move(c));
     }
     if (patch) patch(all);
-    engine.on_checks(std::move(all));
+    engine.on_checks(esm::sharding::make_shared_checks(std::move(all)));
   }
   // Hands over only the check `id` of `node` (as an instance that owns just that check).
   void feed_only(const std::string& node, const std::string& id) {
@@ -171,7 +171,7 @@ struct running_engine {
     std::vector<esm::consul::health_check> mine;
     for (auto& c : all->value)
       if (c.check_id == id) mine.push_back(c);
-    engine.on_checks(mine);
+    engine.on_checks(esm::sharding::make_shared_checks(std::move(mine)));
   }
 
   // Applied to what feed() read before handing it over (to stand in for a newer Consul).

@@ -603,13 +603,13 @@ TEST_CASE("a write's result is not applied to a check that took over its slot du
   REQUIRE(only_b.size() == 1);
   auto b_index = only_b[0].modify_index;
 
-  e.engine.on_checks(only_a);
+  e.engine.on_checks(esm::sharding::make_shared_checks(only_a));
   proxy.set_delay(1500ms);
   REQUIRE(run_until(io, [&] { return e.engine.stats().transactions >= 1; }, 5s));
   // While a's write is in flight: a leaves this instance's share, then b joins it (two
   // deliveries of the share, so b reuses the slot a had).
   e.engine.on_checks({});
-  e.engine.on_checks(only_b);
+  e.engine.on_checks(esm::sharding::make_shared_checks(only_b));
   auto a_written = [&] {
     auto r = esm::test::run(io, direct.health_node(node));
     for (auto& c : r->value)
@@ -673,7 +673,7 @@ TEST_CASE("a second stop aborts the flush of the first") {
   register_node(io, direct, node, {http_check(node, "web", target.url(), 200ms)});
   auto held = esm::test::run(io, direct.health_node(node));
   REQUIRE(held.has_value());
-  e.engine.on_checks(held->value);
+  e.engine.on_checks(esm::sharding::make_shared_checks(held->value));
   REQUIRE(run_until(io, [&] { return e.engine.find(node, "web")->write_queued; }, 5s));
   proxy.set_delay(30s);  // Consul never answers the flush in time
   e.run.cancel();

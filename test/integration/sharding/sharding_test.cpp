@@ -341,7 +341,7 @@ TEST_CASE("nodes and checks registered or removed reach the right worker within 
     REQUIRE(co_await admin.catalog_register(reg));
     ok = co_await eventually([&] {
       for (auto& c : owner->sink.checks)
-        if (c.check_id == "churn-n5-c0") return c.status == "passing";
+        if (c->check_id == "churn-n5-c0") return c->status == "passing";
       return false;
     }, 3s);
     CHECK(ok);
@@ -573,7 +573,7 @@ TEST_CASE("node names with regex and quote characters are selected exactly by th
     CHECK(ok);
     CHECK(wa.sink.node_names() == want);
     std::set<std::string> check_nodes;
-    for (auto& c : wa.sink.checks) check_nodes.insert(c.node);
+    for (auto& c : wa.sink.checks) check_nodes.insert(c->node);
     CHECK(check_nodes == want);
     CHECK(wa.stats.errors == 0);
   }(), 30s);
@@ -622,7 +622,7 @@ TEST_CASE("a sink that throws ends the worker with its exception; nothing keeps 
   // Before, the `||` of the worker's branches swallowed the exception while the other branch
   // kept following a share that no longer reached the sink: a silently dead worker.
   struct throwing_sink : recording_sink {
-    void on_checks(const std::vector<consul::health_check>& c) override {
+    void on_checks(const std::vector<esm::sharding::shared_check>& c) override {
       recording_sink::on_checks(c);
       if (!c.empty()) throw std::runtime_error("sink failed (test)");
     }

@@ -101,8 +101,8 @@ struct fixture {
     prober.nodes = 1;
     prober.alive = 1;
     st.prober = &prober;
-    engine.on_checks({check("n1", "web", "passing", "HTTP GET http://10.0.0.8/: 200 OK"),
-                      check("n1", "api", "critical", failing_output)});
+    engine.on_checks(esm::sharding::make_shared_checks({check("n1", "web", "passing", "HTTP GET http://10.0.0.8/: 200 OK"),
+                      check("n1", "api", "critical", failing_output)}));
     st.checks = &engine;
     st.engine = &engine.stats();
 

@@ -50,6 +50,12 @@ names ids_of(const std::vector<consul::health_check>& v) {
   return out;
 }
 
+names ids_of(const std::vector<shared_check>& v) {
+  names out;
+  for (auto& c : v) out.push_back(c->node + "/" + c->check_id);
+  return out;
+}
+
 constexpr delivery none{false, false};
 constexpr delivery both{true, true};
 constexpr delivery nodes_only{true, false};
@@ -176,13 +182,54 @@ TEST_CASE("share cache: checks exclude externalNodeHealth and other nodes, and a
   same_index[0].output = "changed, but not in Consul's eyes";
   CHECK(sc.on_checks(same_index, 225) == none);
   CHECK(sc.on_checks({check("a", "m", 11), check("b", "web"), check("a", "z")}, 230) == checks_only);
-  CHECK(sc.checks()[0].modify_index == 11);
+  CHECK(sc.checks()[0]->modify_index == 11);
   CHECK(sc.on_checks({check("a", "m", 11), check("a", "z")}, 240) == checks_only);
   CHECK(ids_of(sc.checks()) == names{"a/m", "a/z"});
   CHECK(sc.on_checks({check("a", "m", 11), check("a", "z"), check("a", "new")}, 250) == checks_only);
   CHECK(ids_of(sc.checks()) == names{"a/m", "a/new", "a/z"});
   sc.on_nodes({}, 1);
   CHECK(sc.resume_from() == indexes{1, 250});
+}
+
+TEST_CASE("share cache: a check read again with the same ModifyIndex keeps the object held, which the sink shares") {
+  share_cache sc;
+  sc.assign(assigned({"a", "b"}));
+  sc.apply_assignment();
+  REQUIRE(sc.on_checks({check("a", "m"), check("a", "z"), check("b", "web")}, 200) == checks_only);
+  auto first = sc.checks();  // what a sink keeps: handles to the cache's objects
+  REQUIRE(first.size() == 3);
+
+  // a/z moved (a new object); a/m and b/web did not (the objects held), though read anew.
+  auto z = check("a", "z", 11);
+  z.output = "new";
+  REQUIRE(sc.on_checks({check("b", "web"), z, check("a", "m")}, 210) == checks_only);
+  REQUIRE(sc.checks().size() == 3);
+  CHECK(sc.checks()[0] == first[0]);
+  CHECK(sc.checks()[1] != first[1]);
+  CHECK(sc.checks()[1]->output == "new");
+  CHECK(first[1]->modify_index == 10);  // a sink's handle still holds the version it got
+  CHECK(sc.checks()[2] == first[2]);
+
+  // Nothing moved: the objects held stay, the ones read are dropped.
+  auto same = check("a", "m");
+  same.output = "changed, but not in Consul's eyes";
+  CHECK(sc.on_checks({same, z, check("b", "web")}, 220) == none);
+  CHECK(sc.checks()[0] == first[0]);
+  CHECK(sc.checks()[0]->output.empty());
+
+  // ModifyIndex 0 tells nothing: such a check is taken as read whenever the share is handed
+  // over.
+  REQUIRE(sc.on_checks({check("a", "m", 0), z, check("b", "web")}, 230) == checks_only);
+  auto zero = sc.checks()[0];
+  REQUIRE(sc.on_checks({check("a", "m", 0), check("a", "z", 12), check("b", "web")}, 240) == checks_only);
+  CHECK(sc.checks()[0] != zero);
+  CHECK(sc.checks()[2] == first[2]);
+
+  // A departed node's checks leave the cache; the others keep their objects.
+  sc.assign(assigned({"b"}));
+  CHECK(sc.apply_assignment().drop == checks_only);
+  REQUIRE(sc.checks().size() == 1);
+  CHECK(sc.checks()[0] == first[2]);
 }
 
 TEST_CASE("share cache: a grown assignment reads only the added nodes and resumes from the lower indexes") {

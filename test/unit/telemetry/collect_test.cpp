@@ -302,7 +302,7 @@ TEST_CASE("check counts from a real engine's checks") {
   add("n1", "b", "web", "critical");
   add("n2", "c", "web", "warning");
   add("n2", "d", "", "passing");
-  engine.on_checks(list);
+  engine.on_checks(esm::sharding::make_shared_checks(list));
   daemon::daemon_status st;
   st.checks = &engine;
   st.engine = &engine.stats();
@@ -345,7 +345,7 @@ TEST_CASE("esm.services.monitored over a large engine: 20 000 checks, 2 000 serv
     c.definition.tcp = "127.0.0.1:1";
     list.push_back(std::move(c));
   }
-  engine.on_checks(list);
+  engine.on_checks(esm::sharding::make_shared_checks(list));
   REQUIRE(engine.size() == 20'500);
   daemon::daemon_status st;
   st.checks = &engine;

@@ -227,9 +227,9 @@ TEST_CASE("status JSON of a leading instance with checks, probes and a Consul er
   boost::asio::io_context io;
   esm::probe::probe_context probes;
   esm::checks::check_engine engine(io.get_executor(), nullptr, probes, {});
-  engine.on_checks({check("n2", "web", "passing", "HTTP GET: 200 OK"),
+  engine.on_checks(esm::sharding::make_shared_checks({check("n2", "web", "passing", "HTTP GET: 200 OK"),
                     check("n1", "api", "critical", "connection <refused>"),
-                    check("n1", "db", "warning", "slow")});
+                    check("n1", "db", "warning", "slow")}));
   r.st.checks = &engine;
   r.st.engine = &engine.stats();
 
@@ -303,7 +303,7 @@ TEST_CASE("a large engine: counted in place, the page and /debug pages chosen by
     std::snprintf(node, sizeof node, "node-%05d", n - 1 - i);  // visited in no useful order
     all.push_back(check(node, "c", status, std::string(1024, 'o')));
   }
-  engine.on_checks(std::move(all));
+  engine.on_checks(esm::sharding::make_shared_checks(std::move(all)));
   r.st.checks = &engine;
   r.st.engine = &engine.stats();
   REQUIRE(engine.size() == n);
@@ -375,8 +375,8 @@ TEST_CASE("status page: escaped, failing checks first with their outputs, no ext
   boost::asio::io_context io;
   esm::probe::probe_context probes;
   esm::checks::check_engine engine(io.get_executor(), nullptr, probes, {});
-  engine.on_checks({check("n2", "web", "passing", "all good"),
-                    check("n1", "api", "critical", "<img src=x onerror=alert(1)> refused")});
+  engine.on_checks(esm::sharding::make_shared_checks({check("n2", "web", "passing", "all good"),
+                    check("n1", "api", "critical", "<img src=x onerror=alert(1)> refused")}));
   r.st.checks = &engine;
   auto live = telemetry::probe_answer{true, {}};
   auto ready = telemetry::readiness(r.st, r.now);
@@ -414,7 +414,7 @@ TEST_CASE("status page: escaped, failing checks first with their outputs, no ext
   SUBCASE("outputs are cut and rows bounded") {
     auto big = check("n1", "api", "critical", std::string(10'000, 'x'));
     big.modify_index = 6;  // a newer catalog copy replaces the engine's
-    engine.on_checks({big});
+    engine.on_checks(esm::sharding::make_shared_checks({big}));
     telemetry::page_limits limits;
     limits.show_outputs = true;
     limits.max_output_bytes = 100;
