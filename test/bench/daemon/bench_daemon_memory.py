@@ -1,0 +1,238 @@
+"""Resident memory of esmd per configured check (a benchmark: it prints figures, asserts nothing).
+
+A Consul dev agent and an HTTP target (nginx answering 200 "ok"), both on loopback. For each N in
+ESMD_BENCH_CHECKS (default "0 2000 20000"), in that order on the same Consul: registers N/10
+external nodes with 10 HTTP checks each (every 30 s, a realistic Definition with Method and
+Header, a few hundred bytes of Notes and Output, registered critical), starts one esmd in agent
+mode (its own consul_service and consul_kv_path), waits until every check has been run and its
+result written (Consul holds no non-passing check on those nodes, and esmd's /v1/status counts
+N passing checks with no probe in flight and nothing queued), lets it settle, reads VmRSS of
+esmd and stops it. Prints RSS(N) and (RSS(N) - RSS(0)) / N, the bytes of growth per check.
+
+Run on the release build:
+
+    CONSUL_BIN=/root/.cache/consul-bin/consul ESMD_BIN=build/release/app/esmd \\
+        python3 test/bench/daemon/bench_daemon_memory.py
+
+Env: CONSUL_BIN (default /root/.cache/consul-bin/consul), ESMD_BIN (default
+build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SETTLE (seconds after the last write,
+default 5). Every process it starts is stopped by its own pid.
+"""
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy"))
+from harness import free_ports, stop_pid, wait_for  # noqa: E402
+
+CONSUL_BIN = os.environ.get("CONSUL_BIN") or "/root/.cache/consul-bin/consul"
+ESMD_BIN = os.environ.get("ESMD_BIN") or "build/release/app/esmd"
+SIZES = [int(x) for x in os.environ.get("ESMD_BENCH_CHECKS", "0 2000 20000").split()]
+SETTLE = float(os.environ.get("ESMD_BENCH_SETTLE", "5"))
+PER_NODE = 10
+INTERVAL = "30s"
+WORK = tempfile.mkdtemp(prefix="esmd-mem-")
+NOTES = ("Checks the storefront's order API through the regional load balancer; on failure page "
+         "the on-call of team checkout (runbook: https://wiki.example.com/runbooks/checkout/api). "
+         "Owned by checkout-platform, reviewed quarterly. ") * 2
+OUTPUT = ("HTTP GET https://orders.example.com/healthz: 503 Service Unavailable Output: "
+          "upstream connect error or disconnect/reset before headers. reset reason: connection "
+          "failure, transport failure reason: delayed connect error: 111 (registered by the benchmark)")
+
+
+def api(addr, method, path, body=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            return r.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (OSError, ValueError):
+        return None, None
+
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
+
+
+class Target:
+    """nginx on 127.0.0.1 answering every GET with 200 "ok" (one worker, foreground, its own
+    prefix in WORK); a Python server if nginx is missing, which falls behind beyond a few
+    thousand checks."""
+
+    def __init__(self):
+        self.port = free_ports(1)[0]
+        self.proc = None
+        self.server = None
+        nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+        if nginx:
+            d = os.path.join(WORK, "nginx")
+            os.makedirs(d)
+            with open(os.path.join(d, "nginx.conf"), "w") as f:
+                f.write(f"worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+                        f"worker_rlimit_nofile 16384;\nevents {{ worker_connections 8192; }}\n"
+                        f"http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n"
+                        f"  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n"
+                        f"  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n"
+                        f"  server {{\n    listen 127.0.0.1:{self.port} backlog=4096;\n"
+                        f"    location / {{ default_type text/plain; return 200 \"ok\\n\"; }}\n  }}\n}}\n")
+            self.proc = subprocess.Popen([nginx, "-c", f"{d}/nginx.conf", "-p", f"{d}/"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            wait_for("nginx", self._answers, 10)
+            return
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except OSError:
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _answers(self):
+        if self.proc.poll() is not None:
+            raise SystemExit("nginx exited")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def close(self):
+        if self.proc:
+            stop_pid(self.proc)
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def node_body(n, port):
+    checks = []
+    for k in range(PER_NODE):
+        checks.append({
+            "CheckID": f"mem-{n}-http{k}", "Name": f"orders api {k}", "Status": "critical",
+            "ServiceID": "", "Notes": NOTES, "Output": OUTPUT,
+            "Definition": {
+                "HTTP": f"http://127.0.0.1:{port}/health/{n}/{k}?region=eu-west-1&probe=esmd",
+                "Method": "GET", "Interval": INTERVAL, "Timeout": "5s",
+                "Header": {"Accept": ["application/json"], "X-Probe": ["esmd-benchmark"],
+                           "Authorization": ["Bearer not-a-secret-just-bytes-0123456789"]},
+            },
+        })
+    return {"Node": f"mem-{n}", "Address": "127.0.0.1",
+            "NodeMeta": {"external-node": "true", "rack": f"r{n % 40}"}, "Checks": checks}
+
+
+def register(addr, nodes, port):
+    """(Re)registers nodes 0..nodes-1, every check critical with the long Output."""
+    for n in range(nodes):
+        code, _ = api(addr, "PUT", "/v1/catalog/register", node_body(n, port))
+        if code != 200:
+            raise SystemExit(f"registering mem-{n}: {code}")
+
+
+def not_passing(addr):
+    code, checks = api(addr, "GET", "/v1/health/state/any", None, 60)
+    if code != 200:
+        return None
+    return sum(1 for c in checks if c["Node"].startswith("mem-") and c["Status"] != "passing")
+
+
+def measure(addr, n, port):
+    register(addr, n // PER_NODE, port)
+    admin = free_ports(1)[0]
+    name = f"mem{n}"
+    conf = os.path.join(WORK, f"{name}.hcl")
+    with open(conf, "w") as f:
+        f.write(f'instance_id = "{name}"\nconsul_service = "esm-{name}"\nconsul_kv_path = "bench-mem-{name}/"\n'
+                f'http_addr = "{addr}"\nclient_address = "127.0.0.1:{admin}"\nlog_level = "WARN"\n'
+                f'batch_flush_interval = "200ms"\n')
+    log = open(os.path.join(WORK, f"{name}.log"), "ab")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+    started = time.monotonic()
+    p = subprocess.Popen([ESMD_BIN, "-config-file", conf], stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    log.close()
+    try:
+        def status():
+            code, st = api(f"127.0.0.1:{admin}", "GET", "/v1/status", None, 10)
+            return st if code == 200 else None
+
+        def done():
+            st = status()
+            if not st or not st.get("ready") or st["share"]["checks"] != n:
+                return False
+            c = st["checks"]
+            if c["by_status"].get("passing", 0) != n or c["in_flight"] or c["queued"]:
+                return False
+            return not_passing(addr) == 0
+
+        wait_for(f"{n} checks run and written", done, 300 + n / 50, 1.0)
+        took = time.monotonic() - started
+        time.sleep(SETTLE)
+        peak = 0
+        for _ in range(5):
+            peak = max(peak, rss_kib(p.pid))
+            time.sleep(0.5)
+        rss = rss_kib(p.pid)
+        runs = status()["checks"]["runs"]
+        return rss, peak, took, runs
+    finally:
+        stop_pid(p)
+
+
+def main():
+    http_port, server, lan, wan = free_ports(4)
+    addr = f"127.0.0.1:{http_port}"
+    consul_log = open(os.path.join(WORK, "consul.log"), "wb")
+    consul = subprocess.Popen(
+        [CONSUL_BIN, "agent", "-dev", "-node=bench-mem", "-bind=127.0.0.1", "-client=127.0.0.1",
+         f"-http-port={http_port}", f"-server-port={server}", f"-serf-lan-port={lan}",
+         f"-serf-wan-port={wan}", "-dns-port=-1", "-grpc-port=-1", "-log-level=warn"],
+        stdout=consul_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    target = Target()
+    try:
+        wait_for("a Consul leader", lambda: api(addr, "GET", "/v1/status/leader")[1], 30, 0.5)
+        print(f"esmd: {ESMD_BIN}; {PER_NODE} HTTP checks per node, interval {INTERVAL}", flush=True)
+        base = None
+        for n in SIZES:
+            rss, peak, took, runs = measure(addr, n, target.port)
+            if n == 0:
+                base = rss
+            line = f"checks {n:6d}: VmRSS {rss:8d} KiB (max of 5 samples {peak} KiB), ready in {took:5.1f} s, runs {runs}"
+            if n and base is not None:
+                line += f", growth per check {(rss - base) * 1024 / n:7.0f} B"
+            print(line, flush=True)
+    finally:
+        target.close()
+        stop_pid(consul, signal.SIGTERM, 15)
+        consul_log.close()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
