@@ -299,6 +299,27 @@ std::vector<metric_family> collect_all(const daemon::daemon_status& st, const te
     add(c, static_cast<double>(election.leadership_changes));
     out.push_back(std::move(c));
   }
+  {
+    // The assignment leader's work, summed over this instance's terms.
+    const auto& l = st.leader;
+    auto r = family("esmd_leader_rebalances_total", "Assignments written while leading", metric_type::counter);
+    add(r, static_cast<double>(l.rebalances));
+    out.push_back(std::move(r));
+    auto m = family("esmd_leader_nodes_moved_total", "External nodes that changed owner in the assignments written",
+                    metric_type::counter);
+    add(m, static_cast<double>(l.nodes_moved));
+    out.push_back(std::move(m));
+    auto f = family("esmd_leader_failures_total",
+                    "Failed reads of the stored assignment and failed assignment writes while leading (retried)",
+                    metric_type::counter);
+    add(f, static_cast<double>(l.failures));
+    out.push_back(std::move(f));
+    auto q = family("esmd_leader_lease_refusals_total",
+                    "Assignment writes not sent because the term's fencing deadline had passed (a paused process)",
+                    metric_type::counter);
+    add(q, static_cast<double>(l.lease_refusals));
+    out.push_back(std::move(q));
+  }
   if (engine) {
     auto runs = family("esmd_check_runs_total", "Probe runs completed", metric_type::counter);
     add(runs, static_cast<double>(engine->runs));

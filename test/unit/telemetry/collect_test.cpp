@@ -52,6 +52,10 @@ struct fixture {
     st.instance.election.is_leader = true;
     st.instance.election.leadership_changes = 3;
     st.leader.instances = 4;
+    st.leader.rebalances = 7;
+    st.leader.nodes_moved = 40;
+    st.leader.failures = 2;
+    st.leader.lease_refusals = 1;
     st.worker.nodes = 12;
     st.worker.checks = 30;
     engine.runs = 100;
@@ -122,6 +126,10 @@ TEST_CASE("esmd's own metrics") {
   auto fs = collect(f.st, f.s);
   CHECK(value_of(fs, "esmd_check_runs_total") == 100);
   CHECK(value_of(fs, "esmd_leadership_changes_total") == 3);
+  CHECK(value_of(fs, "esmd_leader_rebalances_total") == 7);
+  CHECK(value_of(fs, "esmd_leader_nodes_moved_total") == 40);
+  CHECK(value_of(fs, "esmd_leader_failures_total") == 2);
+  CHECK(value_of(fs, "esmd_leader_lease_refusals_total") == 1);
   CHECK(value_of(fs, "esmd_pings_total") == 50);
   CHECK(value_of(fs, "esmd_max_concurrent_probes") == 100);
   auto* d = find(fs, "esmd_check_duration_seconds");
