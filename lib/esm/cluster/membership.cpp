@@ -116,7 +116,31 @@ awaitable<std::optional<run_outcome>> after_failure(const consul::error& e, cons
   co_return std::nullopt;
 }
 
+// A registration of this ID that looks alive: refused once `give_up` has passed, else a wait
+// of retry_interval (at most until give_up) before the caller reads Consul again. nullopt: read
+// again; an outcome: return it (the refusal, or an empty one when stopped during the wait).
+awaitable<std::optional<run_outcome>> live_duplicate(const membership_options& o, clock::time_point give_up,
+                                                     bool& announced, const char* liveness) {
+  auto now = clock::now();
+  if (now >= give_up)
+    co_return run_outcome{make_error_code(cluster_errc::duplicate_instance), duplicate_message(o.names.service_id)};
+  if (!announced) {
+    log::warn(std::string("An ESM instance with this ID is registered and ") + liveness +
+                  ": waiting for it to lapse, as a crashed instance's does, before refusing to start",
+              {{"service_id", o.names.service_id},
+               {"wait", std::chrono::duration_cast<std::chrono::milliseconds>(give_up - now)}});
+    announced = true;
+  }
+  auto pause = std::min<nanoseconds>(o.timing.retry_interval, give_up - now);
+  bool slept = co_await sleep_for(pause);
+  std::optional<run_outcome> out;
+  if (!slept) out = run_outcome{};  // stopped
+  co_return out;
+}
+
 awaitable<run_outcome> register_agent(consul::client& c, const membership_options& o, membership_status& st) {
+  auto give_up = clock::now() + o.duplicate_wait;
+  bool announced = false;
   for (;;) {
     auto existing = co_await c.agent_service_by_id(o.names.service_id);
     if (!existing) {
@@ -137,8 +161,10 @@ awaitable<run_outcome> register_agent(consul::client& c, const membership_option
             if (h.check_id == o.names.agent_ttl_check_id() && h.service_id == o.names.service_id)
               dead = h.status == "critical";
       }
-      if (!dead)
-        co_return run_outcome{make_error_code(cluster_errc::duplicate_instance), duplicate_message(o.names.service_id)};
+      if (!dead) {
+        if (auto out = co_await live_duplicate(o, give_up, announced, "its TTL check is not critical")) co_return *out;
+        continue;
+      }
       log::warn("Taking over the registration of a stopped ESM instance with this ID (its TTL check is critical)",
                 {{"service_id", o.names.service_id}});
     }
@@ -168,6 +194,8 @@ awaitable<run_outcome> register_agent(consul::client& c, const membership_option
 }
 
 awaitable<run_outcome> register_agentless(consul::client& c, const membership_options& o, membership_status& st) {
+  auto give_up = clock::now() + o.duplicate_wait;
+  bool announced = false;
   for (;;) {
     auto inst = co_await c.catalog_service_instances(o.names.service);
     if (!inst) {
@@ -182,10 +210,12 @@ awaitable<run_outcome> register_agentless(consul::client& c, const membership_op
         if (auto out = co_await after_failure(sessions.error(), "Failed to list the sessions", o)) co_return *out;
         continue;
       }
-      for (auto& s : sessions->value)
-        if (is_health_session_of(s, o.names.service_id))
-          co_return run_outcome{make_error_code(cluster_errc::duplicate_instance),
-                                duplicate_message(o.names.service_id)};
+      bool live = false;
+      for (auto& s : sessions->value) live = live || is_health_session_of(s, o.names.service_id);
+      if (live) {
+        if (auto out = co_await live_duplicate(o, give_up, announced, "its health session is live")) co_return *out;
+        continue;
+      }
       log::warn("Taking over the registration of a stopped ESM instance with this ID (its health session is gone)",
                 {{"service_id", o.names.service_id}});
     }
@@ -300,6 +330,10 @@ awaitable<void> keep_agentless(consul::client& c, const membership_options& o, m
 const boost::system::error_category& cluster_category() noexcept {
   static const category c;
   return c;
+}
+
+nanoseconds duplicate_wait_for(const membership_options& o) {
+  return (o.agentless ? 2 * o.timing.session_ttl : o.timing.session_ttl) + std::chrono::seconds(5);
 }
 
 std::string duplicate_message(const std::string& service_id) {

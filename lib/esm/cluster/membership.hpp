@@ -7,8 +7,8 @@
 // refreshed every TTL/2, re-registered when an update fails, and the agent's services are read
 // every TTL to re-register a lost registration. DeregisterCriticalServiceAfter is
 // instance_deregister_after. A live registration of the same `S:I` on the agent (its TTL check
-// not critical) refuses startup (duplicate instance_id); one whose TTL check is critical (a
-// crashed instance) is taken over.
+// not critical) refuses startup (duplicate instance_id) once it has stayed so for
+// duplicate_wait; one whose TTL check is critical (a crashed instance) is taken over.
 //
 // Agentless mode: node `S:I:node` (address `esm-S:I`) with service `S:I` and the node-level
 // check `S:I:session-check` registered in the catalog. Consul before 1.21 has no session-type
@@ -16,8 +16,8 @@
 // `S:I:health-session` on its node and sets the check passing while that session lives; the
 // leader (`reap_dead_instances`) marks instances whose health session is gone critical and
 // removes their node after instance_deregister_after. An existing `S:I` whose health session
-// lives refuses startup; one whose session is gone (a crashed instance) is taken over, so a
-// crashed instance with a fixed instance_id can restart at once.
+// lives on for duplicate_wait refuses startup; one whose session is gone (a crashed instance)
+// is taken over, so a crashed instance with a fixed instance_id restarts at its first start.
 #pragma once
 
 #include <chrono>
@@ -63,7 +63,20 @@ struct membership_options {
   std::string partition;
   nanoseconds deregister_after = std::chrono::minutes(30);  // instance_deregister_after
   lock_timing timing;  // session_ttl is also the agent check's TTL
+  // How long registration waits for a registration of the same `S:I` that still looks alive
+  // (health session live; agent mode: TTL check not critical) to prove dead, before it is
+  // refused as a duplicate. A process restarted after a crash (SIGKILL, OOM) finds its own
+  // previous incarnation so, until Consul expires that session (up to 2 x session_ttl after
+  // its last renewal) or the agent turns the check critical (a TTL after its last update).
+  // Zero refuses at once, as consul-esm does. The daemon waits duplicate_wait_for(options).
+  nanoseconds duplicate_wait{0};
 };
+
+// The wait the daemon uses: long enough for a crashed instance's liveness to lapse, so a
+// supervisor's restart (systemd, a pod's container restart) succeeds at its first start
+// instead of exiting 11 until then: agentless 2 x session_ttl + 5 s, agent mode session_ttl
+// + 5 s. A true duplicate (another live process with this ID) is refused after it.
+nanoseconds duplicate_wait_for(const membership_options& o);
 
 struct membership_status {
   bool registered = false;
@@ -76,7 +89,8 @@ struct membership_status {
 // consul-esm's duplicate text.
 std::string duplicate_message(const std::string& service_id);
 
-// Registers this instance, after refusing a live duplicate. Retries transient errors every
+// Registers this instance, after refusing a live duplicate (one still alive after
+// duplicate_wait, re-read every retry_interval meanwhile). Retries transient errors every
 // retry_interval (logged) until it succeeds or the caller's terminal cancellation (then an
 // empty outcome). A duplicate or a Consul refusal is returned.
 boost::asio::awaitable<run_outcome> register_instance(consul::client& c, membership_options o,

@@ -42,6 +42,7 @@ cluster::membership_options make_membership_options(const config::config& cfg) {
   o.timing.lock_delay = cfg.lock_delay;
   o.timing.retry_interval = cfg.retry_interval;
   o.timing.request_timeout = cfg.consul.request_timeout;
+  o.duplicate_wait = cluster::duplicate_wait_for(o);
   return o;
 }
 

@@ -365,3 +365,76 @@ TEST_CASE("a mixed fleet: an agent-mode leader marks a crashed agentless instanc
     CHECK(lead.error.empty());
   }(), 60s);
 }
+
+// A process restarted right after a crash (SIGKILL, OOM) finds its own previous registration
+// still looking alive. With duplicate_wait (the daemon's: duplicate_wait_for) it waits for that
+// liveness to lapse and takes over at its first start; a live duplicate is still refused, after
+// the wait; a stop during the wait ends it at once.
+TEST_CASE("duplicate_wait: a live duplicate is refused after the wait, a stop ends the wait, a crashed predecessor is taken over") {
+  auto log = capture_log();
+  asio::io_context io;
+  consul::client c(io.get_executor(), opts_for(agent().http_address()));
+  for (bool agentless : {false, true}) {
+    CAPTURE(agentless);
+    auto m = member("esm-wait", agentless ? "al" : "ag", agentless);
+    run(io, [&]() -> asio::awaitable<void> {
+      cluster::membership_status st;
+      auto first = co_await cluster::register_instance(c, m, st);
+      REQUIRE_FALSE(first.code);
+      asio::cancellation_signal keeper_stop;
+      bool keeper_done = false;
+      asio::co_spawn(io, cluster::keep_registered(c, m, st),
+                     asio::bind_cancellation_slot(keeper_stop.slot(), [&](std::exception_ptr) { keeper_done = true; }));
+      if (agentless) REQUIRE(co_await eventually([&] { return !st.health_session.empty(); }, 5s));
+
+      auto dup = m;
+      dup.duplicate_wait = 2s;
+      auto t0 = clock::now();
+      cluster::membership_status st2;
+      auto refused = co_await cluster::register_instance(c, dup, st2);
+      auto waited = clock::now() - t0;
+      CHECK(refused.code == cluster::cluster_errc::duplicate_instance);
+      CHECK(waited >= 2s);
+      CHECK(waited < 6s);
+      CHECK_FALSE(st2.registration_sent);
+      CHECK(count_of(log->str(), agentless ? "its health session is live: waiting for it to lapse"
+                                           : "its TTL check is not critical: waiting for it to lapse") >= 1);
+
+      // A stop during the wait: an empty outcome at once, nothing registered.
+      dup.duplicate_wait = 60s;
+      asio::cancellation_signal stop;
+      std::optional<cluster::run_outcome> stopped;
+      cluster::membership_status st3;
+      asio::co_spawn(io, cluster::register_instance(c, dup, st3),
+                     asio::bind_cancellation_slot(stop.slot(), [&](std::exception_ptr, cluster::run_outcome o) {
+                       stopped = std::move(o);
+                     }));
+      co_await pause(1500ms);
+      CHECK_FALSE(stopped);
+      auto t_stop = clock::now();
+      stop.emit(asio::cancellation_type::terminal);
+      REQUIRE(co_await eventually([&] { return stopped.has_value(); }, 3s));
+      CHECK_FALSE(stopped->code);
+      CHECK(clock::now() - t_stop < 1s);
+      CHECK_FALSE(st3.registration_sent);
+
+      // The instance crashes: its keeper stops without deregistering. A restart with the
+      // daemon's wait takes over at its first start.
+      keeper_stop.emit(asio::cancellation_type::terminal);
+      REQUIRE(co_await eventually([&] { return keeper_done; }, 5s));
+      auto restart = m;
+      restart.duplicate_wait = cluster::duplicate_wait_for(restart);
+      CHECK(restart.duplicate_wait == (agentless ? 25s : 15s));
+      auto t1 = clock::now();
+      cluster::membership_status st4;
+      auto again = co_await cluster::register_instance(c, restart, st4);
+      auto took = clock::now() - t1;
+      CHECK_FALSE(again.code);
+      CHECK(st4.registered);
+      CHECK(took < restart.duplicate_wait);
+      MESSAGE(std::string(agentless ? "agentless" : "agent mode") << ": the restart registered " << fmt_ms(took)
+                                                       << " after it began (waited for the crashed one's liveness)");
+      co_await cluster::deregister_instance(c, m);
+    }(), 90s);
+  }
+}
