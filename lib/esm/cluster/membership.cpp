@@ -116,8 +116,8 @@ awaitable<std::optional<run_outcome>> after_failure(const consul::error& e, cons
   co_return std::nullopt;
 }
 
-// A registration of this ID that looks alive: refused once `give_up` has passed, else a wait
-// of retry_interval (at most until give_up) before the caller reads Consul again. nullopt: read
+// A registration of this ID that looks alive: refused once `give_up` has passed, else a short
+// wait (at most until give_up) before the caller reads Consul again. nullopt: read
 // again; an outcome: return it (the refusal, or an empty one when stopped during the wait).
 awaitable<std::optional<run_outcome>> live_duplicate(const membership_options& o, clock::time_point give_up,
                                                      bool& announced, const char* liveness) {
@@ -131,7 +131,9 @@ awaitable<std::optional<run_outcome>> live_duplicate(const membership_options& o
                {"wait", std::chrono::duration_cast<std::chrono::milliseconds>(give_up - now)}});
     announced = true;
   }
-  auto pause = std::min<nanoseconds>(o.timing.retry_interval, give_up - now);
+  // Re-read at least every second: retry_interval (10 s by default) would delay the takeover
+  // by up to that much after the lapse. A few reads a second at most, for at most the wait.
+  auto pause = std::min<nanoseconds>({o.timing.retry_interval, nanoseconds(1s), give_up - now});
   bool slept = co_await sleep_for(pause);
   std::optional<run_outcome> out;
   if (!slept) out = run_outcome{};  // stopped

@@ -90,9 +90,9 @@ struct membership_status {
 std::string duplicate_message(const std::string& service_id);
 
 // Registers this instance, after refusing a live duplicate (one still alive after
-// duplicate_wait, re-read every retry_interval meanwhile). Retries transient errors every
-// retry_interval (logged) until it succeeds or the caller's terminal cancellation (then an
-// empty outcome). A duplicate or a Consul refusal is returned.
+// duplicate_wait; read again every second, or every retry_interval if shorter, meanwhile).
+// Retries transient errors every retry_interval (logged) until it succeeds or the caller's
+// terminal cancellation (then an empty outcome). A duplicate or a Consul refusal is returned.
 boost::asio::awaitable<run_outcome> register_instance(consul::client& c, membership_options o,
                                                       membership_status& st);
 
