@@ -5,11 +5,13 @@
 // bad_response), never a crash, a hang or an out-of-bounds read.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
 #include <boost/system/system_error.hpp>
@@ -34,11 +36,26 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!again || *again != *d) __builtin_trap();
   }
 
+  // The share's answers are decoded element by element (decode_array): that must accept,
+  // reject and decode exactly as the whole DOM does.
+  std::optional<std::vector<esm::consul::health_check>> by_element;
+  try {
+    by_element = esm::consul::decode_array<esm::consul::health_check>(text);
+  } catch (const std::exception&) {
+  }
+
   boost::system::error_code ec;
   auto jv = boost::json::parse(text, ec);
-  if (ec) return 0;
+  if (ec) {
+    if (by_element) __builtin_trap();
+    return 0;
+  }
   try {
     auto checks = boost::json::value_to<std::vector<esm::consul::health_check>>(jv);
+    // Compared as written back: "0e1000" reads as NaN, never equal to itself.
+    if (!by_element || boost::json::serialize(boost::json::value_from(*by_element)) !=
+                           boost::json::serialize(boost::json::value_from(checks)))
+      __builtin_trap();
     esm::checks::plan_settings s;
     for (auto& c : checks) {
       auto p = esm::checks::plan_check(c, s);
@@ -49,6 +66,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
   } catch (const std::exception&) {
     // A type mismatch: the client catches it and reports bad_response.
+    if (by_element) __builtin_trap();
   }
   return 0;
 }

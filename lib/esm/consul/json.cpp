@@ -1,7 +1,14 @@
 #include "esm/consul/json.hpp"
 
+#include <algorithm>
+#include <memory>
+
+#include <boost/json/error.hpp>
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/parse_options.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
+#include <boost/system/system_error.hpp>
 
 #include "esm/util/base64.hpp"
 #include "esm/util/duration.hpp"
@@ -625,6 +632,74 @@ txn_error tag_invoke(json::value_to_tag<txn_error>, const json::value& jv) {
   get(o, "OpIndex", e.op_index);
   get(o, "What", e.what);
   return e;
+}
+
+// --- large arrays -------------------------------------------------------------------------
+
+bool for_each_array_element(std::string_view body, const std::function<void(std::size_t)>& on_size,
+                            const std::function<void(const json::value&)>& fn) {
+  auto ws = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; };
+  auto fail = [](json::error e) { throw boost::system::system_error(make_error_code(e)); };
+  std::size_t at = 0;
+  while (at < body.size() && ws(body[at])) ++at;
+  if (at == body.size() || body[at] != '[') return false;
+  // The elements' extents: commas and the closing bracket outside strings at depth 1. Each
+  // extent is then parsed as one complete JSON text, which checks all the scan skips
+  // (brackets of the right kind, literals, numbers, escapes, UTF-8, a missing element).
+  std::vector<std::string_view> elements;
+  std::size_t start = ++at;
+  int depth = 1;
+  bool in_string = false;
+  for (; at < body.size() && depth > 0; ++at) {
+    char ch = body[at];
+    if (in_string) {
+      if (ch == '\\')
+        ++at;  // the escaped character; a cut after it is an incomplete element
+      else if (ch == '"')
+        in_string = false;
+      continue;
+    }
+    switch (ch) {
+      case '"': in_string = true; break;
+      case '[': case '{': ++depth; break;
+      case ']': case '}':
+        if (--depth > 0) break;
+        if (ch != ']') fail(json::error::syntax);  // "[}"; the elements check their own
+        elements.push_back(body.substr(start, at - start));
+        break;
+      case ',':
+        if (depth == 1) {
+          elements.push_back(body.substr(start, at - start));
+          start = at + 1;
+        }
+        break;
+      default: break;
+    }
+  }
+  if (depth > 0) fail(json::error::incomplete);
+  while (at < body.size() && ws(body[at])) ++at;
+  if (at < body.size()) fail(json::error::extra_data);
+  // "[]" and "[ ]": one blank extent and no comma.
+  if (elements.size() == 1 &&
+      std::all_of(elements[0].begin(), elements[0].end(), [&](char ch) { return ws(ch); }))
+    elements.clear();
+  on_size(elements.size());
+  // The whole text's depth limit, less the array's own level.
+  json::parse_options opts;
+  opts.max_depth = json::parse_options{}.max_depth - 1;
+  constexpr std::size_t arena_bytes = 16 * 1024;  // most single checks fit; more grows it
+  auto first_block = std::make_unique<unsigned char[]>(arena_bytes);
+  json::monotonic_resource arena(first_block.get(), arena_bytes);
+  for (auto text : elements) {
+    {
+      boost::system::error_code ec;
+      json::value jv = json::parse(text, ec, json::storage_ptr(&arena), opts);
+      if (ec) throw boost::system::system_error(ec);
+      fn(jv);
+    }  // jv is gone before its storage is
+    arena.release();
+  }
+  return true;
 }
 
 }  // namespace esm::consul

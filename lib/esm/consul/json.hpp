@@ -3,8 +3,15 @@
 // errc::bad_response.
 #pragma once
 
+#include <cstddef>
+#include <functional>
+#include <string_view>
+#include <vector>
+
 #include <boost/json/conversion.hpp>
+#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
+#include <boost/json/value_to.hpp>
 
 #include "esm/consul/types.hpp"
 
@@ -42,5 +49,33 @@ void tag_invoke(json::value_from_tag, json::value& jv, const catalog_deregistrat
 
 // Answers (read only).
 agent_self tag_invoke(json::value_to_tag<agent_self>, const json::value& jv);
+
+// Large answers (the share's checks and nodes: tens of MB at 20 000 checks) decoded one
+// element at a time: each element of the array is parsed on its own into an arena that is
+// emptied before the next one, so only one element's DOM exists at any time instead of the
+// whole answer's (whose many small blocks, once freed, stay in glibc's heap between the
+// objects kept and set the process's resident memory). decode_array accepts and rejects
+// exactly what json::parse followed by value_to<std::vector<T>> does, and throws what they
+// throw (boost::system::system_error for the syntax, the conversions' own exceptions).
+//
+// for_each_array_element returns false, calling nothing, when `body` is not an array (its
+// first character after white space is not '['); else it calls `on_size` once with the number
+// of elements, then `fn` for each, and throws on a syntax error before calling `fn` for any
+// element after it. The value `fn` is given lives in the arena: neither `fn` nor a T may keep
+// a json::value or json::object copy-constructed from it (copy construction keeps the
+// source's storage). The conversions of types.hpp build their `extra` objects in default
+// storage (rest() in json.cpp), so their results own all they hold.
+bool for_each_array_element(std::string_view body, const std::function<void(std::size_t)>& on_size,
+                            const std::function<void(const json::value&)>& fn);
+
+template <class T>
+std::vector<T> decode_array(std::string_view body) {
+  std::vector<T> out;
+  bool array = for_each_array_element(
+      body, [&out](std::size_t n) { out.reserve(n); },
+      [&out](const json::value& jv) { out.push_back(json::value_to<T>(jv)); });
+  if (!array) out = json::value_to<std::vector<T>>(json::parse(body));  // the same error
+  return out;
+}
 
 }  // namespace esm::consul

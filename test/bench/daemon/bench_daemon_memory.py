@@ -9,13 +9,17 @@ result written (Consul holds no non-passing check on those nodes, and esmd's /v1
 N passing checks with no probe in flight and nothing queued), lets it settle, reads VmRSS of
 esmd and stops it. Prints RSS(N) and (RSS(N) - RSS(0)) / N, the bytes of growth per check.
 
+ESMD_BENCH_SHAPE=lean registers the lean shape instead, as test/bench/checks/bench_engine.cpp
+does: N nodes with one HTTP check each (URL, Interval and Timeout only, no Notes, a one-line
+Output).
+
 Run on the release build:
 
     CONSUL_BIN=/root/.cache/consul-bin/consul ESMD_BIN=build/release/app/esmd \\
         python3 test/bench/daemon/bench_daemon_memory.py
 
 Env: CONSUL_BIN (default /root/.cache/consul-bin/consul), ESMD_BIN (default
-build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SETTLE (seconds after the last write,
+build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SHAPE ("fat", the default, or "lean"), ESMD_BENCH_SETTLE (seconds after the last write,
 default 5). Every process it starts is stopped by its own pid.
 """
 import http.server
@@ -38,7 +42,10 @@ CONSUL_BIN = os.environ.get("CONSUL_BIN") or "/root/.cache/consul-bin/consul"
 ESMD_BIN = os.environ.get("ESMD_BIN") or "build/release/app/esmd"
 SIZES = [int(x) for x in os.environ.get("ESMD_BENCH_CHECKS", "0 2000 20000").split()]
 SETTLE = float(os.environ.get("ESMD_BENCH_SETTLE", "5"))
-PER_NODE = 10
+SHAPE = os.environ.get("ESMD_BENCH_SHAPE", "fat")
+if SHAPE not in ("fat", "lean"):
+    raise SystemExit(f"ESMD_BENCH_SHAPE: {SHAPE!r} is neither fat nor lean")
+PER_NODE = 10 if SHAPE == "fat" else 1
 INTERVAL = "30s"
 WORK = tempfile.mkdtemp(prefix="esmd-mem-")
 NOTES = ("Checks the storefront's order API through the regional load balancer; on failure page "
@@ -131,6 +138,12 @@ class Target:
 
 
 def node_body(n, port):
+    if SHAPE == "lean":
+        url = f"http://127.0.0.1:{port}/"
+        return {"Node": f"mem-{n}", "Address": "127.0.0.1", "NodeMeta": {"external-node": "true"},
+                "Checks": [{"CheckID": f"mem-{n}-http", "Name": "http", "Status": "critical",
+                            "ServiceID": "", "Output": f"HTTP GET {url}: 503 Service Unavailable",
+                            "Definition": {"HTTP": url, "Interval": INTERVAL, "Timeout": "5s"}}]}
     checks = []
     for k in range(PER_NODE):
         checks.append({
@@ -217,7 +230,8 @@ def main():
     target = Target()
     try:
         wait_for("a Consul leader", lambda: api(addr, "GET", "/v1/status/leader")[1], 30, 0.5)
-        print(f"esmd: {ESMD_BIN}; {PER_NODE} HTTP checks per node, interval {INTERVAL}", flush=True)
+        print(f"esmd: {ESMD_BIN}; {SHAPE} shape, {PER_NODE} HTTP check(s) per node, interval {INTERVAL}",
+              flush=True)
         base = None
         for n in SIZES:
             rss, peak, took, runs = measure(addr, n, target.port)

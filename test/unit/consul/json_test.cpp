@@ -191,3 +191,58 @@ TEST_CASE("registrations encode only what is set") {
   CHECK_FALSE(ro.contains("Checks"));
   CHECK_FALSE(ro.contains("NodeMeta"));
 }
+
+namespace {
+// What decode_array gives for `text`: the checks, or "error".
+std::string decoded_or_error(std::string_view text) {
+  try {
+    auto checks = decode_array<health_check>(text);
+    std::string out;
+    for (auto& c : checks) out += json::serialize(json::value_from(c)) + "\n";
+    return out;
+  } catch (const std::exception&) {
+    return "error";
+  }
+}
+std::string reference(std::string_view text) {
+  try {
+    auto checks = json::value_to<std::vector<health_check>>(json::parse(text));
+    std::string out;
+    for (auto& c : checks) out += json::serialize(json::value_from(c)) + "\n";
+    return out;
+  } catch (const std::exception&) {
+    return "error";
+  }
+}
+}  // namespace
+
+TEST_CASE("a large array decodes element by element as the whole DOM would") {
+  std::string deep_ok = "[{\"CheckID\": \"d\", \"X\": " + std::string(30, '[') + std::string(30, ']') + "}]";
+  std::string too_deep = "[{\"CheckID\": \"d\", \"X\": " + std::string(31, '[') + std::string(31, ']') + "}]";
+  std::vector<std::string> texts = {
+           R"([])", R"( [ ] )", R"([{"CheckID": "a", "Output": "x]}\"[{,"},
+               {"CheckID": "b", "Definition": {"HTTP": "http://h/", "Interval": "10s", "Foo": [1, {"a": "]"}]},
+                "Extra": {"k": [true, null]}}])",
+           R"([{"CheckID": "a"},])", R"([,])", R"([{"CheckID": "a"} {"CheckID": "b"}])",
+           R"([{"CheckID": "a"}] x)", R"([})", R"([{"CheckID": "a"}})", R"([[}])", R"([{"CheckID": "a"})", R"([{"CheckID": "a\"}])",
+           R"([{"CheckID": "a"]})", R"([{"CheckID": 5}])", R"([1])", R"(null)", R"({})", R"()",
+           R"([{"CheckID": "a\)", R"([{"CheckID": "\u00e9\ud83d\ude00"}])",
+           deep_ok, too_deep};
+  for (const auto& text : texts) {
+    CAPTURE(text);
+    CHECK(decoded_or_error(text) == reference(text));
+  }
+  CHECK(reference(deep_ok) != "error");
+  CHECK(reference(too_deep) == "error");
+  // What an element keeps beyond the modelled members lives in default storage, not in the
+  // arena that held the element's DOM (it is released before the next element).
+  auto checks = decode_array<health_check>(
+      R"([{"CheckID": "a", "Extra": {"k": [1, 2]}, "Definition": {"Foo": "bar", "Interval": "x"}}, {"CheckID": "b"}])");
+  REQUIRE(checks.size() == 2);
+  CHECK(checks[0].extra.storage().get() == json::storage_ptr().get());
+  CHECK(checks[0].extra.at("Extra").storage().get() == json::storage_ptr().get());
+  CHECK(checks[0].extra.at("Extra").at("k").storage().get() == json::storage_ptr().get());
+  CHECK(checks[0].definition.extra.at("Foo").storage().get() == json::storage_ptr().get());
+  CHECK(checks[0].definition.extra.at("Interval").storage().get() == json::storage_ptr().get());
+  CHECK(checks[0].extra.at("Extra") == json::parse(R"({"k": [1, 2]})"));
+}
