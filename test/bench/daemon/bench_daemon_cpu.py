@@ -29,7 +29,8 @@ esmd / Consul (issue 15: at most 0.2) and esmd / wrk (issue 15: within 2x at 200
                       [--wrk-seconds S] [--skip-consul] [--json FILE]
 
 Env: CONSUL_BIN (default /root/.cache/consul-bin/consul), ESMD_BIN (default
-build/release/app/esmd). Every process it starts is stopped by its own pid; all traffic stays
+build/release/app/esmd), ESMD_BENCH_KEEP (keep the logs; they are kept anyway when the run
+fails). Every process it starts is stopped by its own pid; all traffic stays
 on 127.0.0.0/8. With the defaults a run takes about 12 minutes (most of it Consul registering
 20 000 agent checks).
 """
@@ -234,14 +235,14 @@ class Bench:
         self.target = None
         self.procs = []  # every process started and not yet stopped, stopped by close()
 
-    def close(self):
+    def close(self, failed=False):
         for p in reversed(self.procs):
             stop_pid(p, signal.SIGTERM, 15)
         self.procs = []
         if self.target:
             self.target.close()
-        if os.environ.get("ESMD_BENCH_KEEP"):
-            print(f"logs kept in {self.work}")
+        if failed or os.environ.get("ESMD_BENCH_KEEP"):
+            print(f"logs kept in {self.work}", flush=True)
         else:
             shutil.rmtree(self.work, ignore_errors=True)
 
@@ -518,6 +519,7 @@ def main():
     b = Bench(args)
     out = {"esmd": args.esmd, "consul": args.consul, "window_s": args.window, "rows": [], "wrk": None}
     t_start = now()
+    failed = True
     try:
         b.target = Target(b.work)
         out["target"] = f"{b.target.kind} on {b.target.addresses} address(es)"
@@ -530,8 +532,9 @@ def main():
                 c = None if args.skip_consul else b.consul_phase(kind, n, interval)
                 out["rows"].append({"kind": kind, "checks": n, "interval_s": interval,
                                     "due_per_s": n / interval, "esmd": e, "consul": c})
+        failed = False
     finally:
-        b.close()
+        b.close(failed)
     out["elapsed_s"] = now() - t_start
 
     w = out["wrk"]["cpu_ms_per_1000"] if out["wrk"] else None

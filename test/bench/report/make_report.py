@@ -115,34 +115,93 @@ def shown(argv, env):
 # ---------------------------------------------------------------- running
 
 
+class LockTimeout(Exception):
+    pass
+
+
 def lock(limit_s):
-    """The benchmark lock (the same flock(2) lock flock(1) takes), waited for at most limit_s."""
+    """The benchmark lock (the same flock(2) lock flock(1) takes), waited for at most limit_s
+    in a blocking flock (queued like flock(1)'s waiters; SIGALRM ends the wait)."""
     f = open(LOCK, "a")
-    deadline = time.monotonic() + limit_s
-    while True:
+
+    def expired(signum, frame):
+        raise LockTimeout()
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(int(limit_s))
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        return f
+    except LockTimeout:
+        f.close()
+        raise ReportError(f"{LOCK} still held by another benchmark after {limit_s} s")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def descendants(pid):
+    """The pids of pid's children, theirs and so on (from /proc/PID/task/TID/children)."""
+    out, todo = [], [pid]
+    while todo and len(out) < 10000:
+        p = todo.pop()
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                f.close()
-                raise ReportError(f"{LOCK} still held by another benchmark after {limit_s} s")
-            time.sleep(1)
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                kids = [int(k) for k in open(f"/proc/{p}/task/{t}/children").read().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def stop_tree(p):
+    """Stops a benchmark we started and what it started, each by its own pid: SIGINT to the
+    benchmark first (the Python benchmarks then stop their processes in their finally blocks;
+    the C++ ones die at once), then SIGTERM to whatever of its descendants is left, then
+    SIGKILL."""
+    kids = descendants(p.pid)
+    for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 10)):
+        if p.poll() is None:
+            os.kill(p.pid, sig)
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                pass
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        left = [k for k in kids if os.path.exists(f"/proc/{k}")]
+        for k in left:
+            try:
+                os.kill(k, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while left and time.monotonic() < deadline:
+            left = [k for k in left if os.path.exists(f"/proc/{k}") and
+                    open(f"/proc/{k}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+            time.sleep(0.2)
+        if not left:
+            break
 
 
 def run_one(name, argv, env, limit_s):
     """Runs one benchmark under the lock, its output to raw/NAME.txt and to our stdout; the
-    process is stopped by its own pid if it overruns (SIGINT first: the Python benchmarks then
-    stop what they started)."""
+    benchmark and what it started are stopped if it overruns limit_s or we are interrupted."""
     out_path = os.path.join(RAW, f"{name}.txt")
     full_env = dict(os.environ, CONSUL_BIN=CONSUL, ESMD_BIN=ESMD, **env)
     print(f"\n=== {name}: {' '.join(argv)}", flush=True)
+    if os.path.exists(LOCK):
+        print(f"    waiting for {LOCK} if another benchmark holds it", flush=True)
     held = lock(3600)
     try:
         t0 = time.monotonic()
         with open(out_path, "w") as out:
             p = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, text=True, errors="replace")
+                                 stdin=subprocess.DEVNULL, text=True, errors="replace", start_new_session=True)
 
             def pump():
                 for line in p.stdout:
@@ -156,23 +215,12 @@ def run_one(name, argv, env, limit_s):
             try:
                 p.wait(limit_s)
             except subprocess.TimeoutExpired:
-                for sig, wait in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-                    if p.poll() is None:
-                        os.kill(p.pid, sig)
-                        try:
-                            p.wait(wait)
-                        except subprocess.TimeoutExpired:
-                            pass
+                stop_tree(p)
                 reader.join(5)
                 raise ReportError(f"{name} overran its limit of {limit_s} s (stopped; output in {rel(out_path)})")
             finally:
                 if p.poll() is None:  # our own exception (KeyboardInterrupt): stop it too
-                    os.kill(p.pid, signal.SIGINT)
-                    try:
-                        p.wait(60)
-                    except subprocess.TimeoutExpired:
-                        os.kill(p.pid, signal.SIGKILL)
-                        p.wait(10)
+                    stop_tree(p)
             reader.join(10)
         took = time.monotonic() - t0
     finally:
@@ -273,6 +321,14 @@ def parse_control_plane():
 # ---------------------------------------------------------------- plots
 
 
+def duration_s(text):
+    m = re.fullmatch(r"([\d.]+)(ms|s|m)", text or "")
+    if not m:
+        return None
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60}[m.group(2)]
+
+
+
 def plots(fig, out_dir):
     import matplotlib
     matplotlib.use("Agg")
@@ -285,6 +341,8 @@ def plots(fig, out_dir):
     def plain(ax):
         """Log axes labelled 200, 2000, ... rather than 2 x 10^2."""
         for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() != "log":
+                continue
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(NullFormatter())
 
@@ -377,23 +435,29 @@ def plots(fig, out_dir):
         ax.legend(fontsize=8)
         save(f, "lag.png")
 
-    # failover.png
+    # failover.png: a timeline per run, from the signal to the other instance's takeover
     fo = fig.get("failover")
     if fo:
-        f, ax = plt.subplots(figsize=(7.5, 3.8))
-        for sig, marker, color in (("SIGTERM", "o", "C0"), ("kill -9", "s", "C3")):
-            pts = [(r, s) for r, k, s in fo["runs"] if k == sig]
-            med = fo["median_sigterm_s"] if sig == "SIGTERM" else fo["median_kill_s"]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker + "-", color=color,
-                    label=f"after {sig} of the leader (median {med:.2f} s)")
-        ax.set_xlabel("run")
-        ax.set_ylabel("seconds until the other instance leads")
-        ax.set_ylim(bottom=0)
-        ax.set_xticks(sorted({r for r, _, _ in fo["runs"]}))
-        ax.set_title(f"Leader failover, two esmd, session_ttl {fo['session_ttl']}, lock_delay {fo['lock_delay']}",
-                     fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        runs = sorted(fo["runs"], key=lambda r: (r[0], r[1] != "SIGTERM"))
+        f, ax = plt.subplots(figsize=(8, 2.2 + 0.38 * len(runs)))
+        ys = list(range(len(runs)))[::-1]
+        for y, (r, sig, sec) in zip(ys, runs):
+            color = "C0" if sig == "SIGTERM" else "C3"
+            ax.barh(y, max(sec, 0.05), left=0, height=0.6, color=color, alpha=0.8)
+            ax.text(max(sec, 0.05) + 0.2, y, f"{sec:.2f} s", va="center", fontsize=8)
+        ax.set_yticks(ys)
+        ax.set_yticklabels([f"run {r}, {sig}" for r, sig, _ in runs], fontsize=8)
+        ttl, delay = duration_s(fo["session_ttl"]), duration_s(fo["lock_delay"])
+        if ttl:
+            ax.axvline(ttl, color="0.4", ls="--", lw=1, label=f"session_ttl ({fo['session_ttl']})")
+            ax.axvline(2 * ttl + (delay or 0), color="0.6", ls=":", lw=1,
+                       label="2 x session_ttl + lock_delay (Consul's bound)")
+        ax.set_xlim(0, 1.3 * max([sec for _, _, sec in runs] + [2 * (ttl or 0) + (delay or 0)]))
+        ax.set_xlabel("seconds from the signal to the leader until the other esmd holds the lock")
+        ax.set_title(f"Leader failover, two esmd: median {fo['median_sigterm_s']:.2f} s after SIGTERM, "
+                     f"{fo['median_kill_s']:.2f} s after kill -9 (lock_delay {fo['lock_delay']})", fontsize=10)
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right", framealpha=1)
         save(f, "failover.png")
     return made
 
@@ -420,7 +484,9 @@ def write_report(fig, images, meta, path):
     L = []
     add = L.append
     add("# esmd benchmark report\n")
-    add(f"Made by `{meta['command']}` on {meta['date']} in {meta['elapsed_min']:.0f} minutes, mode "
+    wall = f" ({meta['wall_min']:.0f} minutes with the waits for the lock)" if meta["wall_min"] else ""
+    add(f"Made by `{meta['command']}` on {meta['date']}: the benchmarks ran for {meta['elapsed_min']:.0f} "
+        f"minutes{wall}, mode "
         f"**{meta['mode']}**, at commit `{meta['commit']}`{meta['dirty']}. Release build. All figures are "
         f"from a **shared 2-core VM** ({meta['cpus']} CPUs, load average {meta['load']} at the start) on which "
         f"other builds and tests ran; every benchmark held `{LOCK}` so no two benchmarks ran at once, but the "
@@ -622,6 +688,8 @@ def main():
     took = dict(old_meta.get("took", {}))
     t0 = time.monotonic()
     load = open("/proc/loadavg").read().split()[:3]
+    commit = git("rev-parse", "--short", "HEAD")  # at the start: the binaries were built before
+    dirty = git("status", "--short", "--untracked-files=no").splitlines()
     try:
         for name in todo:
             argv, env, limit, _ = runs[name]
@@ -630,13 +698,13 @@ def main():
         raise SystemExit(f"make_report: {e}")
     except KeyboardInterrupt:
         raise SystemExit("make_report: interrupted")
-    elapsed = time.monotonic() - t0 + (0 if todo else old_meta.get("elapsed_s", 0))
+    wall = time.monotonic() - t0
     mode = "quick" if args.quick else "full"
     if todo:
-        meta_store = {"mode": mode, "took": took, "elapsed_s": elapsed if len(todo) == len(runs) else
-                      sum(took.get(n, 0) for n in runs), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
-                      "commit": git("rev-parse", "--short", "HEAD"), "load": " ".join(load),
-                      "dirty": git("status", "--short", "--untracked-files=no").splitlines()}
+        meta_store = {"mode": mode, "took": took, "elapsed_s": sum(took.get(n, 0) for n in runs),
+                      "wall_s": wall if len(todo) == len(runs) else None,
+                      "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+                      "commit": commit, "load": " ".join(load), "dirty": dirty}
         json.dump(meta_store, open(meta_path, "w"), indent=1)
     else:
         meta_store = old_meta
@@ -662,7 +730,8 @@ def main():
     dirty = meta_store.get("dirty") or []
     quick = meta_store["mode"] == "quick"
     meta = {"command": "/usr/bin/python3 test/bench/report/make_report.py" + (" --quick" if quick else ""),
-            "date": meta_store["date"], "elapsed_min": meta_store["elapsed_s"] / 60, "mode": meta_store["mode"],
+            "date": meta_store["date"], "elapsed_min": meta_store["elapsed_s"] / 60,
+            "wall_min": (meta_store.get("wall_s") or 0) / 60, "mode": meta_store["mode"],
             "commit": meta_store["commit"], "cpus": os.cpu_count(), "load": meta_store["load"],
             "dirty": (f" with {len(dirty)} files modified in the working tree by concurrent work "
                       f"({', '.join(d.split()[-1] for d in dirty[:8])}{', ...' if len(dirty) > 8 else ''}), "
