@@ -10,6 +10,7 @@
 #include "esm/daemon/daemon.hpp"
 #include "esm/log/log.hpp"
 #include "esm/telemetry/health_probe.hpp"
+#include "esm/util/heap.hpp"
 #include "esmd_version.h"
 
 int main(int argc, char** argv) {
@@ -39,5 +40,6 @@ int main(int argc, char** argv) {
     std::cerr << "Error setting up logging: " << e.what() << "\n";
     return esm::config::exit_code_error;
   }
+  esm::util::tune_heap();
   return esm::daemon::run(std::move(cfg), cli.config_paths);
 }

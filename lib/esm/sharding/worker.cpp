@@ -13,6 +13,7 @@
 #include "esm/sharding/kv_plan.hpp"
 #include "esm/sharding/share_cache.hpp"
 #include "esm/util/async.hpp"
+#include "esm/util/heap.hpp"
 
 namespace esm::sharding {
 
@@ -180,11 +181,17 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
     nodes_w.tracker().on_result(from->nodes, std::chrono::milliseconds::max());
     checks_w.tracker().on_result(from->checks, std::chrono::milliseconds::max());
   }
+  // Once an answer is applied, what was read and not kept is garbage: a large one's freed
+  // blocks go back to the system (util/heap.hpp) rather than staying resident.
   auto on_nodes = [&st, &sink, &stats](consul::query_result<std::vector<consul::node>> r) {
+    auto read = r.value.size();
     deliver(st.cache, st.cache.on_nodes(std::move(r.value), r.meta.last_index), sink, stats);
+    util::trim_heap_after(read);
   };
   auto on_checks = [&st, &sink, &stats](consul::query_result<std::vector<consul::health_check>> r) {
+    auto read = r.value.size();
     deliver(st.cache, st.cache.on_checks(std::move(r.value), r.meta.last_index), sink, stats);
+    util::trim_heap_after(read);
   };
   std::vector<asio::awaitable<void>> branches;
   branches.push_back(follow(std::move(nodes_w), on_nodes, "Error watching the assigned nodes",
@@ -221,9 +228,11 @@ asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, wo
     co_return;
   }
   ++stats.added_reads;
+  auto read = nodes->value.size() + checks->value.size();
   auto d = st.cache.on_added(std::move(nodes->value), std::move(checks->value),
                              {nodes->meta.last_index, checks->meta.last_index});
   deliver(st.cache, d, sink, stats);
+  util::trim_heap_after(read);
 }
 
 // Applies each new assignment as the cache plans it: drops what left at once, reads what
