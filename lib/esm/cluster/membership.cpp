@@ -1,5 +1,7 @@
 #include "esm/cluster/membership.hpp"
 
+#include <set>
+
 #include <boost/asio/experimental/awaitable_operators.hpp>
 
 #include "esm/cluster/reaper_policy.hpp"
@@ -116,58 +118,76 @@ awaitable<std::optional<run_outcome>> after_failure(const consul::error& e, cons
   co_return std::nullopt;
 }
 
-// A registration of this ID that looks alive: refused once `give_up` has passed, else a short
-// wait (at most until give_up) before the caller reads Consul again. nullopt: read
-// again; an outcome: return it (the refusal, or an empty one when stopped during the wait).
-awaitable<std::optional<run_outcome>> live_duplicate(const membership_options& o, clock::time_point give_up,
-                                                     bool& announced, const char* liveness) {
+// A registration of this ID that looks alive: refused once duplicate_wait has passed since it
+// was first seen so (`since`, set here; counted from the first sighting, not from the start,
+// so that failed requests before it do not eat the wait), else a short wait before the caller
+// reads Consul again. nullopt: read again; an outcome: return it (the refusal, or an empty one
+// when stopped during the wait).
+awaitable<std::optional<run_outcome>> live_duplicate(const membership_options& o,
+                                                     std::optional<clock::time_point>& since,
+                                                     const char* liveness) {
   auto now = clock::now();
-  if (now >= give_up)
-    co_return run_outcome{make_error_code(cluster_errc::duplicate_instance), duplicate_message(o.names.service_id)};
-  if (!announced) {
-    log::warn(std::string("An ESM instance with this ID is registered and ") + liveness +
-                  ": waiting for it to lapse, as a crashed instance's does, before refusing to start",
-              {{"service_id", o.names.service_id},
-               {"wait", std::chrono::duration_cast<std::chrono::milliseconds>(give_up - now)}});
-    announced = true;
+  if (!since) {
+    since = now;
+    if (o.duplicate_wait > nanoseconds::zero())
+      log::warn(std::string("An ESM instance with this ID is registered and ") + liveness +
+                    ": waiting for it to lapse, as a crashed instance's does, before refusing to start",
+                {{"service_id", o.names.service_id},
+                 {"wait", std::chrono::duration_cast<std::chrono::milliseconds>(o.duplicate_wait)}});
+  }
+  auto give_up = *since + o.duplicate_wait;
+  std::optional<run_outcome> out;
+  if (now >= give_up) {
+    out = run_outcome{make_error_code(cluster_errc::duplicate_instance), duplicate_message(o.names.service_id)};
+    co_return out;
   }
   // Re-read at least every second: retry_interval (10 s by default) would delay the takeover
   // by up to that much after the lapse. A few reads a second at most, for at most the wait.
   auto pause = std::min<nanoseconds>({o.timing.retry_interval, nanoseconds(1s), give_up - now});
   bool slept = co_await sleep_for(pause);
-  std::optional<run_outcome> out;
   if (!slept) out = run_outcome{};  // stopped
   co_return out;
 }
 
 awaitable<run_outcome> register_agent(consul::client& c, const membership_options& o, membership_status& st) {
-  auto give_up = clock::now() + o.duplicate_wait;
-  bool announced = false;
+  std::optional<clock::time_point> live_since;
   for (;;) {
     auto existing = co_await c.agent_service_by_id(o.names.service_id);
     if (!existing) {
-      if (auto out = co_await after_failure(existing.error(), "Failed to look up the ESM instance on the agent", o))
-        co_return *out;
+      auto out = co_await after_failure(existing.error(), "Failed to look up the ESM instance on the agent", o);
+      if (out) co_return *out;
       continue;
     }
-    if (*existing) {
+    // Once a register request went out, a service found is (possibly) this process's own from
+    // an attempt cut short: not a duplicate.
+    if (*existing && !st.registration_sent) {
       // A live instance keeps its TTL check passing; a crashed one's turned critical a TTL
       // after its last update. Only the latter is taken over (consul-esm refuses both, so a
       // crashed instance with a fixed ID could not restart for instance_deregister_after).
-      bool dead = false;
+      // A service without its TTL check is a registration cut short (a crash between the
+      // two requests): taken over too. A failed read is retried, never taken for "alive".
       auto self = co_await c.agent_self_info();
-      if (self) {
-        auto checks = co_await c.health_node(self->node_name);
-        if (checks)
-          for (auto& h : checks->value)
-            if (h.check_id == o.names.agent_ttl_check_id() && h.service_id == o.names.service_id)
-              dead = h.status == "critical";
-      }
-      if (!dead) {
-        if (auto out = co_await live_duplicate(o, give_up, announced, "its TTL check is not critical")) co_return *out;
+      if (!self) {
+        auto out = co_await after_failure(self.error(), "Failed to read the local agent", o);
+        if (out) co_return *out;
         continue;
       }
-      log::warn("Taking over the registration of a stopped ESM instance with this ID (its TTL check is critical)",
+      auto checks = co_await c.health_node(self->node_name);
+      if (!checks) {
+        auto out = co_await after_failure(checks.error(), "Failed to read the local agent's checks", o);
+        if (out) co_return *out;
+        continue;
+      }
+      bool dead = true;
+      for (auto& h : checks->value)
+        if (h.check_id == o.names.agent_ttl_check_id() && h.service_id == o.names.service_id)
+          dead = h.status == "critical";
+      if (!dead) {
+        auto out = co_await live_duplicate(o, live_since, "its TTL check is not critical");
+        if (out) co_return *out;
+        continue;
+      }
+      log::warn("Taking over the registration of a stopped ESM instance with this ID (its TTL check is critical or gone)",
                 {{"service_id", o.names.service_id}});
     }
     auto svc = agent_service(o);
@@ -196,8 +216,7 @@ awaitable<run_outcome> register_agent(consul::client& c, const membership_option
 }
 
 awaitable<run_outcome> register_agentless(consul::client& c, const membership_options& o, membership_status& st) {
-  auto give_up = clock::now() + o.duplicate_wait;
-  bool announced = false;
+  std::optional<clock::time_point> live_since;
   for (;;) {
     auto inst = co_await c.catalog_service_instances(o.names.service);
     if (!inst) {
@@ -215,7 +234,8 @@ awaitable<run_outcome> register_agentless(consul::client& c, const membership_op
       bool live = false;
       for (auto& s : sessions->value) live = live || is_health_session_of(s, o.names.service_id);
       if (live) {
-        if (auto out = co_await live_duplicate(o, give_up, announced, "its health session is live")) co_return *out;
+        auto out = co_await live_duplicate(o, live_since, "its health session is live");
+        if (out) co_return *out;
         continue;
       }
       log::warn("Taking over the registration of a stopped ESM instance with this ID (its health session is gone)",
@@ -384,6 +404,17 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
   auto failure = [](const consul::result<consul::txn_response>& r) {
     return r ? std::string("not leader") : r.error().to_string();
   };
+  // Writes refused by ACL (403) are logged once per instance, then at DEBUG until one
+  // commits: a token without write on the agentless nodes (an agent-mode leader's narrow
+  // policy in a mixed fleet) would otherwise log a WARN per instance every round for ever.
+  std::set<std::string> refused;
+  auto log_failure = [&](const char* what, const std::string& id, const consul::result<consul::txn_response>& r) {
+    bool acl = !r && r.error().is_http(403);
+    if (acl && !refused.insert(id).second)
+      log::debug(what, {{"service_id", id}, {"error", failure(r)}});
+    else
+      log::warn(what, {{"service_id", id}, {"error", failure(r)}});
+  };
   for (;;) {
     auto inst = co_await c.catalog_service_instances(o.names.service);
     consul::result<consul::query_result<std::vector<consul::session>>> sessions = consul::error{};
@@ -423,8 +454,9 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       if (r && r->committed) {
         log::info("Deregistered a dead ESM instance", {{"service_id", d.service_id}});
         policy.deregistered(d.service_id);
+        refused.erase(d.service_id);
       } else {
-        log::warn("Failed to deregister a dead ESM instance", {{"service_id", d.service_id}, {"error", failure(r)}});
+        log_failure("Failed to deregister a dead ESM instance", d.service_id, r);
       }
     }
     for (auto& m : plan.mark_critical) {
@@ -439,8 +471,9 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
       if (r && r->committed) {
         log::info("Marked a dead ESM instance critical", {{"service_id", m.service_id}});
         policy.marked(m.service_id);
+        refused.erase(m.service_id);
       } else {
-        log::warn("Failed to mark a dead ESM instance critical", {{"service_id", m.service_id}, {"error", failure(r)}});
+        log_failure("Failed to mark a dead ESM instance critical", m.service_id, r);
       }
     }
     if (!co_await sleep_for(reap_interval)) co_return;

@@ -315,7 +315,7 @@ std::vector<metric_family> collect_all(const daemon::daemon_status& st, const te
     add(f, static_cast<double>(l.failures));
     out.push_back(std::move(f));
     auto q = family("esmd_leader_lease_refusals_total",
-                    "Assignment writes not sent because the term's fencing deadline had passed (a paused process)",
+                    "Assignment writes refused by the leader itself because its term's fencing deadline had passed (a paused process; a pause during which no write was due is not counted)",
                     metric_type::counter);
     add(q, static_cast<double>(l.lease_refusals));
     out.push_back(std::move(q));
