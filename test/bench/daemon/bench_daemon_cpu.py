@@ -31,8 +31,8 @@ esmd / Consul (issue 15: at most 0.2) and esmd / wrk (issue 15: within 2x at 200
 Env: CONSUL_BIN (default /root/.cache/consul-bin/consul), ESMD_BIN (default
 build/release/app/esmd), ESMD_BENCH_KEEP (keep the logs; they are kept anyway when the run
 fails). Every process it starts is stopped by its own pid; all traffic stays
-on 127.0.0.0/8. With the defaults a run takes about 12 minutes (most of it Consul registering
-20 000 agent checks).
+on 127.0.0.0/8. With the defaults a run takes about 14 minutes (most of it Consul registering
+20 000 agent checks); test/bench/report's points 2000:10s 10000:5s take about 8.
 """
 import argparse
 import concurrent.futures
