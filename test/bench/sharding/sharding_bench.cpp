@@ -329,7 +329,7 @@ int main() {
     double took = check_status_event(7, [&](const std::string& node, const std::string& check) {
       for (auto& e : esm)
         for (auto& ch : e->sink.checks)
-          if (ch.node == node && ch.check_id == check && ch.status == "passing") return true;
+          if (ch->node == node && ch->check_id == check && ch->status == "passing") return true;
       return false;
     });
     settle();
