@@ -50,7 +50,6 @@ Env: CONSUL_BIN, ESMD_BIN, ESMD_SOURCE_ROOT (meson sets them).
 """
 import base64
 import datetime
-import http.server
 import json
 import os
 import queue
@@ -68,7 +67,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
-from harness import case, check, env_path, run, stop_pid, wait_for  # noqa: E402
+from harness import FlipTarget, case, rss_kib, check, env_path, run, stop_pid, wait_for  # noqa: E402
 
 CONSUL_BIN = env_path("CONSUL_BIN")
 ESMD_BIN = env_path("ESMD_BIN")
@@ -377,45 +376,6 @@ class Proxy:
         self.closed = True
         self.listener.close()
 
-
-class Targets:
-    """The checks' HTTP target: /c/<i> answers 200 or 500 as set by the test."""
-
-    def __init__(self, n):
-        self.up = [True] * n
-        targets = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                i = int(self.path.rsplit("/", 1)[1])
-                code = 200 if targets.up[i] else 500
-                body = b"ok" if code == 200 else b"down"
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the prober gave up (its timeout, a stopped or killed esmd)
-
-            def log_message(self, *a):
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            # A resumed or new leader's instance runs every overdue check at once; with
-            # socketserver's backlog of 5 most SYNs would be dropped and the checks time out.
-            request_queue_size = 1024
-
-        self.server = Server((SHARED_IP, 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[(\w+)\] +esmd: (.*)$")
 
 
@@ -460,13 +420,7 @@ class Esmd:
         return body if code == 200 else None
 
     def rss_kib(self):
-        try:
-            for line in open(f"/proc/{self.proc.pid}/status"):
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        return rss_kib(self.proc.pid)
 
     def lines(self):
         """(epoch seconds, level, message) of every log line so far."""
@@ -532,7 +486,7 @@ class Chaos:
         self.baseline_rss = {}
         try:
             self.cluster = Cluster()
-            self.targets = Targets(NODES)
+            self.targets = FlipTarget(NODES, SHARED_IP)
             self.register_nodes()
             # a and b agentless, each behind a proxy to one server; c in agent mode, behind a
             # proxy to the client agent.

@@ -18,24 +18,21 @@ least two leadership changes happened; no "already held" in the logs.
 ESMD_SOAK_SECONDS sets the length (default 600; 86400 for the 24-hour run),
 ESMD_SOAK_CHECKS the number of checks (a multiple of 10). Env: CONSUL_BIN, ESMD_BIN.
 """
-import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import http.server
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy"))
-from harness import case, check, env_path, free_ports, run, stop_pid, wait_for  # noqa: E402
+from harness import FlipTarget, TcpTarget, case, check, env_path, free_ports, run, stop_pid, wait_for  # noqa: E402
+from harness import api as harness_api  # noqa: E402
 
 CONSUL_BIN = env_path("CONSUL_BIN")
 ESMD_BIN = env_path("ESMD_BIN")
@@ -54,18 +51,8 @@ WORK = tempfile.mkdtemp(prefix="esmd-soak-")
 def now():
     return time.monotonic()
 
-
 def api(addr, method, path, body=None, timeout=10):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except (OSError, ValueError):
-        return None, None
+    return harness_api(addr, method, path, body, timeout)
 
 
 def proc_sample(pid):
@@ -74,67 +61,6 @@ def proc_sample(pid):
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
-
-
-class TcpTarget:
-    """Accepts and closes: a passing TCP check."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4096)
-        self.port = self.sock.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-                c.close()
-            except OSError:
-                if self.closed:
-                    return
-
-    def close(self):
-        self.closed = True
-        self.sock.close()
-
-
-class HttpTarget:
-    """/f/<i> answers 200 or 500 as set by the test."""
-
-    def __init__(self, n):
-        self.up = [True] * n
-        target = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                code = 200 if target.up[int(self.path.rsplit("/", 1)[1])] else 500
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:
-                    pass
-
-            def log_message(self, *a):
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            request_queue_size = 1024  # many checks connect at once (socketserver's default is 5)
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 class Soak:
     def __init__(self):
@@ -148,7 +74,7 @@ class Soak:
             stdout=self.consul_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         wait_for("a Consul leader", lambda: api(self.addr, "GET", "/v1/status/leader")[1], 30, 0.5)
         self.tcp = TcpTarget()
-        self.http = HttpTarget(NODES)
+        self.http = FlipTarget(NODES)
         self.register()
         self.esmd = []
         for name in "abc":

@@ -1,5 +1,6 @@
 #include "esm/cluster/membership.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -420,9 +421,7 @@ awaitable<void> reap_dead_instances(consul::client& c, membership_options o, con
     consul::result<consul::query_result<std::vector<consul::session>>> sessions = consul::error{};
     // The sessions matter only for instances on a synthetic node (agentless); in a fleet of
     // agent-mode instances the round ends with the instance list.
-    bool any_agentless = false;
-    if (inst)
-      for (auto& r : inst->value) any_agentless = any_agentless || r.node == r.service_id + ":node";
+    bool any_agentless = inst && std::any_of(inst->value.begin(), inst->value.end(), is_agentless_row);
     if (inst && !any_agentless) sessions = consul::query_result<std::vector<consul::session>>{};
     else if (inst) sessions = co_await c.session_list();
     if (!inst || !sessions) {

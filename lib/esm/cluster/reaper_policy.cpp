@@ -12,7 +12,7 @@ std::vector<reaper_instance> agentless_instances(const std::vector<consul::catal
                                                  const std::vector<consul::session>& sessions) {
   std::vector<reaper_instance> out;
   for (auto& r : rows) {
-    if (r.node != r.service_id + ":node") continue;
+    if (!is_agentless_row(r)) continue;
     bool alive = false;
     for (auto& s : sessions) alive = alive || is_health_session_of(s, r.service_id);
     out.push_back(reaper_instance{r.service_id, r.node, alive});

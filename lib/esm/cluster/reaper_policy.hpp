@@ -35,6 +35,10 @@ struct reaper_instance {
 // as consul-esm names it).
 bool is_health_session_of(const consul::session& s, const std::string& service_id);
 
+// Whether a catalog row of the ESM service is an agentless instance: registered on its own
+// synthetic node `S:I:node` (an agent-mode instance lives on its agent's node).
+inline bool is_agentless_row(const consul::catalog_service& r) { return r.node == r.service_id + ":node"; }
+
 // The agentless instances among the service's catalog rows (agent-mode ones live on a real
 // node and are the agent's to reap), in catalog order, each with whether its session lives.
 std::vector<reaper_instance> agentless_instances(const std::vector<consul::catalog_service>& rows,

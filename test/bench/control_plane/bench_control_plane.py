@@ -28,18 +28,14 @@ cached Consul), ESMD_BIN (default build/release/app/esmd).
 import argparse
 import base64
 import concurrent.futures
-import http.server
 import json
 import os
 import re
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -48,7 +44,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "test", "deploy"))
-from harness import free_ports, stop_pid, wait_for  # noqa: E402
+from harness import FlipTarget, TcpTarget, api, cpu_seconds, free_ports, rss_kib, stop_pid, wait_for  # noqa: E402
 
 SERVICE = "esm-cp"
 KV = "cp/"
@@ -58,96 +54,11 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def now():
     return time.monotonic()
 
-
-def api(addr, method, path, body=None, timeout=30):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except (OSError, ValueError):
-        return None, None
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def pct(values, p):
     s = sorted(values)
     if p == 100:
         return s[-1] if s else float("nan")
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] if s else float("nan")
-
-
-class TcpTarget:
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(4096)
-        self.port = self.sock.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while not self.closed:
-            try:
-                c, _ = self.sock.accept()
-                c.close()
-            except OSError:
-                if self.closed:
-                    return
-
-    def close(self):
-        self.closed = True
-        self.sock.close()
-
-
-class HttpTarget:
-    """/f/<i> answers 200 or 500 as set by the script."""
-
-    def __init__(self, n):
-        self.up = [True] * n
-        target = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                code = 200 if target.up[int(self.path.rsplit("/", 1)[1])] else 500
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:
-                    pass
-
-            def log_message(self, *a):
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            request_queue_size = 1024
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
 
 class Bench:
     def __init__(self, args):
@@ -266,7 +177,7 @@ class Bench:
     def steady(self, out):
         a = self.args
         self.start_consul()
-        self.tcp, self.http = TcpTarget(), HttpTarget(2 * a.sample)  # the flip's, then new-check's
+        self.tcp, self.http = TcpTarget(), FlipTarget(2 * a.sample)  # the flip's, then new-check's
         took = self.register(0, a.nodes, True)
         print(f"registered {a.nodes} nodes ({a.nodes + a.sample} checks) in {took:.1f} s", flush=True)
         t0 = now()

@@ -54,9 +54,12 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "test", "deploy"))
-from harness import free_ports, stop_pid, wait_for  # noqa: E402
+from harness import api, cpu_seconds, free_ports, rss_kib, stop_pid, wait_for  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
+
+def cpu_ms(pid):
+    return cpu_seconds(pid) * 1000.0
+
 ADDRESSES = 8
 PER_NODE = 10
 SERVICE = "esm-cpu"
@@ -65,35 +68,6 @@ KV = "bench-cpu/"
 
 def now():
     return time.monotonic()
-
-
-def api(addr, method, path, body=None, timeout=30):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except (OSError, ValueError):
-        return None, None
-
-
-def cpu_ms(pid):
-    """utime + stime of every thread of pid, in ms (clock-tick resolution)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000.0 / TICKS
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
 
 def consul_requests(admin):
     """esmd_consul_requests_total from esmd's /metrics, or None."""

@@ -23,7 +23,6 @@ build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SHAPE ("fat", the default
 default 5). Every process it starts is stopped by its own pid.
 """
 import http.server
-import json
 import os
 import shutil
 import signal
@@ -36,7 +35,7 @@ import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "deploy"))
-from harness import free_ports, stop_pid, wait_for  # noqa: E402
+from harness import api, free_ports, rss_kib, stop_pid, wait_for  # noqa: E402
 
 CONSUL_BIN = os.environ.get("CONSUL_BIN") or "/root/.cache/consul-bin/consul"
 ESMD_BIN = os.environ.get("ESMD_BIN") or "build/release/app/esmd"
@@ -54,27 +53,6 @@ NOTES = ("Checks the storefront's order API through the regional load balancer; 
 OUTPUT = ("HTTP GET https://orders.example.com/healthz: 503 Service Unavailable Output: "
           "upstream connect error or disconnect/reset before headers. reset reason: connection "
           "failure, transport failure reason: delayed connect error: 111 (registered by the benchmark)")
-
-
-def api(addr, method, path, body=None, timeout=30):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://{addr}{path}", data=data, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            text = r.read().decode()
-            return r.status, json.loads(text) if text else None
-    except urllib.error.HTTPError as e:
-        return e.code, None
-    except (OSError, ValueError):
-        return None, None
-
-
-def rss_kib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return None
-
 
 class Target:
     """nginx on 127.0.0.1 answering every GET with 200 "ok" (one worker, foreground, its own

@@ -85,6 +85,61 @@ asio::awaitable<std::optional<consul::health_check>> check_of(consul::client& c,
   co_return std::nullopt;
 }
 
+// An instance registered with register_instance and kept alive by keep_registered in the
+// background, until crash(): the keeper stops without deregistering, as a killed process's
+// would (agentless: its health session lives on until destroyed or expired).
+struct kept_instance {
+  kept_instance(asio::io_context& io, consul::client& c, cluster::membership_options m)
+      : io(io), c(c), mo(std::move(m)) {}
+  asio::io_context& io;
+  consul::client& c;
+  cluster::membership_options mo;
+  cluster::membership_status st;
+  asio::cancellation_signal keeper_stop;
+  bool keeper_done = false;
+
+  // Registers and starts the keeper; true once registered (agentless: with its health session).
+  asio::awaitable<bool> start() {
+    auto reg = co_await cluster::register_instance(c, mo, st);
+    if (reg.code) co_return false;
+    asio::co_spawn(io, cluster::keep_registered(c, mo, st),
+                   asio::bind_cancellation_slot(keeper_stop.slot(), [this](std::exception_ptr) { keeper_done = true; }));
+    bool ready = !mo.agentless || co_await eventually([this] { return !st.health_session.empty(); }, 5s);
+    co_return ready;
+  }
+  // The keeper stops without deregistering; true once it has.
+  asio::awaitable<bool> crash() {
+    keeper_stop.emit(asio::cancellation_type::terminal);
+    bool stopped = co_await eventually([this] { return keeper_done; }, 5s);
+    co_return stopped;
+  }
+};
+
+// Polls the check `id` on `node` every 100 ms, at most `tries` times, until it has `status`;
+// the last copy read (nullopt if never found).
+asio::awaitable<std::optional<consul::health_check>> wait_check_status(consul::client& c, std::string node,
+                                                                       std::string id, std::string status,
+                                                                       int tries) {
+  std::optional<consul::health_check> h;
+  for (int i = 0; i < tries; ++i) {
+    h = co_await check_of(c, node, id);
+    if (h && h->status == status) break;
+    co_await pause(100ms);
+  }
+  co_return h;
+}
+
+// Polls every 100 ms, at most `tries` times, until `node` is gone from the catalog.
+asio::awaitable<bool> wait_node_gone(consul::client& c, std::string node, int tries) {
+  bool removed = false;
+  for (int i = 0; i < tries && !removed; ++i) {
+    auto n = co_await c.catalog_node_info(node);
+    removed = n && !n->value;
+    if (!removed) co_await pause(100ms);
+  }
+  co_return removed;
+}
+
 }  // namespace
 
 TEST_CASE("agent mode: registration with consul-esm's names, leadership, duplicate refused, re-registration, clean stop") {
@@ -248,42 +303,20 @@ TEST_CASE("agentless on Consul 1.8.7: healthy by its health session, elected, cr
 
     // A second instance registers, becomes healthy, then crashes: its keeper stops without
     // deregistering and its health session ends (TTL expiry, compressed).
-    cluster::membership_status st2;
-    auto reg = co_await cluster::register_instance(c2, m2, st2);
-    REQUIRE_FALSE(reg.code);
-    asio::cancellation_signal keeper_stop;
-    bool keeper_done = false;
-    asio::co_spawn(io, cluster::keep_registered(c2, m2, st2),
-                   asio::bind_cancellation_slot(keeper_stop.slot(), [&](std::exception_ptr) { keeper_done = true; }));
-    REQUIRE(co_await eventually([&] { return !st2.health_session.empty(); }, 5s));
-    std::optional<consul::health_check> c2chk;
-    for (int i = 0; i < 50 && !(c2chk && c2chk->status == "passing"); ++i) {
-      c2chk = co_await check_of(direct, "esm-al:a2:node", "esm-al:a2:session-check");
-      co_await pause(100ms);
-    }
+    kept_instance i2(io, c2, m2);
+    REQUIRE(co_await i2.start());
+    auto c2chk = co_await wait_check_status(direct, "esm-al:a2:node", "esm-al:a2:session-check", "passing", 50);
     REQUIRE(c2chk);
     CHECK(c2chk->status == "passing");
-    keeper_stop.emit(asio::cancellation_type::terminal);
-    REQUIRE(co_await eventually([&] { return keeper_done; }, 5s));
+    REQUIRE(co_await i2.crash());
     auto t_crash = clock::now();
-    REQUIRE(co_await direct.session_destroy(st2.health_session));
+    REQUIRE(co_await direct.session_destroy(i2.st.health_session));
 
     // The leader marks it critical, then removes it after instance_deregister_after (3 s).
-    bool critical = false;
-    for (int i = 0; i < 150 && !critical; ++i) {
-      auto h = co_await check_of(direct, "esm-al:a2:node", "esm-al:a2:session-check");
-      critical = h && h->status == "critical";
-      if (!critical) co_await pause(100ms);
-    }
-    CHECK(critical);
+    auto marked = co_await wait_check_status(direct, "esm-al:a2:node", "esm-al:a2:session-check", "critical", 150);
+    CHECK((marked && marked->status == "critical"));
     MESSAGE("crashed instance marked critical after " << fmt_ms(clock::now() - t_crash));
-    bool removed = false;
-    for (int i = 0; i < 150 && !removed; ++i) {
-      auto n = co_await direct.catalog_node_info("esm-al:a2:node");
-      removed = n && !n->value;
-      if (!removed) co_await pause(100ms);
-    }
-    CHECK(removed);
+    CHECK(co_await wait_node_gone(direct, "esm-al:a2:node", 150));
     auto reaped = clock::now() - t_crash;
     MESSAGE("crashed instance removed after " << fmt_ms(reaped));
     CHECK(reaped >= m2.deregister_after);
@@ -323,40 +356,18 @@ TEST_CASE("a mixed fleet: an agent-mode leader marks a crashed agentless instanc
 
     // An agentless instance registers, becomes healthy, then crashes (its keeper stops without
     // deregistering, and its health session ends).
-    cluster::membership_status st2;
-    auto reg = co_await cluster::register_instance(c2, m2, st2);
-    REQUIRE_FALSE(reg.code);
-    asio::cancellation_signal keeper_stop;
-    bool keeper_done = false;
-    asio::co_spawn(io, cluster::keep_registered(c2, m2, st2),
-                   asio::bind_cancellation_slot(keeper_stop.slot(), [&](std::exception_ptr) { keeper_done = true; }));
-    REQUIRE(co_await eventually([&] { return !st2.health_session.empty(); }, 5s));
-    std::optional<consul::health_check> chk;
-    for (int i = 0; i < 50 && !(chk && chk->status == "passing"); ++i) {
-      chk = co_await check_of(direct, "esm-mx:m2:node", "esm-mx:m2:session-check");
-      co_await pause(100ms);
-    }
+    kept_instance i2(io, c2, m2);
+    REQUIRE(co_await i2.start());
+    auto chk = co_await wait_check_status(direct, "esm-mx:m2:node", "esm-mx:m2:session-check", "passing", 50);
     REQUIRE(chk);
     CHECK(chk->status == "passing");
-    keeper_stop.emit(asio::cancellation_type::terminal);
-    REQUIRE(co_await eventually([&] { return keeper_done; }, 5s));
+    REQUIRE(co_await i2.crash());
     auto t_crash = clock::now();
-    REQUIRE(co_await direct.session_destroy(st2.health_session));
+    REQUIRE(co_await direct.session_destroy(i2.st.health_session));
 
-    bool critical = false;
-    for (int i = 0; i < 150 && !critical; ++i) {
-      auto h = co_await check_of(direct, "esm-mx:m2:node", "esm-mx:m2:session-check");
-      critical = h && h->status == "critical";
-      if (!critical) co_await pause(100ms);
-    }
-    CHECK(critical);
-    bool removed = false;
-    for (int i = 0; i < 150 && !removed; ++i) {
-      auto n = co_await direct.catalog_node_info("esm-mx:m2:node");
-      removed = n && !n->value;
-      if (!removed) co_await pause(100ms);
-    }
-    CHECK(removed);
+    auto marked = co_await wait_check_status(direct, "esm-mx:m2:node", "esm-mx:m2:session-check", "critical", 150);
+    CHECK((marked && marked->status == "critical"));
+    CHECK(co_await wait_node_gone(direct, "esm-mx:m2:node", 150));
     CHECK(clock::now() - t_crash >= m2.deregister_after);
     CHECK(count_of(log->str(), "Marked a dead ESM instance critical: service_id=esm-mx:m2") == 1);
 
@@ -378,14 +389,8 @@ TEST_CASE("duplicate_wait: a live duplicate is refused after the wait, a stop en
     CAPTURE(agentless);
     auto m = member("esm-wait", agentless ? "al" : "ag", agentless);
     run(io, [&]() -> asio::awaitable<void> {
-      cluster::membership_status st;
-      auto first = co_await cluster::register_instance(c, m, st);
-      REQUIRE_FALSE(first.code);
-      asio::cancellation_signal keeper_stop;
-      bool keeper_done = false;
-      asio::co_spawn(io, cluster::keep_registered(c, m, st),
-                     asio::bind_cancellation_slot(keeper_stop.slot(), [&](std::exception_ptr) { keeper_done = true; }));
-      if (agentless) REQUIRE(co_await eventually([&] { return !st.health_session.empty(); }, 5s));
+      kept_instance first(io, c, m);
+      REQUIRE(co_await first.start());
 
       auto dup = m;
       dup.duplicate_wait = 2s;
@@ -423,8 +428,7 @@ TEST_CASE("duplicate_wait: a live duplicate is refused after the wait, a stop en
 
       // The instance crashes: its keeper stops without deregistering. A restart with the
       // daemon's wait takes over at its first start.
-      keeper_stop.emit(asio::cancellation_type::terminal);
-      REQUIRE(co_await eventually([&] { return keeper_done; }, 5s));
+      REQUIRE(co_await first.crash());
       auto restart = m;
       restart.duplicate_wait = cluster::duplicate_wait_for(restart);
       CHECK(restart.duplicate_wait == (agentless ? 25s : 15s));
