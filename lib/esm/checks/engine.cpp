@@ -30,7 +30,7 @@ namespace {
 // Fields of `had` that `got` lacks or changed (a definition that went through Consul's
 // transaction endpoint of a version that does not carry them).
 bool definition_lost(const consul::check_definition& had, const consul::check_definition& got) {
-  auto lost = [](const std::string& a, const std::string& b) { return !a.empty() && a != b; };
+  auto lost = [](std::string_view a, std::string_view b) { return !a.empty() && a != b; };
   return lost(had.http, got.http) || lost(had.tcp, got.tcp) || lost(had.udp, got.udp) ||
          lost(had.grpc, got.grpc) || lost(had.h2ping, got.h2ping) ||
          lost(had.tls_server_name, got.tls_server_name) || lost(had.method, got.method) ||
@@ -47,6 +47,7 @@ check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
       probes_(probes),
       settings_(std::move(s)),
       schedule_(settings_.max_concurrent, std::random_device{}()),
+      index_(0, index_hash{this}, index_equal{this}),
       schedule_wake_(ex, clock::time_point::max()),
       writer_wake_(ex, clock::time_point::max()),
       drained_(ex, clock::time_point::max()) {
@@ -66,6 +67,37 @@ std::string check_engine::key_of(const consul::health_check& c) {
   k += '\x1f';
   k += c.check_id;
   return k;
+}
+
+check_engine::key_view check_engine::key_view_of(const consul::health_check& c) noexcept {
+  return {c.partition, c.name_space, c.node, c.check_id};
+}
+
+check_engine::key_view check_engine::split_key(std::string_view key) noexcept {
+  std::string_view part[4];
+  for (int n = 0; n < 3; ++n) {
+    auto at = key.find('\x1f');
+    part[n] = key.substr(0, at);
+    key = at == std::string_view::npos ? std::string_view() : key.substr(at + 1);
+  }
+  part[3] = key;
+  return {part[0], part[1], part[2], part[3]};
+}
+
+std::size_t check_engine::index_hash::operator()(const key_view& k) const {
+  std::hash<std::string_view> h;
+  std::size_t v = h(k.check_id);
+  for (auto part : {k.node, k.name_space, k.partition})
+    v ^= h(part) + 0x9e3779b97f4a7c15ULL + (v << 6) + (v >> 2);
+  return v;
+}
+
+std::size_t check_engine::index_hash::operator()(std::uint32_t i) const {
+  return (*this)(key_view_of(*engine->slots_[i]->catalog));
+}
+
+bool check_engine::index_equal::operator()(const key_view& k, std::uint32_t i) const noexcept {
+  return key_view_of(*engine->slots_[i]->catalog) == k;
 }
 
 std::uint32_t check_engine::allocate_slot() {
@@ -104,14 +136,9 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
                                                            const std::string& check_id,
                                                            const std::string& name_space,
                                                            const std::string& partition) const {
-  consul::health_check probe_key;
-  probe_key.node = node;
-  probe_key.check_id = check_id;
-  probe_key.name_space = name_space;
-  probe_key.partition = partition;
-  auto it = index_.find(key_of(probe_key));
+  auto it = find_slot({partition, name_space, node, check_id});
   if (it == index_.end()) return std::nullopt;
-  const auto& s = *slots_[it->second];
+  const auto& s = *slots_[*it];
   check_view v;
   v.catalog_status = s.catalog->status;
   v.catalog_output = s.catalog->output;
@@ -120,7 +147,7 @@ std::optional<check_engine::check_view> check_engine::find(const std::string& no
   v.runs = s.runs;
   v.starts = s.starts;
   v.running = s.running != nullptr;
-  v.runnable = s.plan != nullptr;
+  v.runnable = s.plan.has_value();
   v.write_queued = s.write_queued;
   return v;
 }
@@ -134,14 +161,13 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
   for (const auto& handle : checks) {
     const auto& c = *handle;
     if (c.check_id == sharding::external_node_health_check_id) continue;
-    auto key = key_of(c);
-    auto it = index_.find(key);
+    auto it = find_slot(key_view_of(c));
     // Fast path: the copy the engine holds is this very version (the worker hands over the
     // whole share on every change, so most checks are unchanged): the very object taken
     // before, or the same ModifyIndex. The engine's own writes take the full path (once), to
     // notice a definition Consul stripped.
     if (it != index_.end()) {
-      auto& held = *slots_[it->second];
+      auto& held = *slots_[*it];
       if (held.catalog == handle) {
         held.seen = epoch_;
         continue;
@@ -155,59 +181,66 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
         continue;
       }
     }
-    auto planned = plan_check(c, settings_.plans);
     if (it == index_.end()) {
+      auto planned = plan_run(c, settings_.plans);
       auto i = allocate_slot();
       auto& s = *slots_[i];
       s.seen = epoch_;
       s.live = true;
-      index_.emplace(std::move(key), i);
-      if (auto* p = std::get_if<check_plan>(&planned)) {
-        s.plan = std::make_shared<const check_plan>(std::move(*p));
+      s.catalog = handle;  // before the index takes it: its key is the catalog object's
+      index_.insert(i);
+      if (auto* p = std::get_if<run_plan>(&planned)) {
+        s.plan = *p;
       } else {
         ++stats_.unsupported;
         log::warn(std::get<std::string>(planned),
                   {{"node", c.node}, {"check", c.check_id}, {"name", c.name}});
       }
-      s.catalog = handle;
       update_critical_since(i);
       if (s.plan) start_check(i);
       ++added;
       continue;
     }
-    auto i = it->second;
+    auto i = *it;
     auto& s = *slots_[i];
     s.seen = epoch_;
-    // A late or stale read must not undo a newer copy (e.g. the engine's own write).
-    if (c.modify_index >= s.catalog->modify_index) {
-      if (c.modify_index == s.written_index && definition_lost(s.catalog->definition, c.definition)) {
-        // The engine's own transaction stripped the definition: keep ours and restore it
-        // (an object of the engine's own until the restored one is read).
-        auto merged = std::make_shared<consul::health_check>(c);
-        merged->definition = s.catalog->definition;
-        s.catalog = std::move(merged);
-        planned = plan_check(*s.catalog, settings_.plans);
-        p_damaged.push_back(i);
-      } else {
-        if (c.create_index != s.catalog->create_index) {
-          // Another check under the same key (registered anew, say after the reaper
-          // deregistered its service): its time critical starts from its own results.
-          s.critical_since.reset();
-          s.reaped_create_index.reset();
-        }
-        s.catalog = handle;
+    // A late or stale read must not undo a newer copy (e.g. the engine's own write), nor its
+    // plan: the plan is always the one of the catalog object held.
+    if (c.modify_index < s.catalog->modify_index) continue;
+    // The object the current plan's probe fields are read from, until the comparison below.
+    auto before = s.catalog;
+    if (c.modify_index == s.written_index && definition_lost(s.catalog->definition, c.definition)) {
+      // The engine's own transaction stripped the definition: keep ours and restore it
+      // (an object of the engine's own until the restored one is read).
+      auto merged = std::make_shared<consul::health_check>(c);
+      merged->definition = s.catalog->definition;
+      s.catalog = std::move(merged);
+      p_damaged.push_back(i);
+    } else {
+      if (c.create_index != s.catalog->create_index) {
+        // Another check under the same key (registered anew, say after the reaper
+        // deregistered its service): its time critical starts from its own results.
+        s.critical_since.reset();
+        s.reaped_create_index.reset();
       }
-      if (s.desired && !needs_write(s)) s.desired.reset();
-      update_critical_since(i);
+      s.catalog = handle;
     }
-    auto* p = std::get_if<check_plan>(&planned);
-    bool same_plan = p ? (s.plan && *s.plan == *p) : !s.plan;
+    if (s.desired && !needs_write(s)) s.desired.reset();
+    update_critical_since(i);
+    auto planned = plan_run(*s.catalog, settings_.plans);
+    auto* p = std::get_if<run_plan>(&planned);
+    // The same plan: the same timing and thresholds, and the same probe (the spec each run
+    // would be given; built here only for a check that changed).
+    bool same_plan = p ? (s.plan && *s.plan == *p &&
+                          spec_of(before->definition, *s.plan) == spec_of(s.catalog->definition, *p))
+                       : !s.plan;
+    before.reset();
     if (same_plan) continue;
     ++updated;
     stop_check(i);
     if (p) {
       if (!s.plan) --stats_.unsupported;
-      s.plan = std::make_shared<const check_plan>(std::move(*p));
+      s.plan = *p;
       log::info("Updating check", {{"node", s.catalog->node}, {"check", s.catalog->check_id}});
       start_check(i);
     } else {
@@ -219,7 +252,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
   }
   for (auto i : p_damaged) definition_damaged(i);
   for (auto it = index_.begin(); it != index_.end();) {
-    auto i = it->second;
+    auto i = *it;
     auto& s = *slots_[i];
     if (s.seen == epoch_) {
       ++it;
@@ -346,7 +379,8 @@ void check_engine::start_run(std::uint32_t i) {
   // and finish_run clears it.
   auto handle = std::make_shared<async::stop_handle>();
   s.running = handle;
-  async::stop_handle::start(handle, ex_, run_probe_of(i, gen, s.plan), [this, i, gen](std::exception_ptr e) {
+  async::stop_handle::start(handle, ex_, run_probe_of(i, gen, spec_of(s.catalog->definition, *s.plan)),
+                            [this, i, gen](std::exception_ptr e) {
     if (!e) return;  // run_probe_of called finish_run itself
     log::error("Check run failed", {{"error", async::what_of(e)}});
     finish_run(i, gen, std::nullopt);
@@ -354,15 +388,15 @@ void check_engine::start_run(std::uint32_t i) {
 }
 
 asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t generation,
-                                                 std::shared_ptr<const check_plan> plan) {
+                                                 probe::probe_spec spec) {
   // This coroutine exists for this one probe: no second coroutine inside run_probe.
   auto started = clock::now();
-  auto r = co_await probe::run_probe_in_own_thread(plan->spec, probes_);
+  auto r = co_await probe::run_probe_in_own_thread(spec, probes_);
   if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) {
     finish_run(i, generation, std::nullopt);
     co_return;
   }
-  stats_.durations.add(plan->spec.index(), static_cast<std::size_t>(r.status), clock::now() - started);
+  stats_.durations.add(spec.index(), static_cast<std::size_t>(r.status), clock::now() - started);
   finish_run(i, generation, std::move(r));
 }
 
@@ -475,11 +509,11 @@ void check_engine::queue_write(std::uint32_t i) {
 
 void check_engine::visit_checks(const std::function<void(const check_info&)>& f) const {
   static constexpr std::string_view kinds[] = {"http", "tcp", "udp", "grpc", "h2ping"};
-  for (auto& [key, i] : index_) {
+  for (auto i : index_) {
     const auto& s = *slots_[i];
     check_info c{};
     c.catalog = s.catalog.get();
-    c.kind = s.plan ? kinds[s.plan->spec.index()] : std::string_view("unsupported");
+    c.kind = s.plan ? kinds[s.plan->kind] : std::string_view("unsupported");
     c.desired = s.desired ? &*s.desired : nullptr;
     c.runs = s.runs;
     c.successes = s.gate.successes();
@@ -501,7 +535,7 @@ asio::awaitable<void> check_engine::run() {
     // first result of the new run is written at once (slot::reported), as at a start.
     stopping_ = false;
     schedule_.clear();
-    for (auto& [key, i] : index_) {
+    for (auto i : index_) {
       auto& s = *slots_[i];
       ++s.generation;
       s.output_due.reset();

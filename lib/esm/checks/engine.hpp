@@ -53,7 +53,8 @@
 #include <optional>
 #include <random>
 #include <string>
-#include <unordered_map>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -217,7 +218,38 @@ class check_engine : public sharding::assignment_sink {
   // The slot when it still holds the check `r` names, else null.
   slot* holder(slot_ref r);
 
+  // A check's identity in the engine: partition, namespace, node, check ID. key_of joins
+  // them with \x1f (kept by the writer and the reaper across a co_await); key_view_of and
+  // split_key refer to the strings they are given.
+  struct key_view {
+    std::string_view partition, name_space, node, check_id;
+    bool operator==(const key_view&) const = default;
+  };
   static std::string key_of(const consul::health_check& c);
+  static key_view key_view_of(const consul::health_check& c) noexcept;
+  static key_view split_key(std::string_view key) noexcept;
+  // The index holds slot numbers only: a live slot's key is its catalog object's, which every
+  // object the slot is given keeps (a newer version of the same check). Looked up by a
+  // key_view (heterogeneous lookup), so neither the index nor a lookup copies a string. A slot
+  // leaves the index before it is released (its catalog object reset).
+  // Not noexcept on purpose: libstdc++ then keeps each element's hash in its node (8 B),
+  // instead of hashing the slot's strings again whenever it walks a bucket or rehashes.
+  struct index_hash {
+    using is_transparent = void;
+    const check_engine* engine;
+    std::size_t operator()(std::uint32_t i) const;
+    std::size_t operator()(const key_view& k) const;
+  };
+  struct index_equal {
+    using is_transparent = void;
+    const check_engine* engine;
+    bool operator()(std::uint32_t a, std::uint32_t b) const noexcept { return a == b; }
+    bool operator()(const key_view& k, std::uint32_t i) const noexcept;
+    bool operator()(std::uint32_t i, const key_view& k) const noexcept { return (*this)(k, i); }
+  };
+  using check_index = std::unordered_set<std::uint32_t, index_hash, index_equal>;
+  check_index::iterator find_slot(const key_view& k) { return index_.find(k); }
+  check_index::const_iterator find_slot(const key_view& k) const { return index_.find(k); }
   std::uint32_t allocate_slot();
   void release_slot(std::uint32_t i);
   void start_check(std::uint32_t i);
@@ -236,8 +268,9 @@ class check_engine : public sharding::assignment_sink {
   boost::asio::awaitable<void> schedule_loop();
   boost::asio::awaitable<void> writer_loop();
   boost::asio::awaitable<void> reaper_loop();
+  // `spec`: spec_of the check's definition and plan at the start, owned by the run.
   boost::asio::awaitable<void> run_probe_of(std::uint32_t i, std::uint32_t generation,
-                                            std::shared_ptr<const check_plan> plan);
+                                            probe::probe_spec spec);
   // Writes the queued checks; false when a failure left some queued for a later attempt.
   boost::asio::awaitable<bool> flush();
   boost::asio::awaitable<bool> write_chunk(std::vector<slot_ref> chunk);
@@ -260,7 +293,7 @@ class check_engine : public sharding::assignment_sink {
 
   std::vector<std::unique_ptr<slot>> slots_;
   std::vector<std::uint32_t> free_slots_;
-  std::unordered_map<std::string, std::uint32_t> index_;
+  check_index index_;
   run_schedule schedule_;  // the heap of due times and the queue for probe slots
   std::vector<std::uint32_t> write_queue_;
   std::vector<std::uint32_t> started_;  // (re)started during a reconciliation

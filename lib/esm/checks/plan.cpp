@@ -40,8 +40,8 @@ Spec& with_tls(Spec& spec, const consul::check_definition& d, milliseconds timeo
 
 }  // namespace
 
-std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
-                                                 const plan_settings& s) {
+std::variant<run_plan, std::string> plan_run(const consul::health_check& c,
+                                             const plan_settings& s) {
   const auto& d = c.definition;
   probe::definition_kind_fields f;
   f.http = d.http;
@@ -63,7 +63,7 @@ std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
       return "check definition has an invalid " + std::string(key) + " (" +
              boost::json::serialize(*v) + "); it is not run";
 
-  check_plan p;
+  run_plan p;
   p.timeout = probe::effective_timeout(to_ms(d.timeout));
   auto asked = to_ms(d.interval);
   p.interval = asked > milliseconds::zero() ? asked : s.default_interval;
@@ -72,44 +72,11 @@ std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
     p.interval_raised = true;
   }
   switch (kind) {
-    case probe::check_kind::http: {
-      probe::http_spec h;
-      h.url = d.http;
-      h.method = d.method;
-      h.headers = d.header;
-      h.body = d.body;
-      h.disable_redirects = d.disable_redirects;
-      p.spec = std::move(with_tls(h, d, p.timeout));
-      break;
-    }
-    case probe::check_kind::tcp: {
-      probe::tcp_spec t;
-      t.address = d.tcp;
-      t.use_tls = d.tcp_use_tls;
-      p.spec = std::move(with_tls(t, d, p.timeout));
-      break;
-    }
-    case probe::check_kind::udp: {
-      probe::udp_spec u;
-      u.address = d.udp;
-      u.timeout = p.timeout;
-      p.spec = std::move(u);
-      break;
-    }
-    case probe::check_kind::grpc: {
-      probe::grpc_spec g;
-      g.target = d.grpc;
-      g.use_tls = d.grpc_use_tls;
-      p.spec = std::move(with_tls(g, d, p.timeout));
-      break;
-    }
-    case probe::check_kind::h2ping: {
-      probe::h2ping_spec h;
-      h.address = d.h2ping;
-      h.use_tls = d.h2ping_use_tls;
-      p.spec = std::move(with_tls(h, d, p.timeout));
-      break;
-    }
+    case probe::check_kind::http: p.kind = 0; break;
+    case probe::check_kind::tcp: p.kind = 1; break;
+    case probe::check_kind::udp: p.kind = 2; break;
+    case probe::check_kind::grpc: p.kind = 3; break;
+    case probe::check_kind::h2ping: p.kind = 4; break;
     default:
       return std::string("check kind is not runnable");
   }
@@ -122,6 +89,58 @@ std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
                                     int_member(d.extra, "FailuresBeforeWarning"),
                                     int_member(d.extra, "FailuresBeforeCritical"));
   }
+  return p;
+}
+
+probe::probe_spec spec_of(const consul::check_definition& d, const run_plan& p) {
+  switch (p.kind) {
+    case 0: {
+      probe::http_spec h;
+      h.url = d.http;
+      h.method = d.method;
+      h.headers = d.header;
+      h.body = d.body;
+      h.disable_redirects = d.disable_redirects;
+      return std::move(with_tls(h, d, p.timeout));
+    }
+    case 1: {
+      probe::tcp_spec t;
+      t.address = d.tcp;
+      t.use_tls = d.tcp_use_tls;
+      return std::move(with_tls(t, d, p.timeout));
+    }
+    case 2: {
+      probe::udp_spec u;
+      u.address = d.udp;
+      u.timeout = p.timeout;
+      return u;
+    }
+    case 3: {
+      probe::grpc_spec g;
+      g.target = d.grpc;
+      g.use_tls = d.grpc_use_tls;
+      return std::move(with_tls(g, d, p.timeout));
+    }
+    default: {
+      probe::h2ping_spec h;
+      h.address = d.h2ping;
+      h.use_tls = d.h2ping_use_tls;
+      return std::move(with_tls(h, d, p.timeout));
+    }
+  }
+}
+
+std::variant<check_plan, std::string> plan_check(const consul::health_check& c,
+                                                 const plan_settings& s) {
+  auto r = plan_run(c, s);
+  if (auto* why = std::get_if<std::string>(&r)) return std::move(*why);
+  const auto& rp = std::get<run_plan>(r);
+  check_plan p;
+  p.spec = spec_of(c.definition, rp);
+  p.interval = rp.interval;
+  p.timeout = rp.timeout;
+  p.limits = rp.limits;
+  p.interval_raised = rp.interval_raised;
   return p;
 }
 

@@ -21,7 +21,10 @@ struct check_engine::slot {
   // watch brings that version. Immutable: replaced, never edited, so a coroutine that needs
   // it across a co_await keeps a handle or looks the slot up again.
   sharding::shared_check catalog;
-  std::shared_ptr<const check_plan> plan;    // null: not run (unsupported)
+  // Empty: not run (unsupported). The probe's strings are the catalog object's (spec_of): a
+  // new catalog object is planned again (on_checks), and its plan replaces this one when it
+  // differs, probe fields included.
+  std::optional<run_plan> plan;
   std::optional<probe::probe_result> desired;  // what esmd reports, while the catalog differs
   status_gate gate;
   legacy_counter legacy;

@@ -145,7 +145,7 @@ asio::awaitable<void> check_engine::flush_at_stop() {
   // process would start from the older output and defer its own for another
   // check_update_interval), and any a restart during the stop left unqueued. Queued after the
   // status changes already queued, so those go first if the flush is cut short.
-  for (auto& [key, i] : index_) {
+  for (auto i : index_) {
     auto& s = *slots_[i];
     if (needs_write(s)) queue_write(i);  // queue_write ignores ones already queued
     s.output_due.reset();
@@ -379,12 +379,14 @@ asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_no
   std::vector<std::string> keys;
   for (auto& c : r->value) {
     auto k = key_of(c);
-    auto it = index_.find(k);
+    auto it = find_slot(key_view_of(c));
     if (it != index_.end()) {
-      auto& s = *slots_[it->second];
+      auto i = *it;
+      auto& s = *slots_[i];
       if (c.modify_index >= s.catalog->modify_index) {
+        // The same key: the index's entry stays valid with the new object.
         s.catalog = std::make_shared<const consul::health_check>(std::move(c));
-        update_critical_since(it->second);
+        update_critical_since(i);
       }
     }
     keys.push_back(std::move(k));
@@ -409,7 +411,7 @@ asio::awaitable<void> check_engine::reaper_loop() {
     };
     std::vector<victim> victims;
     std::map<std::tuple<std::string, std::string, std::string, std::string>, std::size_t> seen;
-    for (auto& [key, i] : index_) {
+    for (auto i : index_) {
       auto& s = *slots_[i];
       auto after = s.catalog->definition.deregister_critical_service_after;
       if (!s.plan || !s.critical_since || s.catalog->service_id.empty() ||
@@ -419,11 +421,11 @@ asio::awaitable<void> check_engine::reaper_loop() {
       auto [at, fresh] = seen.try_emplace({s.catalog->partition, s.catalog->name_space, s.catalog->node,
                                            s.catalog->service_id}, victims.size());
       if (!fresh) {
-        victims[at->second].checks.emplace_back(key, s.catalog->create_index);
+        victims[at->second].checks.emplace_back(key_of(*s.catalog), s.catalog->create_index);
         continue;
       }
       victim v;
-      v.checks.emplace_back(key, s.catalog->create_index);
+      v.checks.emplace_back(key_of(*s.catalog), s.catalog->create_index);
       v.node = s.catalog->node;
       v.service_id = s.catalog->service_id;
       v.check_id = s.catalog->check_id;
@@ -449,9 +451,9 @@ asio::awaitable<void> check_engine::reaper_loop() {
       // Looked up again by key: slots may have been reused during the request, and a check
       // registered anew meanwhile (another CreateIndex) is not the one deregistered.
       for (auto& [key, create_index] : v.checks) {
-        auto it = index_.find(key);
+        auto it = find_slot(split_key(key));
         if (it == index_.end()) continue;
-        auto& s = *slots_[it->second];
+        auto& s = *slots_[*it];
         if (s.catalog->create_index == create_index) s.reaped_create_index = create_index;
       }
       log::info("agent has been critical for too long, deregistered service",

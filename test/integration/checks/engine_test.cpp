@@ -711,3 +711,86 @@ TEST_CASE("the first result is written at once even when only its output differs
   CHECK(e.catalog(node, "tcp").status == "critical");
   CHECK(e.catalog(node, "tcp").output == "dial tcp " + refused + ": connect: connection refused");
 }
+
+// The index keeps slot numbers and hashes the strings of each slot's catalog object, and the
+// plans keep no strings of their own: the probe's come from the catalog object held. So the
+// engine must keep finding a check after its object was replaced by a newer version (the old
+// one freed), through removals, re-adds and rehashes, and must not keep replaced objects.
+TEST_CASE("the index and the plans follow each check's newest object; replaced ones are freed") {
+  asio::io_context io;
+  esm::probe::probe_context probes;
+  esm::checks::check_engine engine(io.get_executor(), nullptr, probes, fast_settings());
+  auto make = [](int n, std::uint64_t index, const std::string& url) {
+    esm::consul::health_check c;
+    c.node = "idx-" + std::to_string(n % 7);
+    c.check_id = "check-with-a-long-id-" + std::to_string(n);  // not in std::string's SSO
+    c.name_space = n % 3 ? "" : "ns";
+    c.partition = n % 5 ? "" : "part";
+    c.status = "critical";
+    c.definition.http = url;
+    c.definition.interval = 10s;
+    c.modify_index = index;
+    c.create_index = 1;
+    return std::make_shared<const esm::consul::health_check>(std::move(c));
+  };
+  const int n = 300;
+  std::vector<esm::sharding::shared_check> share;
+  std::vector<std::weak_ptr<const esm::consul::health_check>> first;
+  for (int i = 0; i < n; ++i) {
+    share.push_back(make(i, 10, "http://127.0.0.1:1/" + std::to_string(i)));
+    first.push_back(share.back());
+  }
+  engine.on_checks(share);
+  REQUIRE(engine.size() == n);
+  // A newer version of every check: a new output for the even ones (the same plan), a new URL
+  // for the odd ones (a new plan); the first objects are then no one's but the engine's.
+  for (int i = 0; i < n; ++i) {
+    auto url = "http://127.0.0.1:1/" + std::to_string(i) + (i % 2 ? "?v=2" : "");
+    share[i] = make(i, 20, url);
+  }
+  engine.on_checks(share);
+  for (auto& w : first) CHECK(w.expired());
+  CHECK(engine.stats().updated == n / 2);
+  for (int i = 0; i < n; ++i) {
+    auto& c = *share[i];
+    auto v = engine.find(c.node, c.check_id, c.name_space, c.partition);
+    REQUIRE(v);
+    CHECK(v->modify_index == 20);
+    CHECK(v->starts == (i % 2 ? 2u : 1u));
+    CHECK(v->runnable);
+    CHECK_FALSE(engine.find(c.node, c.check_id, c.name_space == "ns" ? "" : "ns", c.partition));
+  }
+  // A stale version (an older ModifyIndex, another URL) changes neither the object nor the plan.
+  {
+    auto stale = share;
+    stale[1] = make(1, 15, "http://127.0.0.1:1/stale");
+    engine.on_checks(stale);
+    auto v = engine.find(share[1]->node, share[1]->check_id, share[1]->name_space, share[1]->partition);
+    REQUIRE(v);
+    CHECK(v->modify_index == 20);
+    CHECK(v->starts == 2);
+  }
+  // Every other check leaves; as many new ones come (rehashing the index); then the first
+  // ones come back.
+  std::vector<esm::sharding::shared_check> next;
+  for (int i = 0; i < n; i += 2) next.push_back(share[i]);
+  for (int i = n; i < 4 * n; ++i) next.push_back(make(i, 30, "http://127.0.0.1:1/new"));
+  engine.on_checks(next);
+  CHECK(engine.size() == next.size());
+  for (int i = 1; i < n; i += 2)
+    CHECK_FALSE(engine.find(share[i]->node, share[i]->check_id, share[i]->name_space, share[i]->partition));
+  for (auto& c : next) CHECK(engine.find(c->node, c->check_id, c->name_space, c->partition));
+  engine.on_checks(share);
+  CHECK(engine.size() == n);
+  std::size_t visited = 0;
+  engine.visit_checks([&](const esm::checks::check_engine::check_info& c) {
+    ++visited;
+    CHECK(c.kind == "http");
+    CHECK(engine.find(c.catalog->node, c.catalog->check_id, c.catalog->name_space, c.catalog->partition));
+  });
+  CHECK(visited == n);
+  engine.on_checks({});
+  CHECK(engine.size() == 0);
+  next.clear();
+  for (auto& c : share) CHECK(c.use_count() == 1);  // the engine let go of every object
+}

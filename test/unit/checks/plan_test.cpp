@@ -1,6 +1,8 @@
 // Mapping catalog health checks onto probe plans (reference §6.2, §6.4).
 #include <doctest/doctest.h>
 
+#include <memory>
+
 #include <boost/json/value.hpp>
 
 #include "esm/checks/engine.hpp"
@@ -193,4 +195,46 @@ TEST_CASE("a definition with a duration that does not parse is not run, and name
   auto r = plan_check(c, {});
   REQUIRE(std::holds_alternative<std::string>(r));
   CHECK(std::get<std::string>(r) == "check definition has an invalid Interval (\"10$\"); it is not run");
+}
+
+TEST_CASE("plan_run is plan_check without the strings; spec_of builds the same probe_spec") {
+  auto c = http_check("https://10.0.0.1/health");
+  c.definition.method = "POST";
+  c.definition.header["X-A"] = {"1"};
+  c.definition.body = "{}";
+  c.definition.tls_server_name = "svc";
+  c.definition.interval = 5s;
+  c.definition.timeout = 2s;
+  health_check t;
+  t.definition.tcp = "10.0.0.1:443";
+  t.definition.tcp_use_tls = true;
+  health_check u;
+  u.definition.udp = "10.0.0.1:53";
+  health_check g;
+  g.definition.grpc = "10.0.0.1:50051";
+  health_check h;
+  h.definition.h2ping = "10.0.0.1:8443";
+  std::uint8_t kind = 0;
+  for (const auto* check : {&c, &t, &u, &g, &h}) {
+    auto full = std::get<check_plan>(plan_check(*check, {}));
+    auto lean = std::get<run_plan>(plan_run(*check, {}));
+    CHECK(lean.kind == kind++);
+    CHECK(lean.kind == full.spec.index());
+    CHECK(lean.interval == full.interval);
+    CHECK(lean.timeout == full.timeout);
+    CHECK(lean.limits == full.limits);
+    CHECK(lean.interval_raised == full.interval_raised);
+    CHECK(spec_of(check->definition, lean) == full.spec);
+  }
+  // The spec owns its strings: it outlives the check it was built from.
+  auto lean = std::get<run_plan>(plan_run(c, {}));
+  auto spec = [&] {
+    auto copy = std::make_unique<health_check>(c);
+    return spec_of(copy->definition, lean);
+  }();
+  auto& hs = std::get<esm::probe::http_spec>(spec);
+  CHECK(hs.url == "https://10.0.0.1/health");
+  CHECK(hs.body == "{}");
+  CHECK(hs.headers.at("X-A") == std::vector<std::string>{"1"});
+  CHECK(std::holds_alternative<std::string>(plan_run(health_check{}, {})));
 }
