@@ -74,6 +74,21 @@ void put_if(json::object& o, std::string_view key, const std::string& v) {
   if (!v.empty()) o[key] = v;
 }
 
+void put_if(json::object& o, std::string_view key, const rare_string& v) {
+  if (!v.empty()) o[key] = v.view();
+}
+
+// As get<std::string>: the same members accepted, the same errors.
+void get(const json::object& o, std::string_view key, rare_string& out) {
+  auto* v = o.if_contains(key);
+  if (!v || v->is_null()) return;
+  if (v->is_string()) {
+    out = std::string_view(v->get_string());
+    return;
+  }
+  out = json::value_to<std::string>(*v);  // throws what get<std::string> throws
+}
+
 template <class C>
 void put_if_any(json::object& o, std::string_view key, const C& v) {
   if (!v.empty()) o[key] = json::value_from(v);
@@ -219,10 +234,10 @@ void tag_invoke(json::value_from_tag, json::value& jv, const health_check& v) {
   o["CheckID"] = v.check_id;
   o["Name"] = v.name;
   o["Status"] = v.status;
-  o["Notes"] = v.notes;
+  o["Notes"] = v.notes.view();
   o["Output"] = v.output;
   o["ServiceID"] = v.service_id;
-  o["ServiceName"] = v.service_name;
+  o["ServiceName"] = v.service_name.view();
   put(o, "ServiceTags", v.service_tags);
   put_if(o, "Type", v.type);
   put_if(o, "Namespace", v.name_space);

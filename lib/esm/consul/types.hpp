@@ -6,9 +6,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <boost/json/fwd.hpp>
@@ -17,6 +20,77 @@
 namespace esm::consul {
 
 using string_map = std::map<std::string, std::string>;
+
+// A string for the members of a check that are empty in most checks (a Definition carries
+// one probe's fields, most checks have no Notes): one pointer, null while empty, instead of
+// std::string's 32 bytes; otherwise one allocation of its size and 4 bytes. An esmd check
+// object held for each check of the share has a dozen of them (see check_definition).
+// Assigned from and compared with anything that converts to std::string_view; read as one
+// (view(), or the implicit conversion, e.g. `std::string s; s = c.notes;`).
+class rare_string {
+ public:
+  rare_string() noexcept = default;
+  explicit rare_string(std::string_view v) { assign(v); }
+  rare_string(const rare_string& o) { assign(o.view()); }
+  rare_string(rare_string&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  rare_string& operator=(const rare_string& o) {
+    if (this != &o) assign(o.view());
+    return *this;
+  }
+  rare_string& operator=(rare_string&& o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  rare_string& operator=(std::string_view v) {
+    assign(v);
+    return *this;
+  }
+  rare_string& operator=(const char* v) { return *this = std::string_view(v); }
+  rare_string& operator=(const std::string& v) { return *this = std::string_view(v); }
+  ~rare_string() { delete[] p_; }
+
+  bool empty() const noexcept { return p_ == nullptr; }
+  void clear() noexcept {
+    delete[] p_;
+    p_ = nullptr;
+  }
+  std::size_t size() const noexcept {
+    if (!p_) return 0;
+    std::uint32_t n;
+    std::memcpy(&n, p_, sizeof n);
+    return n;
+  }
+  std::string_view view() const noexcept {
+    return p_ ? std::string_view(p_ + sizeof(std::uint32_t), size()) : std::string_view();
+  }
+  operator std::string_view() const noexcept { return view(); }
+  std::string str() const { return std::string(view()); }
+
+  friend bool operator==(const rare_string& a, const rare_string& b) noexcept {
+    return a.view() == b.view();
+  }
+  friend bool operator==(const rare_string& a, std::string_view b) noexcept { return a.view() == b; }
+  friend bool operator==(const rare_string& a, const std::string& b) noexcept { return a.view() == b; }
+  friend bool operator==(const rare_string& a, const char* b) noexcept { return a.view() == b; }
+  friend std::string operator+(std::string a, const rare_string& b) { return a.append(b.view()); }
+  friend std::string operator+(const char* a, const rare_string& b) { return std::string(a).append(b.view()); }
+  friend std::string operator+(const rare_string& a, std::string_view b) { return a.str().append(b); }
+  friend std::string operator+(const rare_string& a, const char* b) { return a.str().append(b); }
+
+ private:
+  void assign(std::string_view v) {
+    char* next = nullptr;
+    if (!v.empty()) {
+      auto n = static_cast<std::uint32_t>(v.size());  // a check's member, far below 4 GiB
+      next = new char[sizeof n + n];
+      std::memcpy(next, &n, sizeof n);
+      std::memcpy(next + sizeof n, v.data(), n);
+    }
+    delete[] p_;
+    p_ = next;
+  }
+  char* p_ = nullptr;  // [uint32 size][bytes], null when empty
+};
 
 // Lock flag value of Consul's api package: esmd and consul-esm recognise each other's locks.
 inline constexpr std::uint64_t lock_flag_value = 0x2ddccbc058a50c18ULL;
@@ -35,31 +109,34 @@ struct node {
 
 // A check's Definition as Consul stores it in the catalog. Durations arrive as Go duration
 // strings ("10s") or integer nanoseconds; both are accepted, strings are written.
+// One probe's fields are set in a definition, the others empty: those that are not HTTP's
+// (the most common kind) are rare_strings, and the flags sit together. sizeof 280 B (it was
+// 552 B with std::string members and the flags between them).
 struct check_definition {
   std::string http;
   std::map<std::string, std::vector<std::string>> header;
   std::string method;
-  std::string body;
-  bool disable_redirects = false;
-  std::string tls_server_name;
-  bool tls_skip_verify = false;
-  std::string tcp;
-  bool tcp_use_tls = false;
-  std::string udp;
-  std::string grpc;
-  bool grpc_use_tls = false;
-  std::string h2ping;
-  bool h2ping_use_tls = true;
-  std::string os_service;
+  rare_string body;
+  rare_string tls_server_name;
+  rare_string tcp;
+  rare_string udp;
+  rare_string grpc;
+  rare_string h2ping;
+  rare_string os_service;
   std::vector<std::string> script_args;
-  std::string docker_container_id;
-  std::string alias_node;
-  std::string alias_service;
+  rare_string docker_container_id;
+  rare_string alias_node;
+  rare_string alias_service;
   std::chrono::nanoseconds interval{0};
   std::chrono::nanoseconds timeout{0};
   std::chrono::nanoseconds ttl{0};
   std::chrono::nanoseconds deregister_critical_service_after{0};
   boost::json::object extra;  // members not modelled above, written back unchanged
+  bool disable_redirects = false;
+  bool tls_skip_verify = false;
+  bool tcp_use_tls = false;
+  bool grpc_use_tls = false;
+  bool h2ping_use_tls = true;
 
   bool operator==(const check_definition&) const = default;
 };
@@ -69,10 +146,10 @@ struct health_check {
   std::string check_id;
   std::string name;
   std::string status;  // "passing", "warning", "critical", "maintenance"
-  std::string notes;
+  rare_string notes;
   std::string output;
   std::string service_id;
-  std::string service_name;
+  rare_string service_name;
   std::vector<std::string> service_tags;
   std::string type;
   std::string name_space;  // "Namespace" (Enterprise)

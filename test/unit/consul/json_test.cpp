@@ -246,3 +246,72 @@ TEST_CASE("a large array decodes element by element as the whole DOM would") {
   CHECK(checks[0].definition.extra.at("Interval").storage().get() == json::storage_ptr().get());
   CHECK(checks[0].extra.at("Extra") == json::parse(R"({"k": [1, 2]})"));
 }
+
+TEST_CASE("rare_string: one pointer, empty when null; copies, moves, compares and converts") {
+  static_assert(sizeof(rare_string) == sizeof(void*));
+  rare_string a;
+  CHECK(a.empty());
+  CHECK(a.size() == 0);
+  CHECK(a == "");
+  a = "10.0.0.1:80";
+  CHECK_FALSE(a.empty());
+  CHECK(a.size() == 11);
+  CHECK(a == std::string("10.0.0.1:80"));
+  rare_string b = a;  // a copy of its own
+  a = std::string("other");
+  CHECK(b == "10.0.0.1:80");
+  CHECK(a == "other");
+  rare_string c = std::move(b);
+  CHECK(c == "10.0.0.1:80");
+  CHECK(b.empty());  // NOLINT: moved-from is empty
+  c = c;             // self-assignment keeps it
+  CHECK(c == "10.0.0.1:80");
+  std::string s;
+  s = c;  // through string_view
+  CHECK(s == "10.0.0.1:80");
+  CHECK("tcp " + c + "!" == "tcp 10.0.0.1:80!");
+  c = "";
+  CHECK(c.empty());
+  a.clear();
+  CHECK(a.empty());
+  CHECK(a == c);
+}
+
+TEST_CASE("the rarely set members (rare_string) decode and encode as strings did") {
+  auto v = json::parse(R"({
+    "Node": "n", "CheckID": "c", "Status": "critical", "Notes": "runbook: x", "Output": "",
+    "ServiceID": "", "ServiceName": "web",
+    "Definition": {"TCP": "10.0.0.1:80", "TCPUseTLS": true, "TLSServerName": "svc",
+                   "Body": "", "GRPC": null, "UDP": "10.0.0.1:53", "H2PING": "h:1",
+                   "H2PingUseTLS": false, "OSService": "sshd", "DockerContainerID": "d",
+                   "AliasNode": "an", "AliasService": "as"}
+  })");
+  auto c = json::value_to<health_check>(v);
+  CHECK(c.notes == "runbook: x");
+  CHECK(c.service_name == "web");
+  CHECK(c.definition.tcp == "10.0.0.1:80");
+  CHECK(c.definition.tcp_use_tls);
+  CHECK(c.definition.tls_server_name == "svc");
+  CHECK(c.definition.body.empty());
+  CHECK(c.definition.grpc.empty());
+  CHECK(c.definition.udp == "10.0.0.1:53");
+  CHECK(c.definition.h2ping == "h:1");
+  CHECK_FALSE(c.definition.h2ping_use_tls);
+  CHECK(c.definition.os_service == "sshd");
+  CHECK(c.definition.docker_container_id == "d");
+  CHECK(c.definition.alias_node == "an");
+  CHECK(c.definition.alias_service == "as");
+  auto back = json::value_from(c).as_object();
+  CHECK(back.at("Notes") == "runbook: x");
+  CHECK(back.at("ServiceName") == "web");
+  auto& d = back.at("Definition").as_object();
+  CHECK(d.at("TCP") == "10.0.0.1:80");
+  CHECK(d.at("TLSServerName") == "svc");
+  CHECK_FALSE(d.contains("Body"));  // empty: left out, as before
+  CHECK(json::value_to<health_check>(json::value(back)) == c);
+  // A member of the wrong type fails as it did with std::string members.
+  auto bad = json::parse(R"({"Node": "n", "CheckID": "c", "Notes": 5})");
+  CHECK_THROWS(json::value_to<health_check>(bad));
+  auto bad_def = json::parse(R"({"Node": "n", "CheckID": "c", "Definition": {"TCP": []}})");
+  CHECK_THROWS(json::value_to<health_check>(bad_def));
+}
