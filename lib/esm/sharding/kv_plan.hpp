@@ -46,6 +46,17 @@ using kv_txn = std::vector<kv_write>;
 // lock key to each transaction, so the plan leaves room for it.
 inline constexpr std::size_t max_assignment_ops_per_txn = 63;
 
+// Consul also refuses a /v1/txn request body above limits.txn_max_req_len (524 288 bytes by
+// default; 413 "Request body too large"), and values travel base64-encoded in it: at 100 000
+// nodes over 5 instances the five values are 1.2 MB, a 1.6 MB body in one transaction. The plan
+// keeps each transaction's estimated body (txn_op_bytes summed) within this budget, which
+// leaves room for the fence and the JSON around it.
+inline constexpr std::size_t max_assignment_txn_bytes = 480 * 1024;
+
+// The estimated size of `w` in a /v1/txn body (an upper bound for keys and partitions of
+// reasonable length): its value base64-encoded, its key, and 128 bytes of JSON around them.
+std::size_t txn_op_bytes(const kv_write& w);
+
 // The transactions that turn `stored` into `next`:
 // * `set` of assignment_key(S:I) for every instance of `next` whose stored value is missing,
 //   malformed, or has different content (same_assignment: order and duplicates within a
@@ -54,19 +65,28 @@ inline constexpr std::size_t max_assignment_ops_per_txn = 63;
 //   of `next` (departed instances, stray keys); keys outside that directory are ignored;
 // * nothing for an instance whose stored value has the same content.
 // Sets come first, then deletes, each in key order, cut into transactions of at most
-// `max_ops` operations (>= 1). No operations: no transactions.
+// `max_ops` operations (>= 1) and at most `max_bytes` estimated bytes (txn_op_bytes), except
+// that an operation larger than `max_bytes` by itself is a transaction of its own (Consul
+// refuses it when it passes its limits: a body above txn_max_req_len, or a value above
+// kv_max_value_size; with the defaults, a value above about 390 KB, some 30 000 nodes with
+// 9-character names in one instance's share). No operations: no transactions.
+//
+// The transactions are not one atomic change: between two of them a follower may see a node
+// in two shares or in none, for the time of one write.
 //
 // `stored` maps full KV keys to raw values, as a recursive read of assignments_dir returns.
 std::vector<kv_txn> plan_assignment_writes(std::string_view kv_path,
                                            const std::map<std::string, std::string>& stored,
                                            const assignment_map& next,
-                                           std::size_t max_ops = max_assignment_ops_per_txn);
+                                           std::size_t max_ops = max_assignment_ops_per_txn,
+                                           std::size_t max_bytes = max_assignment_txn_bytes);
 
 // The same from an already decoded previous assignment (keyed by service ID).
 std::vector<kv_txn> plan_assignment_writes_from(std::string_view kv_path,
                                                 const assignment_map& previous,
                                                 const assignment_map& next,
-                                                std::size_t max_ops = max_assignment_ops_per_txn);
+                                                std::size_t max_ops = max_assignment_ops_per_txn,
+                                                std::size_t max_bytes = max_assignment_txn_bytes);
 
 // Decodes what a recursive read of assignments_dir returned into the previous assignment
 // that balanced_assignment takes. Keys that are not assignment keys and values that do not

@@ -1,5 +1,6 @@
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <map>
 #include <random>
 #include <string>
@@ -135,6 +136,48 @@ TEST_CASE("plan: transactions hold at most 63 operations, in order") {
   // A smaller limit for tests of the leader's driver.
   CHECK(plan_assignment_writes_from("k/", {}, many, 10).size() == 7);
   CHECK_THROWS_AS(plan_assignment_writes_from("k/", {}, many, 0), std::invalid_argument);
+}
+
+TEST_CASE("plan: transactions stay within Consul's request body limit") {
+  // 100 000 nodes over 5 instances: five values of about 240 KB, which one transaction
+  // would carry as a 1.6 MB body (Consul answers 413 above 524 288 bytes).
+  assignment_map next;
+  for (int i = 0; i < 100000; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "rb-%06d", i);
+    next["esm:i" + std::to_string(i % 5)].nodes.push_back(name);
+  }
+  const auto txns = plan_assignment_writes_from("k/", {}, next);
+  CHECK(op_count(txns) == 5);
+  REQUIRE(txns.size() == 5);  // one 320 KB base64 value each: two would pass the budget
+  std::size_t total = 0;
+  for (const auto& t : txns) {
+    std::size_t bytes = 0;
+    for (const auto& op : t) {
+      bytes += txn_op_bytes(op);
+      total += op.value.size();
+    }
+    CHECK(bytes <= max_assignment_txn_bytes);
+  }
+  CHECK(total > 1'100'000);
+
+  // Small values share a transaction up to the budget, in order.
+  assignment_map small;
+  for (int i = 0; i < 40; ++i) small["esm:" + std::to_string(100 + i)].nodes = {std::string(1000, 'x')};
+  const kv_write one{"set", "k/agents/esm:100", encode_assignment(small.begin()->second)};
+  const std::size_t per_txn = 5000 / txn_op_bytes(one);
+  const auto cut = plan_assignment_writes_from("k/", {}, small, max_assignment_ops_per_txn, 5000);
+  REQUIRE(per_txn >= 2);
+  CHECK(cut.size() == (40 + per_txn - 1) / per_txn);
+  for (std::size_t i = 0; i + 1 < cut.size(); ++i) CHECK(cut[i].size() == per_txn);
+  const auto ops = flat(cut);
+  REQUIRE(ops.size() == 40);
+  for (std::size_t i = 0; i < ops.size(); ++i) CHECK(ops[i].key == "k/agents/esm:" + std::to_string(100 + i));
+
+  // An operation above the budget by itself is a transaction of its own.
+  const auto alone = plan_assignment_writes_from("k/", {}, small, max_assignment_ops_per_txn, 100);
+  CHECK(alone.size() == 40);
+  for (const auto& t : alone) CHECK(t.size() == 1);
 }
 
 TEST_CASE("plan: only the instances whose share changed are written after a join") {
