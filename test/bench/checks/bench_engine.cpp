@@ -5,6 +5,9 @@
 //
 //   bench_engine [N [INTERVAL [DURATION]]] [--addresses=K] [--wrk-seconds=S] [--skip-consul]
 //   bench_engine --sustained [N [INTERVAL [DURATION]]] [--addresses=K] [--max-concurrent=M]
+//                [--repeat=R]
+//   bench_engine --overload [N [INTERVAL [WINDOW]]] [--stall[=S]] [--stall-at=T] [...]
+//   bench_engine --stall[=S] [N [INTERVAL [WINDOW]]] [--stall-at=T] [...]
 //
 // N checks of each kind (default 2000; --sustained: 100000 HTTP checks, engine only),
 // INTERVAL the check interval (default 10s; "10", "10s" or "500ms"), DURATION the measured
@@ -23,6 +26,15 @@
 // /root/.cache/consul-bin/consul if present, else the project's deploy/dev/get-consul, found
 // through ESMD_SOURCE_ROOT). Needs nginx and wrk (Debian packages). With the defaults a run
 // takes about 3.5 minutes, --sustained about 45 s.
+//
+// --overload (default 100 000 checks at 5 s: 20 000 runs/s due, more than one core runs) and
+// --stall=S (default 3 s; 100 000 checks at 10 s, window 50 s, the stall at --stall-at, 10 s
+// into the window) measure fairness and recovery: runs per check and each check's largest
+// gap between due times (no check starved, all delayed alike), runs dropped (checks without a
+// run, runs summed over checks against the engine's count), lag p99 per 1 s window and the
+// seconds until it stays under 100 ms after the stall, and runs per 100 ms in each interval
+// before and after the stall (whether the checks stay bunched). The stall blocks the
+// io_context's thread (sleep_for in a handler). Figures only, no assertion.
 #include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -31,6 +43,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -598,6 +611,9 @@ struct options {
   int addresses = 0;
   int wrk_seconds = 10;
   std::size_t max_concurrent = 1024;
+  int repeat = 1;
+  bool overload = false;  // --overload: fairness at more than one core can run
+  milliseconds stall{0}, stall_at{10'000};
 };
 
 options parse(int argc, char** argv) {
@@ -607,17 +623,25 @@ options parse(int argc, char** argv) {
     std::string a = argv[i];
     if (a == "--sustained") o.sustained = true;
     else if (a == "--skip-consul") o.skip_consul = true;
+    else if (a == "--overload") o.overload = true;
+    else if (a == "--stall") o.stall = 3s;
+    else if (a.rfind("--stall=", 0) == 0) o.stall = parse_duration(a.substr(8));
+    else if (a.rfind("--stall-at=", 0) == 0) o.stall_at = parse_duration(a.substr(11));
     else if (a.rfind("--addresses=", 0) == 0) o.addresses = std::atoi(a.c_str() + 12);
     else if (a.rfind("--wrk-seconds=", 0) == 0) o.wrk_seconds = std::atoi(a.c_str() + 14);
+    else if (a.rfind("--repeat=", 0) == 0) o.repeat = std::clamp(std::atoi(a.c_str() + 9), 1, 100);
     else if (a.rfind("--max-concurrent=", 0) == 0)
       o.max_concurrent = std::size_t(std::max(1, std::atoi(a.c_str() + 17)));
     else if (a.rfind("--", 0) == 0) throw std::runtime_error("unknown option " + a);
     else pos.push_back(a);
   }
-  o.n = pos.size() > 0 ? std::atoll(pos[0].c_str()) : (o.sustained ? 100'000 : 2000);
+  bool fairness = o.overload || o.stall > 0ms;
+  o.n = pos.size() > 0 ? std::atoll(pos[0].c_str()) : (o.sustained || fairness ? 100'000 : 2000);
+  if (o.overload) o.interval = 5s;  // 20 000 runs/s due: more than one core runs
+  if (fairness) o.duration = o.stall > 0ms ? 50s : 30s;
   if (pos.size() > 1) o.interval = parse_duration(pos[1]);
   if (pos.size() > 2) o.duration = parse_duration(pos[2]);
-  if (o.addresses <= 0) o.addresses = o.sustained ? 8 : 1;
+  if (o.addresses <= 0) o.addresses = o.sustained || fairness ? 8 : 1;
   o.addresses = std::clamp(o.addresses, 1, 254);
   if (o.n <= 0 || o.interval <= 0ms || o.duration <= 0ms)
     throw std::runtime_error("N, interval and duration must be positive");
@@ -630,20 +654,303 @@ void print_row(const char* name, const std::string& cpu, const std::string& mem,
               vs_consul.c_str(), vs_wrk.c_str());
 }
 
+// ---- overload and stall -----------------------------------------------------------------
+
+// Per-check fairness over the window, from visit_checks polled every `poll`: runs each check
+// completed, and its largest gap between the due times of consecutive runs (interval + the
+// earlier run's lag and duration; the last one counted to the end of the window, so a check
+// that never ran again shows the whole window). The engine's thread also does the polling.
+struct check_track {
+  const esm::consul::health_check* catalog = nullptr;
+  std::uint64_t runs0 = 0, runs = 0;
+  clk::time_point last_due{};
+  clk::duration max_gap{};
+};
+
+void poll_checks(const esm::checks::check_engine& engine, std::vector<check_track>& tracks,
+                 bool first) {
+  std::size_t k = 0;
+  bool aligned = true;
+  std::map<const esm::consul::health_check*, std::size_t> by_catalog;  // only if the order moved
+  engine.visit_checks([&](const esm::checks::check_engine::check_info& c) {
+    check_track* t = nullptr;
+    if (first) {
+      tracks.push_back({c.catalog, c.runs, c.runs, c.last_due, {}});
+      return;
+    }
+    if (aligned && k < tracks.size() && tracks[k].catalog == c.catalog) {
+      t = &tracks[k];
+    } else {
+      if (aligned) {
+        aligned = false;
+        for (std::size_t j = 0; j < tracks.size(); ++j) by_catalog[tracks[j].catalog] = j;
+      }
+      auto it = by_catalog.find(c.catalog);
+      if (it == by_catalog.end()) return;
+      t = &tracks[it->second];
+    }
+    ++k;
+    if (c.last_due != t->last_due) {
+      t->max_gap = std::max(t->max_gap, c.last_due - t->last_due);
+      t->last_due = c.last_due;
+    }
+    t->runs = c.runs;
+  });
+}
+
+struct sample {
+  double t = 0;  // seconds since the window's start
+  std::uint64_t runs = 0;
+};
+
+// Quantiles of a sorted vector (nearest rank).
+double rank(const std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  auto i = std::min(v.size() - 1, std::size_t(q * double(v.size())));
+  return v[i];
+}
+
+// Runs per 100 ms over [from, to) s of the window: min, p10, median, p90, max, and the
+// coefficient of variation (0: evenly spread; bunched runs give many empty 100 ms slots).
+void print_spread(const char* what, const std::vector<sample>& tl, double from, double to) {
+  std::vector<double> per;
+  for (std::size_t j = 1; j < tl.size(); ++j) {
+    if (tl[j - 1].t < from || tl[j].t > to) continue;
+    double dt = tl[j].t - tl[j - 1].t;
+    if (dt <= 0) continue;
+    per.push_back(double(tl[j].runs - tl[j - 1].runs) * 0.1 / dt);  // per 100 ms
+  }
+  if (per.empty()) {
+    std::printf("  %-34s (no samples)\n", what);
+    return;
+  }
+  double mean = 0, var = 0;
+  for (double x : per) mean += x;
+  mean /= double(per.size());
+  for (double x : per) var += (x - mean) * (x - mean);
+  var /= double(per.size());
+  std::sort(per.begin(), per.end());
+  long empty = std::count_if(per.begin(), per.end(), [&](double x) { return x < mean * 0.25; });
+  std::printf("  %-34s min %5.0f p10 %5.0f median %5.0f p90 %5.0f max %5.0f  cv %.2f  "
+              "slots under a quarter of the mean %ld of %zu\n",
+              what, per.front(), rank(per, 0.1), rank(per, 0.5), rank(per, 0.9), per.back(),
+              mean > 0 ? std::sqrt(var) / mean : 0, empty, per.size());
+}
+
+// N HTTP checks (more than one core can run for --overload), optionally a stall of the
+// io_context's thread (std::this_thread::sleep_for inside a handler, as a slow synchronous
+// step or a SIGSTOP would) at `stall_at` into the window. Prints figures, asserts nothing.
+int run_fairness(const options& o, const nginx_server& ng) {
+  auto n = o.n;
+  auto interval = o.interval;
+  auto duration = o.duration;
+  std::printf("%s: %lld HTTP checks, interval %.1f s (%.0f runs/s due), window %.1f s after one "
+              "interval, max_concurrent %zu, stall %.1f s at %.1f s\n",
+              o.overload ? "Overload" : "Stall", n, interval.count() / 1000.0,
+              double(n) * 1000.0 / double(interval.count()), duration.count() / 1000.0,
+              o.max_concurrent, o.stall.count() / 1000.0, o.stall_at.count() / 1000.0);
+  std::fflush(stdout);
+  asio::io_context io(1);
+  esm::probe::probe_context probes;
+  esm::checks::engine_settings s;
+  s.max_concurrent = o.max_concurrent;
+  s.plans.min_interval = std::min<milliseconds>(1000ms, interval);
+  auto engine = std::make_unique<esm::checks::check_engine>(io.get_executor(), nullptr, probes, s);
+  {
+    std::vector<esm::sharding::shared_check> checks;
+    checks.reserve(std::size_t(n));
+    for (long long i = 0; i < n; ++i)
+      checks.push_back(std::make_shared<const esm::consul::health_check>(make_check(kind::http, i, ng, interval)));
+    engine->on_checks(checks);
+  }
+  task run(io, engine->run());
+  std::vector<check_track> tracks;
+  std::vector<sample> timeline;                    // every 100 ms
+  std::vector<std::pair<double, double>> lag_p99;  // (end of 1 s window, p99 ms)
+  std::vector<double> lag_p50_1s;
+  std::uint64_t runs0 = 0, cancelled0 = 0, runs = 0, cancelled = 0;
+  double cpu = 0, window_s = 0, stall_end_s = -1, stall_begin_s = -1;
+  std::size_t max_queued = 0;
+  double lag_p50 = 0, lag_p99_all = 0, lag_max = 0;
+  bool measured = false;
+  auto driver = [&]() -> asio::awaitable<void> {
+    co_await sleep_for(interval);
+    auto& st = engine->stats();
+    st.lag.clear();
+    st.max_queued = st.queued;
+    poll_checks(*engine, tracks, true);
+    runs0 = st.runs;
+    cancelled0 = st.cancelled_runs;
+    auto t0 = clk::now();
+    auto cpu0 = cpu_ms(RUSAGE_SELF);
+    auto end = t0 + duration;
+    auto next_poll = t0 + 1s;
+    auto next_lag = t0 + 1s;
+    auto lag_prev = st.lag.counts;
+    bool stalled = o.stall <= 0ms;
+    timeline.push_back({0, st.runs});
+    while (clk::now() < end) {
+      co_await sleep_for(100ms);
+      auto now = clk::now();
+      timeline.push_back({std::chrono::duration<double>(now - t0).count(), st.runs});
+      if (!stalled && now >= t0 + o.stall_at) {
+        stalled = true;
+        stall_begin_s = std::chrono::duration<double>(clk::now() - t0).count();
+        std::this_thread::sleep_for(o.stall);  // blocks the engine's thread
+        stall_end_s = std::chrono::duration<double>(clk::now() - t0).count();
+      }
+      if (now >= next_lag) {
+        esm::checks::lag_histogram h;
+        for (std::size_t b = 0; b < h.buckets; ++b) {
+          h.counts[b] = st.lag.counts[b] - lag_prev[b];
+          h.total += h.counts[b];
+        }
+        lag_prev = st.lag.counts;
+        lag_p99.push_back({std::chrono::duration<double>(now - t0).count(), h.quantile_ms(0.99)});
+        lag_p50_1s.push_back(h.quantile_ms(0.5));
+        next_lag = now + 1s;
+      }
+      if (now >= next_poll) {
+        poll_checks(*engine, tracks, false);
+        next_poll = now + 1s;
+      }
+    }
+    poll_checks(*engine, tracks, false);
+    auto t_end = clk::now();
+    for (auto& t : tracks) t.max_gap = std::max(t.max_gap, t_end - t.last_due);
+    cpu = cpu_ms(RUSAGE_SELF) - cpu0;
+    window_s = seconds_since(t0);
+    runs = st.runs - runs0;
+    cancelled = st.cancelled_runs - cancelled0;
+    max_queued = st.max_queued;
+    lag_p50 = st.lag.quantile_ms(0.5);
+    lag_p99_all = st.lag.quantile_ms(0.99);
+    lag_max = st.lag.quantile_ms(1.0);
+    measured = true;
+    run.cancel();
+  };
+  asio::co_spawn(io, driver(), asio::detached);
+  io.run_for(interval + duration + o.stall + 60s);
+  if (!run.done() || !measured) {
+    std::fprintf(stderr, "fairness: did not finish in time\n");
+    (void)engine.release();
+    return 1;
+  }
+
+  double due = double(n) * 1000.0 / double(interval.count());
+  std::printf("  %llu runs in %.1f s (%.0f runs/s, %.1f%% of the %.0f due per second), CPU %.1f%% "
+              "of one core, %.1f CPU-ms/1000 runs; cancelled runs %llu, max queued %zu\n",
+              (unsigned long long)runs, window_s, double(runs) / window_s,
+              double(runs) / window_s / due * 100.0, due, cpu / (window_s * 10.0),
+              runs ? cpu / double(runs) * 1000.0 : 0, (unsigned long long)cancelled, max_queued);
+  std::printf("  schedule lag over the window: p50 %.0f ms, p99 %.0f ms, max %.0f ms\n", lag_p50,
+              lag_p99_all, lag_max);
+  std::vector<double> per_check, gaps;
+  std::uint64_t sum = 0;
+  long never = 0;
+  for (auto& t : tracks) {
+    auto r = t.runs - t.runs0;
+    sum += r;
+    if (r == 0) ++never;
+    per_check.push_back(double(r));
+    gaps.push_back(std::chrono::duration<double, std::milli>(t.max_gap).count());
+  }
+  std::sort(per_check.begin(), per_check.end());
+  std::sort(gaps.begin(), gaps.end());
+  std::printf("  runs per check in the window (%zu checks): min %.0f, p1 %.0f, median %.0f, p99 %.0f, "
+              "max %.0f; checks without a run %ld; runs summed over checks %llu (engine counted %llu)\n",
+              tracks.size(), rank(per_check, 0), rank(per_check, 0.01), rank(per_check, 0.5),
+              rank(per_check, 0.99), per_check.empty() ? 0 : per_check.back(), never,
+              (unsigned long long)sum, (unsigned long long)runs);
+  std::printf("  largest gap between a check's due times (ms): min %.0f, p50 %.0f, p99 %.0f, max %.0f "
+              "(interval %lld)\n",
+              rank(gaps, 0), rank(gaps, 0.5), rank(gaps, 0.99), gaps.empty() ? 0 : gaps.back(),
+              (long long)interval.count());
+  std::printf("  lag p99 per 1 s window (ms):");
+  for (std::size_t j = 0; j < lag_p99.size(); ++j)
+    std::printf("%s %.0f", j % 20 ? "" : "\n   ", lag_p99[j].second);
+  std::printf("\n");
+  if (stall_end_s >= 0) {
+    // Recovery: the end of the first 1 s window after the stall from which every later
+    // window's p99 is under 100 ms.
+    double recovered = -1;
+    for (std::size_t j = lag_p99.size(); j-- > 0;) {
+      if (lag_p99[j].first <= stall_end_s) break;
+      if (lag_p99[j].second >= 100) break;
+      recovered = lag_p99[j].first - 1.0;  // the window's start
+    }
+    std::printf("  stall %.2f s from %.1f s to %.1f s of the window; lag p99 under 100 ms in every "
+                "1 s window from %s\n",
+                stall_end_s - stall_begin_s, stall_begin_s, stall_end_s,
+                recovered < 0 ? "(never, within the window)"
+                              : (fmt(recovered - stall_end_s, "%.1f") + " s after the stall ended").c_str());
+    double iv = interval.count() / 1000.0;
+    std::printf("  runs per 100 ms (completions):\n");
+    print_spread("before the stall (one interval)", timeline, std::max(0.0, stall_begin_s - iv),
+                 stall_begin_s);
+    print_spread("first interval after the stall", timeline, stall_end_s, stall_end_s + iv);
+    print_spread("second interval after the stall", timeline, stall_end_s + iv, stall_end_s + 2 * iv);
+    print_spread("third interval after the stall", timeline, stall_end_s + 2 * iv, stall_end_s + 3 * iv);
+  } else {
+    std::printf("  runs per 100 ms (completions):\n");
+    print_spread("over the window", timeline, 0, window_s);
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+double median_of(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  auto m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2.0;
+}
+
+// --repeat=R: R runs, each with a fresh engine (the same nginx), then one line per run and
+// the median of each column.
 int run_sustained(const options& o) {
   nginx_server ng(o.addresses);
   std::printf("Sustained: %lld HTTP checks, interval %.1f s, window %.1f s, max_concurrent %zu, "
-              "nginx on %d address(es) port %d (pid %d)\n\n",
+              "nginx on %d address(es) port %d (pid %d), %d run(s)\n\n",
               o.n, o.interval.count() / 1000.0, o.duration.count() / 1000.0, o.max_concurrent,
-              o.addresses, ng.port(), int(ng.pid()));
-  auto f = run_engine(kind::http, o.n, o.interval, o.duration, ng, 5s, o.max_concurrent);
-  if (!f) return 1;
-  print_engine(kind::http, *f);
+              o.addresses, ng.port(), int(ng.pid()), o.repeat);
   double target = double(o.n) / (o.interval.count() / 1000.0);
-  std::printf("\nsustained: %.0f runs/s achieved of %.0f due per second (%.1f%%), p99 lag %.0f ms, "
-              "CPU %.1f%% of one core, %.1f CPU-ms/1000 runs, %.0f B per check\n",
-              f->runs_per_s(), target, f->runs_per_s() / target * 100.0, f->lag_p99,
-              f->cpu / (f->window_s * 10.0), f->cpu_per_1000(), f->alloc_after);
+  std::vector<engine_figures> all;
+  for (int r = 0; r < o.repeat; ++r) {
+    if (o.repeat > 1) std::printf("run %d of %d\n", r + 1, o.repeat);
+    auto f = run_engine(kind::http, o.n, o.interval, o.duration, ng, 5s, o.max_concurrent);
+    if (!f) return 1;
+    print_engine(kind::http, *f);
+    std::printf("\nsustained: %.0f runs/s achieved of %.0f due per second (%.1f%%), p99 lag %.0f ms, "
+                "CPU %.1f%% of one core, %.1f CPU-ms/1000 runs, %.0f B per check\n\n",
+                f->runs_per_s(), target, f->runs_per_s() / target * 100.0, f->lag_p99,
+                f->cpu / (f->window_s * 10.0), f->cpu_per_1000(), f->alloc_after);
+    std::fflush(stdout);
+    all.push_back(*f);
+  }
+  if (o.repeat < 2) return 0;
+  std::printf("%lld HTTP checks at %.1f s, window %.1f s: lag (1 ms buckets, upper bounds)\n",
+              o.n, o.interval.count() / 1000.0, o.duration.count() / 1000.0);
+  std::printf("  %-7s %8s %8s %8s %9s %8s %8s %12s\n", "run", "p50 ms", "p99 ms", "max ms",
+              "runs/s", "of due", "CPU %", "CPU-ms/1000");
+  std::vector<double> p50, p99, mx, rps, share, cpu, per1000;
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    const auto& f = all[r];
+    p50.push_back(f.lag_p50);
+    p99.push_back(f.lag_p99);
+    mx.push_back(f.lag_max);
+    rps.push_back(f.runs_per_s());
+    share.push_back(f.runs_per_s() / target * 100.0);
+    cpu.push_back(f.cpu / (f.window_s * 10.0));
+    per1000.push_back(f.cpu_per_1000());
+    std::printf("  %-7zu %8.0f %8.0f %8.0f %9.0f %7.1f%% %8.1f %12.1f\n", r + 1, f.lag_p50,
+                f.lag_p99, f.lag_max, f.runs_per_s(), share.back(), cpu.back(), f.cpu_per_1000());
+  }
+  std::printf("  %-7s %8.0f %8.0f %8.0f %9.0f %7.1f%% %8.1f %12.1f\n", "median", median_of(p50),
+              median_of(p99), median_of(mx), median_of(rps), median_of(share), median_of(cpu),
+              median_of(per1000));
+  long under = std::count_if(p99.begin(), p99.end(), [](double v) { return v < 100; });
+  std::printf("  p99 lag under 100 ms in %ld of %zu runs\n", under, all.size());
   return 0;
 }
 
@@ -732,7 +1039,7 @@ int main(int argc, char** argv) {
     o = parse(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\nusage: %s [--sustained] [N [INTERVAL [DURATION]]] [--addresses=K] "
-                 "[--wrk-seconds=S] [--skip-consul] [--max-concurrent=M]\n", e.what(), argv[0]);
+                 "[--wrk-seconds=S] [--skip-consul] [--max-concurrent=M] [--repeat=R]\n", e.what(), argv[0]);
     return 2;
   }
   if (!std::getenv("CONSUL_BIN") && ::access("/root/.cache/consul-bin/consul", X_OK) == 0)
@@ -750,6 +1057,10 @@ int main(int argc, char** argv) {
               sysctl("/proc/sys/net/ipv4/tcp_max_tw_buckets").c_str(),
               (unsigned long long)nofile.rlim_cur);
   try {
+    if (o.overload || o.stall > 0ms) {
+      nginx_server ng(o.addresses);
+      return run_fairness(o, ng);
+    }
     return o.sustained ? run_sustained(o) : run_compare(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_engine: %s\n", e.what());
