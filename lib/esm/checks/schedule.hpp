@@ -4,7 +4,8 @@
 // One binary heap of (due time, check, generation) for every check: a check costs a heap entry,
 // not a coroutine or a timer of its own, and the driver needs one timer for the heap's front.
 // A check's first run is at a uniformly random point of its interval (spread()), each later one
-// `interval` after the previous run ended (the driver pushes it then). Stopping or restarting a
+// `interval` after the previous run ended, less that run's lateness up to half the interval
+// (next_due(); the driver pushes it when the run ends). Stopping or restarting a
 // check bumps its generation (the engine's slot), which voids its entries without searching
 // the heap: the driver drops popped entries whose generation is not the check's. Due runs wait
 // in one FIFO queue for one of `max_concurrent` probe slots, so an overloaded engine delays
@@ -36,6 +37,24 @@ class run_schedule {
 
   // A first run: a uniformly random point of [now, now + interval), in microseconds.
   clock::time_point spread(clock::time_point now, std::chrono::milliseconds interval);
+
+  // The due time of a check's next run after one that was due at `due`, started at `started`
+  // and ended at `ended`: `interval` after its end, as consul-esm runs checks, less the
+  // lateness of its start, at most half the interval. A run on time (the normal case, a few
+  // ms late) is followed one interval after its end; a check that a stall or a backlog made
+  // late gets back to its own place in the interval instead of keeping the delay for good.
+  // Without the pull-back, the checks that were due during a stall of S all run in the
+  // burst after it, and stay in that burst run after run (an S-long hole in every interval
+  // and the burst at the engine's full rate, measured by bench_engine --stall). At half the
+  // interval at most, the next run never comes less than half an interval after the end; under
+  // a sustained overload every check keeps about the same lateness (runs each get the same
+  // share, in FIFO order), larger by up to half the interval than without the pull-back.
+  static clock::time_point next_due(clock::time_point due, clock::time_point started,
+                                    clock::time_point ended, std::chrono::milliseconds interval) {
+    clock::duration late = started > due ? started - due : clock::duration::zero();
+    clock::duration back = std::min<clock::duration>(late, interval / 2);
+    return ended + interval - back;
+  }
 
   // Adds an entry; true when it became the earliest (the driver re-arms its timer).
   bool push(const entry& e) {

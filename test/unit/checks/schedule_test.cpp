@@ -120,3 +120,152 @@ TEST_CASE("schedule: clear forgets entries and queued runs, not the runs in flig
   CHECK(s.queued() == 0);
   CHECK(s.in_flight() == 1);
 }
+
+TEST_CASE("schedule: next_due is an interval after the end, less the start's lateness up to half") {
+  auto t0 = clock_t_::time_point{} + 1000s;
+  using S = run_schedule;
+  // On time: one interval after the end, as consul-esm.
+  CHECK(S::next_due(t0, t0, t0 + 20ms, 10s) == t0 + 20ms + 10s);
+  // Started 300 ms late: the lateness comes back (the check keeps its place in the interval).
+  CHECK(S::next_due(t0, t0 + 300ms, t0 + 320ms, 10s) == t0 + 20ms + 10s);
+  // 8 s late at 10 s: at most half the interval comes back.
+  CHECK(S::next_due(t0, t0 + 8s, t0 + 8s + 5ms, 10s) == t0 + 8s + 5ms + 5s);
+  // A start before its due time (never done by the engine) counts as on time.
+  CHECK(S::next_due(t0, t0 - 1s, t0 - 1s + 5ms, 10s) == t0 - 1s + 5ms + 10s);
+}
+
+namespace {
+
+// The engine's driver with synthetic time, 1 ms steps: fire_due + dispatch + finish_run on one
+// "core" that starts at most `per_ms` runs a millisecond (its capacity), each taking `took`;
+// during a stall nothing happens (the thread is blocked). `pull_back`: the next run is due at
+// next_due(), else one interval after the end (the rule before next_due existed).
+struct simulation {
+  struct run {
+    std::uint32_t index;
+    clock_t_::time_point started, ends;
+  };
+  run_schedule s{1024, 7};
+  std::size_t n;
+  std::chrono::milliseconds interval;
+  int per_ms;
+  std::chrono::milliseconds took{1};
+  bool pull_back = true;
+  clock_t_::time_point now = clock_t_::time_point{} + 1000s;
+  std::vector<clock_t_::time_point> due;  // of each check's queued or running run
+  std::vector<std::vector<clock_t_::time_point>> starts;
+  std::vector<clock_t_::duration> lateness;  // of every start
+  std::vector<clock_t_::time_point> start_times;
+  std::deque<run> running;  // ends in start order (every run takes `took`)
+
+  simulation(std::size_t n_, std::chrono::milliseconds interval_, int per_ms_)
+      : n(n_), interval(interval_), per_ms(per_ms_), due(n_), starts(n_) {
+    for (std::uint32_t i = 0; i < n; ++i) s.push(at(s.spread(now, interval), i));
+  }
+  void step() {
+    while (!running.empty() && running.front().ends <= now) {
+      auto r = running.front();
+      running.pop_front();
+      s.run_ended();
+      auto next = pull_back ? run_schedule::next_due(due[r.index], r.started, now, interval)
+                            : now + interval;
+      s.push(at(next, r.index));
+    }
+    while (auto e = s.pop_due(now)) {
+      due[e->index] = e->due;
+      s.enqueue(e->index);
+    }
+    for (int k = 0; k < per_ms; ++k) {
+      auto i = s.take_ready();
+      if (!i) break;
+      s.run_started();
+      starts[*i].push_back(now);
+      start_times.push_back(now);
+      lateness.push_back(now - due[*i]);
+      running.push_back({*i, now, now + took});
+    }
+    now += 1ms;
+  }
+  void advance(clock_t_::duration d) {
+    auto end = now + d;
+    while (now < end) step();
+  }
+  void stall(clock_t_::duration d) { now += d; }  // the blocked thread: time passes, nothing runs
+
+  // Starts per 100 ms over [from, from + length).
+  std::vector<int> per_100ms(clock_t_::time_point from, clock_t_::duration length) const {
+    std::vector<int> out(static_cast<std::size_t>(length / 100ms), 0);
+    for (auto t : start_times)
+      if (t >= from && t < from + length) ++out[static_cast<std::size_t>((t - from) / 100ms)];
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("schedule: after a stall the checks spread out again instead of staying bunched") {
+  // 20 000 checks at 10 s: 2 runs due a millisecond, capacity 3 (the engine's spare third).
+  for (bool pull_back : {true, false}) {
+    CAPTURE(pull_back);
+    simulation sim(20'000, 10s, 3);
+    sim.pull_back = pull_back;
+    sim.advance(20s);
+    auto before = sim.per_100ms(sim.now - 10s, 10s);
+    sim.stall(3s);  // 6 000 runs fall due meanwhile
+    auto stall_end = sim.now;
+    sim.advance(40s);
+    // The backlog drains at the spare rate (about 6 s); two intervals later the runs are due
+    // where they were before the stall, or stay where the burst put them.
+    auto later = sim.per_100ms(stall_end + 20s, 10s);
+    auto [lo, hi] = std::minmax_element(later.begin(), later.end());
+    auto [blo, bhi] = std::minmax_element(before.begin(), before.end());
+    CHECK(*blo > 120);  // before: about 200 every 100 ms
+    CHECK(*bhi < 280);
+    if (pull_back) {
+      CHECK(*lo > 120);
+      CHECK(*hi < 280);
+    } else {
+      CHECK(*lo < 50);   // the hole the stall left, an interval later
+      CHECK(*hi >= 290); // and the burst at the full rate (3 a millisecond: 300 per 100 ms)
+    }
+    // Either way no run is lost: every check ran in the last interval.
+    for (std::size_t i = 0; i < sim.n; ++i) {
+      REQUIRE(!sim.starts[i].empty());
+      CHECK(sim.starts[i].back() >= sim.now - 10s - 1s);
+    }
+  }
+}
+
+TEST_CASE("schedule: a sustained overload delays every check alike and starves none") {
+  // 20 000 checks at 5 s: 4 runs due a millisecond, capacity 3.
+  simulation sim(20'000, 5s, 3);
+  sim.advance(40s);  // to the steady state of the overload
+  auto from = sim.now;
+  auto first_late = sim.lateness.size();
+  sim.advance(40s);
+  std::size_t fewest = SIZE_MAX, most = 0;
+  clock_t_::duration widest{};
+  for (std::size_t i = 0; i < sim.n; ++i) {
+    std::size_t runs = 0;
+    auto prev = from;
+    for (auto t : sim.starts[i]) {
+      if (t < from) continue;
+      ++runs;
+      widest = std::max(widest, t - prev);
+      prev = t;
+    }
+    widest = std::max(widest, sim.now - prev);
+    fewest = std::min(fewest, runs);
+    most = std::max(most, runs);
+  }
+  // The core runs 3 a millisecond: each check every 20 000 / 3 ms = 6.7 s, 40 s / 6.7 s = 6.
+  CHECK(fewest >= 5);
+  CHECK(most - fewest <= 2);  // 6 each, give or take one at either end of the window
+  CHECK(widest < 7500ms);  // nobody waits much more than its share of the core
+  // The lateness settles (6.7 s per run less half the 5 s interval) instead of growing.
+  // Every start in the window is late by about the same (delayed alike).
+  auto [late_min, late_max] =
+      std::minmax_element(sim.lateness.begin() + std::ptrdiff_t(first_late), sim.lateness.end());
+  CHECK(*late_max < 4500ms);
+  CHECK(*late_min > 3500ms);
+}
