@@ -33,9 +33,11 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -99,12 +101,13 @@ class Bench:
             list(pool.map(one, range(first, last)))
         return now() - t0
 
-    def start_esmd(self, name):
+    def start_esmd(self, name, proxied=False):
         admin = free_ports(1)[0]
+        proxy = CountingProxy(self.addr) if proxied else None
         conf = os.path.join(self.work, f"{name}.hcl")
         with open(conf, "w") as f:
             f.write(f'enable_agentless = true\ninstance_id = "{name}"\nconsul_service = "{SERVICE}"\n'
-                    f'consul_kv_path = "{KV}"\nhttp_addr = "{self.addr}"\nclient_address = "127.0.0.1:{admin}"\n'
+                    f'consul_kv_path = "{KV}"\nhttp_addr = "{proxy.addr if proxy else self.addr}"\nclient_address = "127.0.0.1:{admin}"\n'
                     f'session_ttl = "10s"\nlock_delay = "1s"\nretry_interval = "1s"\nlog_level = "INFO"\n')
         log_path = os.path.join(self.work, f"{name}.log")
         log = open(log_path, "ab")
@@ -112,7 +115,7 @@ class Bench:
         p = subprocess.Popen([self.args.esmd, "-config-file", conf], stdout=log, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
-        e = {"name": name, "proc": p, "admin": f"127.0.0.1:{admin}", "log": log_path}
+        e = {"name": name, "proc": p, "admin": f"127.0.0.1:{admin}", "log": log_path, "proxy": proxy}
         self.esmd.append(e)
         return e
 
@@ -161,6 +164,8 @@ class Bench:
     def close(self):
         for e in self.esmd:
             stop_pid(e["proc"], signal.SIGTERM, 15)
+            if e["proxy"]:
+                e["proxy"].close()
         if self.tcp:
             self.tcp.close()
         if self.http:
@@ -255,39 +260,223 @@ class Bench:
         out["new_check"] = {"count": len(lat), "p50": pct(lat, 50), "p95": pct(lat, 95), "max": pct(lat, 100)}
 
     def rebalance(self, out):
+        """A fresh Consul (the earlier phases' processes stopped), the nodes registered by
+        transactions before any esmd starts, then ROUNDS times: a non-leading instance stopped,
+        a new one started; the leader's cost of each rebalance."""
         a = self.args
-        if a.rebalance_nodes <= a.nodes:
+        if a.rebalance_nodes <= 0:
             return
-        took = self.register(a.nodes, a.rebalance_nodes, False)
-        print(f"\nregistered nodes up to {a.rebalance_nodes} in {took:.1f} s", flush=True)
+        for e in self.esmd:
+            stop_pid(e["proc"], signal.SIGTERM, 15)
+        self.esmd = []
+        if self.consul:
+            stop_pid(self.consul, signal.SIGTERM, 15)
+        self.start_consul()
         t0 = now()
+        for first in range(0, a.rebalance_nodes, 64):
+            ops = [{"Node": {"Verb": "set", "Node": {"Node": f"rb-{n:06d}", "Address": "127.0.0.1",
+                                                     "Meta": {"external-node": "true"}}}}
+                   for n in range(first, min(a.rebalance_nodes, first + 64))]
+            code, _ = api(self.addr, "PUT", "/v1/txn", ops, 60)
+            if code != 200:
+                raise RuntimeError(f"registering nodes from rb-{first:06d}: HTTP {code}")
+        print(f"\nrebalance: {a.rebalance_nodes} nodes (no checks) registered by /v1/txn (64 a transaction, "
+              f"no esmd running) in {now() - t0:.1f} s; Consul RSS {rss_kib(self.consul.pid)} KiB", flush=True)
+        t0 = now()
+        for i in range(a.instances):
+            self.start_esmd(f"r{i}", proxied=True)
         wait_for(f"{a.rebalance_nodes} nodes covered", lambda: self.covered(a.rebalance_nodes), 300, 1)
-        print(f"  all {a.rebalance_nodes} covered {now() - t0:.1f} s after the registration ended", flush=True)
-        time.sleep(5)
+        print(f"  {a.instances} instances started, every node covered after {now() - t0:.1f} s", flush=True)
+        rounds, serial = [], a.instances
+        for r in range(a.rounds):
+            lead = self.leader()
+            victim = next(e for e in reversed(self.esmd) if e is not lead and e["proc"].poll() is None)
+            rounds.append(self.one_rebalance(
+                "leave", lambda v=victim: self.stop_instance(v)))
+            rounds.append(self.one_rebalance("join", lambda s=serial: self.start_esmd(f"r{s}", proxied=True)))
+            serial += 1
+        keys = ("wall_s", "membership_seen_s", "from_membership_s", "leader_cpu_s", "txns", "txn_bytes", "requests", "request_bytes",
+                "response_bytes", "leader_rss_peak_kib", "pickup_s", "moved", "consul_cpu_s", "consul_rss_peak_kib")
+        summary = {}
+        print(f"  median [min - max] of {len(rounds)} rebalances at {a.rebalance_nodes} nodes, "
+              f"{a.instances - 1}<->{a.instances} instances:")
+        for k in keys:
+            vals = [x[k] for x in rounds if x.get(k) is not None]
+            if vals:
+                summary[k] = {"median": pct(vals, 50), "min": min(vals), "max": max(vals)}
+                print(f"    {k:20} {pct(vals, 50):12.3f}  [{min(vals):.3f} - {max(vals):.3f}]")
+        out["rebalance"] = {"nodes": a.rebalance_nodes, "instances": a.instances, "rounds": rounds,
+                            "summary": summary, "kv_bytes": self.assignments()[1]}
+
+    def one_rebalance(self, what, trigger):
+        """Runs `trigger` (a membership change) and measures until the leader has written the
+        assignment and every instance holds its new share."""
         lead = self.leader()
-        victim = next(e for e in self.esmd if e is not lead and e["proc"].poll() is None)
-        lines_before = len(open(lead["log"], errors="replace").readlines())
-        cpu0 = cpu_seconds(lead["proc"].pid)
-        t1 = now()
-        stop_pid(victim["proc"], signal.SIGTERM, 15)
-
-        def rebalanced():
-            lines = open(lead["log"], errors="replace").readlines()[lines_before:]
-            return next((ln for ln in lines if "Rebalanced external nodes" in ln), None)
-
-        line = wait_for("the leader's rebalance", rebalanced, 120, 0.05)
-        wrote = now() - t1
+        m0 = self.metrics(lead)
+        c0 = self.proxy_counts(lead)
+        cpu0, ccpu0 = cpu_seconds(lead["proc"].pid), cpu_seconds(self.consul.pid)
+        rss_peak, crss_peak = rss_kib(lead["proc"].pid) or 0, rss_kib(self.consul.pid) or 0
+        ids0 = self.healthy_ids()
+        t0 = now()
+        trigger()
+        wrote, seen = None, None
+        while now() - t0 < 120:
+            if seen is None and self.healthy_ids() != ids0:
+                seen = now() - t0
+            rss_peak = max(rss_peak, rss_kib(lead["proc"].pid) or 0)
+            crss_peak = max(crss_peak, rss_kib(self.consul.pid) or 0)
+            m = self.metrics(lead)
+            if m.get("esmd_leader_rebalances_total", 0) > m0.get("esmd_leader_rebalances_total", 0):
+                wrote = now() - t0
+                break
+            time.sleep(0.02)
+        if wrote is None:
+            raise RuntimeError(f"{what}: no rebalance by the leader within 120 s")
         cpu = cpu_seconds(lead["proc"].pid) - cpu0
-        wait_for("every node covered again", lambda: self.covered(a.rebalance_nodes), 120, 0.5)
-        covered = now() - t1
-        _, size = self.assignments()
-        print(f"rebalance at {a.rebalance_nodes} nodes, {victim['name']} stopped: the leader wrote after "
-              f"{wrote:.2f} s using {cpu * 1000:.0f} CPU-ms (from the stop to the write; its watch included); "
-              f"all covered after {covered:.2f} s; assignment values {size / 1024:.0f} KiB in all; "
-              f"leader RSS {rss_kib(lead['proc'].pid)} KiB")
-        print(f"  {line.strip()[:200]}")
-        out["rebalance"] = {"nodes": a.rebalance_nodes, "write_s": wrote, "leader_cpu_ms": cpu * 1000,
-                            "covered_s": covered, "kv_bytes": size, "leader_rss_kib": rss_kib(lead["proc"].pid)}
+        c1 = self.proxy_counts(lead)
+        owners, _ = self.assignments()
+        want = {}
+        for node, owner in owners.items():
+            want[owner] = want.get(owner, 0) + 1
+        live = [e for e in self.esmd if e["proc"].poll() is None]
+
+        def picked_up():
+            return all(((self.status(e).get("share") or {}).get("nodes")) == want.get(e["name"], 0) for e in live)
+
+        while not picked_up() and now() - t0 < 120:
+            time.sleep(0.05)
+        pickup = now() - t0 if picked_up() else None
+        m1 = self.metrics(lead)
+        d = {k: c1[k] - c0[k] for k in c0}
+        row = {"event": what, "wall_s": wrote, "membership_seen_s": seen,
+               "from_membership_s": wrote - seen if seen is not None else None, "leader_cpu_s": cpu, "txns": d["txns"], "txn_bytes": d["txn_bytes"],
+               "requests": d["requests"], "request_bytes": d["request_bytes"], "response_bytes": d["response_bytes"],
+               "leader_rss_peak_kib": rss_peak, "pickup_s": pickup,
+               "moved": m1.get("esmd_leader_nodes_moved_total", 0) - m0.get("esmd_leader_nodes_moved_total", 0),
+               "consul_cpu_s": cpu_seconds(self.consul.pid) - ccpu0, "consul_rss_peak_kib": crss_peak}
+        print(f"  {what:5} ({len(live)} instances after): membership changed in Consul after "
+              f"{'%.2f s' % seen if seen is not None else '?'}, written after {wrote:.2f} s, leader {cpu:.2f} CPU-s, "
+              f"{d['txns']} txns {d['txn_bytes'] / 1024:.0f} KiB, {d['requests']} requests "
+              f"{d['request_bytes'] / 1024:.0f} KiB sent {d['response_bytes'] / 1024:.0f} KiB received, "
+              f"RSS peak {rss_peak} KiB, {row['moved']:.0f} moved, every share picked up after "
+              f"{'%.2f s' % pickup if pickup is not None else 'never (120 s)'}; Consul {row['consul_cpu_s']:.2f} CPU-s, "
+              f"RSS peak {crss_peak} KiB", flush=True)
+        return row
+
+    def stop_instance(self, e):
+        stop_pid(e["proc"], signal.SIGTERM, 15)
+        e["proxy"].close()
+        self.esmd.remove(e)
+
+    def healthy_ids(self):
+        code, entries = api(self.addr, "GET", f"/v1/health/service/{SERVICE}?passing", None, 5)
+        return sorted(x["Service"]["ID"] for x in entries or []) if code == 200 else None
+
+    def metrics(self, e):
+        try:
+            with urllib.request.urlopen(f"http://{e['admin']}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        return {m.group(1): float(m.group(2))
+                for m in re.finditer(r"^(esmd_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)}
+
+    def proxy_counts(self, e):
+        p = e.get("proxy")
+        with p.lock:
+            return dict(p.counts)
+
+
+class CountingProxy:
+    """A TCP relay between one esmd and Consul that counts the HTTP requests it forwards (by
+    their request line and Content-Length) and the bytes in each direction."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.counts = {"requests": 0, "request_bytes": 0, "response_bytes": 0, "txns": 0, "txn_bytes": 0}
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.addr = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while self.open:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            host, port = self.upstream.rsplit(":", 1)
+            try:
+                u = socket.create_connection((host, int(port)))
+            except OSError:
+                c.close()
+                continue
+            threading.Thread(target=self._up, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._down, args=(u, c), daemon=True).start()
+
+    def _up(self, c, u):
+        buf, need = b"", None  # need: body bytes still to come of the current request
+        try:
+            while True:
+                data = c.recv(262144)
+                if not data:
+                    break
+                u.sendall(data)
+                buf += data
+                while True:
+                    if need is not None:
+                        take = min(need, len(buf))
+                        buf, need = buf[take:], need - take
+                        if need:
+                            break
+                        need = None
+                    head_end = buf.find(b"\r\n\r\n")
+                    if head_end < 0:
+                        break
+                    head, buf = buf[:head_end + 4], buf[head_end + 4:]
+                    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    body = int(m.group(1)) if m else 0
+                    with self.lock:
+                        self.counts["requests"] += 1
+                        self.counts["request_bytes"] += len(head) + body
+                        if head.startswith(b"PUT /v1/txn"):
+                            self.counts["txns"] += 1
+                            self.counts["txn_bytes"] += body
+                    need = body or None
+        except OSError:
+            pass
+        finally:
+            for s in (c, u):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _down(self, u, c):
+        try:
+            while True:
+                data = u.recv(262144)
+                if not data:
+                    break
+                c.sendall(data)
+                with self.lock:
+                    self.counts["response_bytes"] += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (c, u):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self):
+        self.open = False
+        self.sock.close()
 
 
 def main():
@@ -297,6 +486,8 @@ def main():
     p.add_argument("--sample", type=int, default=100)
     p.add_argument("--window", type=float, default=60)
     p.add_argument("--rebalance-nodes", type=int, default=100000)
+    p.add_argument("--rounds", type=int, default=3, help="rebalance rounds (each: one leave, one join)")
+    p.add_argument("--only-rebalance", action="store_true", help="the rebalance phase alone")
     p.add_argument("--json")
     p.add_argument("--consul", default=os.environ.get("CONSUL_BIN", "/root/.cache/consul-bin/consul"))
     p.add_argument("--esmd", default=os.environ.get("ESMD_BIN", os.path.join(ROOT, "build/release/app/esmd")))
@@ -306,9 +497,10 @@ def main():
     b = Bench(args)
     out = {"nodes": args.nodes, "instances": args.instances, "sample": args.sample}
     try:
-        b.steady(out)
-        b.flip(out)
-        b.new_check(out)
+        if not args.only_rebalance:
+            b.steady(out)
+            b.flip(out)
+            b.new_check(out)
         b.rebalance(out)
     finally:
         b.close()
