@@ -132,10 +132,10 @@ void check_engine::release_slot(std::uint32_t i) {
   free_slots_.push_back(i);
 }
 
-std::optional<check_engine::check_view> check_engine::find(const std::string& node,
-                                                           const std::string& check_id,
-                                                           const std::string& name_space,
-                                                           const std::string& partition) const {
+std::optional<check_engine::check_view> check_engine::find(std::string_view node,
+                                                           std::string_view check_id,
+                                                           std::string_view name_space,
+                                                           std::string_view partition) const {
   auto it = find_slot({partition, name_space, node, check_id});
   if (it == index_.end()) return std::nullopt;
   const auto& s = *slots_[*it];

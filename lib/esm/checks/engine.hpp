@@ -202,9 +202,9 @@ class check_engine : public sharding::assignment_sink {
   };
   void visit_checks(const std::function<void(const check_info&)>& f) const;
 
-  std::optional<check_view> find(const std::string& node, const std::string& check_id,
-                                 const std::string& name_space = {},
-                                 const std::string& partition = {}) const;
+  std::optional<check_view> find(std::string_view node, std::string_view check_id,
+                                 std::string_view name_space = {},
+                                 std::string_view partition = {}) const;
 
  private:
   struct slot;

@@ -301,7 +301,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
   std::map<std::tuple<std::string, std::string>, std::vector<slot_ref>> by_node;
   for (auto ref : ids) {
     const auto& c = *slots_[ref.index]->catalog;
-    by_node[{c.partition, c.node}].push_back(ref);
+    by_node[{c.partition.str(), c.node}].push_back(ref);
   }
   bool ok = true;
   for (auto& [where, members] : by_node) {
@@ -418,8 +418,9 @@ asio::awaitable<void> check_engine::reaper_loop() {
           after <= std::chrono::nanoseconds::zero() || now - *s.critical_since <= after)
         continue;
       if (s.reaped_create_index && *s.reaped_create_index == s.catalog->create_index) continue;
-      auto [at, fresh] = seen.try_emplace({s.catalog->partition, s.catalog->name_space, s.catalog->node,
-                                           s.catalog->service_id}, victims.size());
+      auto [at, fresh] = seen.try_emplace({s.catalog->partition.str(), s.catalog->name_space.str(),
+                                           s.catalog->node, s.catalog->service_id.str()},
+                                          victims.size());
       if (!fresh) {
         victims[at->second].checks.emplace_back(key_of(*s.catalog), s.catalog->create_index);
         continue;

@@ -236,7 +236,7 @@ void tag_invoke(json::value_from_tag, json::value& jv, const health_check& v) {
   o["Status"] = v.status;
   o["Notes"] = v.notes.view();
   o["Output"] = v.output;
-  o["ServiceID"] = v.service_id;
+  o["ServiceID"] = v.service_id.view();
   o["ServiceName"] = v.service_name.view();
   put(o, "ServiceTags", v.service_tags);
   put_if(o, "Type", v.type);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <compare>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -72,6 +73,9 @@ class rare_string {
   friend bool operator==(const rare_string& a, std::string_view b) noexcept { return a.view() == b; }
   friend bool operator==(const rare_string& a, const std::string& b) noexcept { return a.view() == b; }
   friend bool operator==(const rare_string& a, const char* b) noexcept { return a.view() == b; }
+  friend std::strong_ordering operator<=>(const rare_string& a, const rare_string& b) noexcept {
+    return a.view() <=> b.view();
+  }
   friend std::string operator+(std::string a, const rare_string& b) { return a.append(b.view()); }
   friend std::string operator+(const char* a, const rare_string& b) { return std::string(a).append(b.view()); }
   friend std::string operator+(const rare_string& a, std::string_view b) { return a.str().append(b); }
@@ -115,7 +119,7 @@ struct node {
 struct check_definition {
   std::string http;
   std::map<std::string, std::vector<std::string>> header;
-  std::string method;
+  rare_string method;
   rare_string body;
   rare_string tls_server_name;
   rare_string tcp;
@@ -148,12 +152,12 @@ struct health_check {
   std::string status;  // "passing", "warning", "critical", "maintenance"
   rare_string notes;
   std::string output;
-  std::string service_id;
+  rare_string service_id;
   rare_string service_name;
   std::vector<std::string> service_tags;
-  std::string type;
-  std::string name_space;  // "Namespace" (Enterprise)
-  std::string partition;   // "Partition" (Enterprise)
+  std::string type;  // "http" and the like: inline in a std::string
+  rare_string name_space;  // "Namespace" (Enterprise)
+  rare_string partition;   // "Partition" (Enterprise)
   check_definition definition;
   std::uint64_t create_index = 0;
   std::uint64_t modify_index = 0;
