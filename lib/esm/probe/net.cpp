@@ -1,6 +1,12 @@
 #include "esm/probe/net.hpp"
 
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cctype>
+#include <cerrno>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/as_tuple.hpp>
@@ -119,19 +125,99 @@ asio::awaitable<std::vector<asio::ip::address>> lookup(const std::string& host,
 
 }  // namespace
 
-asio::awaitable<std::string> dial_tcp(beast::tcp_stream& stream, const std::string& host,
-                                      const std::string& port, clock::time_point deadline) {
+namespace {
+
+// A descriptor closed unless released.
+struct fd_guard {
+  int fd = -1;
+  fd_guard() = default;
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() noexcept { return std::exchange(fd, -1); }
+};
+
+error_code system_error_of(int e) { return error_code(e, asio::error::get_system_category()); }
+
+// Starts a connection to `ep` on a new non-blocking socket (SOCK_NONBLOCK: Asio need not set
+// it with an ioctl later). The kernel completes a handshake with a peer on this host inside
+// connect() itself, although a non-blocking connect() still answers EINPROGRESS: one poll()
+// with no timeout sees that, and such a connection never waits on the reactor (no epoll
+// registration for the connect, no wake-up). `pending` is set when the handshake is still in
+// flight (a remote peer): the caller then waits for the socket to become writable.
+error_code start_connect(const asio::ip::tcp::endpoint& ep, fd_guard& fd, bool& pending) {
+  pending = false;
+  fd.fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd.fd < 0) return system_error_of(errno);
+  if (::connect(fd.fd, ep.data(), static_cast<socklen_t>(ep.size())) == 0) return {};
+  if (errno != EINPROGRESS) return system_error_of(errno);
+  pollfd p{fd.fd, POLLOUT, 0};
+  int n = ::poll(&p, 1, 0);
+  if (n < 0) return system_error_of(errno);
+  if (n == 0) {
+    pending = true;
+    return {};
+  }
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (::getsockopt(fd.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0) return system_error_of(errno);
+  return soerr ? system_error_of(soerr) : error_code{};
+}
+
+// Waits until the pending connection on `sock` completes, the deadline passes
+// (beast::error::timeout) or the probe is cancelled (operation_aborted).
+asio::awaitable<error_code> finish_connect(asio::ip::tcp::socket& sock, clock::time_point deadline) {
+  asio::steady_timer timer(sock.get_executor(), deadline);
+  auto [order, wec, tec] =
+      co_await asio::experimental::make_parallel_group(
+          sock.async_wait(asio::ip::tcp::socket::wait_write, asio::deferred),
+          timer.async_wait(asio::deferred))
+          .async_wait(asio::experimental::wait_for_one(), asio::as_tuple(asio::use_awaitable));
+  auto cs = co_await asio::this_coro::cancellation_state;
+  if (cancelled(cs.cancelled())) co_return error_code(asio::error::operation_aborted);
+  if (order[0] == 1) co_return tec ? tec : error_code(beast::error::timeout);
+  if (wec) co_return wec;
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+    co_return system_error_of(errno);
+  co_return soerr ? system_error_of(soerr) : error_code{};
+}
+
+// Connects to the first address of host that accepts, before the deadline. With `keep`, the
+// connected socket is handed over in it (it must be closed on entry); without, the
+// connection is closed at once (a TCP check), and one the kernel completed inside
+// connect() never touches the reactor.
+asio::awaitable<std::string> dial(const std::string& host, const std::string& port,
+                                  clock::time_point deadline, asio::ip::tcp::socket* keep) {
   auto p = parse_port(port);
   if (!p) co_return "dial tcp: lookup tcp/" + port + ": unknown port";
   std::string err;
   auto addrs = co_await lookup<asio::ip::tcp>(host, deadline, err);
   if (!err.empty()) co_return "dial tcp: " + err;
+  auto ex = co_await asio::this_coro::executor;
   std::string first_error;
   for (const auto& a : addrs) {
     asio::ip::tcp::endpoint ep(a, *p);
-    stream.expires_at(deadline);
-    auto [ec] = co_await stream.async_connect(ep, asio::as_tuple(asio::use_awaitable));
-    if (!ec) co_return std::string();
+    fd_guard fd;
+    bool pending = false;
+    error_code ec = start_connect(ep, fd, pending);
+    if (!ec && (pending || keep)) {
+      asio::ip::tcp::socket local(ex);
+      asio::ip::tcp::socket& sock = keep ? *keep : local;
+      sock.assign(ep.protocol(), fd.release(), ec);
+      if (!ec && pending) {
+        auto wait_ec = co_await finish_connect(sock, deadline);
+        ec = wait_ec;
+      }
+      if (ec) {
+        error_code ignored;
+        sock.close(ignored);
+      }
+    }
+    if (!ec) co_return std::string();  // fd (no keep) closes here
     std::string text = "dial tcp " + endpoint_text(a, *p) + ": ";
     if (ec == beast::error::timeout || ec == asio::error::operation_aborted)
       text += go_error_text(ec);
@@ -140,9 +226,23 @@ asio::awaitable<std::string> dial_tcp(beast::tcp_stream& stream, const std::stri
     if (first_error.empty()) first_error = text;
     auto cs = co_await asio::this_coro::cancellation_state;
     if (ec == beast::error::timeout || cancelled(cs.cancelled())) break;
-    stream.close();
   }
   co_return first_error;
+}
+
+}  // namespace
+
+asio::awaitable<std::string> dial_tcp(beast::tcp_stream& stream, const std::string& host,
+                                      const std::string& port, clock::time_point deadline) {
+  stream.expires_at(deadline);  // for the reads and writes after the connect
+  auto text = co_await dial(host, port, deadline, &stream.socket());
+  co_return text;
+}
+
+asio::awaitable<std::string> dial_tcp_and_close(const std::string& host, const std::string& port,
+                                                clock::time_point deadline) {
+  auto text = co_await dial(host, port, deadline, nullptr);
+  co_return text;
 }
 
 asio::awaitable<std::optional<asio::ip::udp::endpoint>> resolve_udp(

@@ -38,9 +38,18 @@ std::string host_of(std::string_view hostport);
 // address that accepts, before `deadline` (the stream's expiry is set to it). Returns empty
 // on success, else Go's dial error text, e.g.
 // "dial tcp 127.0.0.1:1: connect: connection refused". Honours terminal cancellation.
+// A handshake the kernel completes inside connect() (a peer on this host) is seen without a
+// wait on the reactor.
 boost::asio::awaitable<std::string> dial_tcp(boost::beast::tcp_stream& stream,
                                              const std::string& host, const std::string& port,
                                              clock::time_point deadline);
+
+// The same dial, then the connection is closed at once (a plain TCP check, Go's
+// net.DialTimeout and Close). A connection completed inside connect() costs socket(),
+// connect(), poll(), getsockopt() and close(), with no epoll registration or wake-up.
+boost::asio::awaitable<std::string> dial_tcp_and_close(const std::string& host,
+                                                       const std::string& port,
+                                                       clock::time_point deadline);
 
 // Resolves a UDP destination before the deadline; on failure, err holds Go's text.
 boost::asio::awaitable<std::optional<boost::asio::ip::udp::endpoint>> resolve_udp(

@@ -24,13 +24,21 @@ asio::awaitable<probe_result> run_tcp(const tcp_spec& spec, probe_context& ctx) 
   auto hp = split_host_port(spec.address, &err);
   if (!hp) co_return critical("dial tcp: " + err);
 
+  if (!spec.use_tls) {
+    std::string dial_err = co_await dial_tcp_and_close(hp->host, hp->port, deadline);
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cancelled(cs.cancelled())) co_return canceled_result();
+    if (!dial_err.empty()) co_return critical(std::move(dial_err));
+    co_return probe_result{check_status::passing, kind + " connect " + spec.address + ": Success"};
+  }
+
   beast::tcp_stream tcp(co_await asio::this_coro::executor);
   std::string dial_err = co_await dial_tcp(tcp, hp->host, hp->port, deadline);
   auto cs = co_await asio::this_coro::cancellation_state;
   if (cancelled(cs.cancelled())) co_return canceled_result();
   if (!dial_err.empty()) co_return critical(std::move(dial_err));
 
-  if (spec.use_tls) {
+  {
     const std::string server_name = spec.tls_server_name.empty() ? hp->host : spec.tls_server_name;
     beast::ssl_stream<beast::tcp_stream> s(std::move(tcp), ctx.tls());
     if (!prepare_tls_client(s.native_handle(), server_name, spec.tls_skip_verify, {}))

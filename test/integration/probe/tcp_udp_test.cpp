@@ -2,6 +2,16 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <optional>
+#include <utility>
+#include <vector>
+
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -176,4 +186,102 @@ TEST_CASE("cancellation: total cancellation is honoured too (UDP wait)") {
   ioc.run_for(30s);
   REQUIRE(out.has_value());
   CHECK(out->output == "operation was canceled");
+}
+
+namespace {
+
+// A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
+// stays in flight (SYN_SENT, retransmitted after 1 s) instead of completing inside
+// connect(). The only way to make the probes' reactor wait for a handshake on loopback.
+struct full_listener {
+  int fd = -1;
+  std::vector<int> queued;  // connected (accepted or not)
+  int stuck = -1;            // the filler whose SYN was dropped
+  unsigned short port = 0;
+  full_listener() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 0) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+    // Fill the queue: connect until a connection stays in flight (bounded).
+    for (int i = 0; i < 16; ++i) {
+      int c = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      REQUIRE(c >= 0);
+      int rc = ::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      pollfd p{c, POLLOUT, 0};
+      bool done = rc == 0 || ::poll(&p, 1, 100) == 1;
+      if (!done) {  // dropped: the queue is full, the next SYN is dropped too
+        stuck = c;
+        return;
+      }
+      queued.push_back(c);
+    }
+    FAIL("the accept queue never filled");
+  }
+  // Accepts what is queued, making room for the probe's retransmitted SYN (the stuck filler
+  // is closed, so that its own retransmission cannot take that room).
+  void drain() {
+    if (stuck >= 0) ::close(std::exchange(stuck, -1));
+    for (int i = 0; i < 16; ++i) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, 0) != 1) break;
+      int c = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c >= 0) queued.push_back(c);
+    }
+  }
+  ~full_listener() {
+    for (int c : queued) ::close(c);
+    if (stuck >= 0) ::close(stuck);
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tcp: a handshake still in flight is waited for, up to the timeout, and can be cancelled") {
+  asio::io_context ioc;
+  probe_context ctx;
+  full_listener l;
+  const std::string addr = "127.0.0.1:" + std::to_string(l.port);
+
+  // Dropped SYNs: the wait ends at the deadline with Go's text.
+  std::chrono::steady_clock::duration took{};
+  auto r = run_one(ioc, tcp_spec{.address = addr, .timeout = 500ms}, ctx, &took);
+  CHECK(r.status == check_status::critical);
+  CHECK(r.output == "dial tcp " + addr + ": i/o timeout");
+  CHECK(took >= 450ms);
+
+  // Cancelled while the handshake is in flight.
+  {
+    esm::probe::probe_spec spec = tcp_spec{.address = addr, .timeout = 60s};
+    asio::cancellation_signal signal;
+    std::optional<probe_result> out;
+    asio::co_spawn(ioc, esm::probe::run_probe(spec, ctx),
+                   asio::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr, probe_result res) {
+                     out = std::move(res);
+                     ioc.stop();
+                   }));
+    asio::steady_timer t(ioc, 300ms);
+    t.async_wait([&](boost::system::error_code) { signal.emit(asio::cancellation_type::terminal); });
+    ioc.restart();
+    ioc.run_for(20s);
+    REQUIRE(out.has_value());
+    CHECK(out->output == "operation was canceled");
+    ioc.restart();
+  }
+
+  // Room made while the SYN is being retransmitted: the connection completes in the wait.
+  // (HTTP too: its dial keeps the socket, registered with the reactor after the wait.)
+  asio::steady_timer t(ioc, 300ms);
+  t.async_wait([&](boost::system::error_code) { l.drain(); });
+  r = run_one(ioc, tcp_spec{.address = addr, .timeout = 8s}, ctx, &took);
+  CHECK(r.status == check_status::passing);
+  CHECK(r.output == "TCP connect " + addr + ": Success");
+  CHECK(took < 8s);
 }
