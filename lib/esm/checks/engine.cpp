@@ -46,8 +46,8 @@ check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
       consul_(consul),
       probes_(probes),
       settings_(std::move(s)),
-      schedule_(settings_.max_concurrent, std::random_device{}()),
       index_(0, index_hash{this}, index_equal{this}),
+      schedule_(settings_.max_concurrent, std::random_device{}()),
       schedule_wake_(ex, clock::time_point::max()),
       writer_wake_(ex, clock::time_point::max()),
       drained_(ex, clock::time_point::max()) {
@@ -397,11 +397,11 @@ asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t 
     co_return;
   }
   stats_.durations.add(spec.index(), static_cast<std::size_t>(r.status), clock::now() - started);
-  finish_run(i, generation, std::move(r));
+  finish_run(i, generation, std::move(r), started);
 }
 
 void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
-                              std::optional<probe::probe_result> r) {
+                              std::optional<probe::probe_result> r, clock::time_point started) {
   auto& s = *slots_[i];
   s.running.reset();
   schedule_.run_ended();
@@ -421,7 +421,10 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
     ++stats_.runs;
     ++s.runs;
     apply_result(i, std::move(*r));
-    if (!stopping_) push_heap(clock::now() + s.plan->interval, i, false);
+    // An interval after the end, less the run's lateness (up to half the interval): checks
+    // bunched by a stall or a backlog spread out again (schedule.hpp).
+    if (!stopping_)
+      push_heap(run_schedule::next_due(s.due, started, clock::now(), s.plan->interval), i, false);
   }
   dispatch();
 }

@@ -4,7 +4,8 @@
 // Scheduling. One binary heap of (due time, check, generation) and ONE steady_timer for all
 // checks: a check costs a heap entry and its slot, not a coroutine or timer of its own. A
 // check's first run is at a uniformly random point of its interval; each later run is due
-// `interval` after the previous run ended. Due checks join a FIFO queue, from which at most
+// `interval` after the previous run ended, less that run's lateness up to half the interval
+// (so that checks bunched by a stall spread out again: run_schedule::next_due). Due checks join a FIFO queue, from which at most
 // `max_concurrent` probes run at once, so an overloaded engine delays every check equally
 // instead of starving some. A check never runs twice at once. A changed plan (definition,
 // interval, timeout, thresholds) restarts that check alone, cancelling a run in progress; an
@@ -259,7 +260,10 @@ class check_engine : public sharding::assignment_sink {
   void fire_due(std::chrono::steady_clock::time_point now);
   void dispatch();
   void start_run(std::uint32_t i);
-  void finish_run(std::uint32_t i, std::uint32_t generation, std::optional<probe::probe_result> r);
+  // `started`: when the run began (a completed run's next due time gives its lateness back,
+  // run_schedule::next_due); unused for a cancelled run.
+  void finish_run(std::uint32_t i, std::uint32_t generation, std::optional<probe::probe_result> r,
+                  std::chrono::steady_clock::time_point started = {});
   void apply_result(std::uint32_t i, probe::probe_result r);
   void update_critical_since(std::uint32_t i);
   void queue_write(std::uint32_t i);
