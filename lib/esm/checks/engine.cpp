@@ -227,28 +227,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
     }
     if (s.desired && !needs_write(s)) s.desired.reset();
     update_critical_since(i);
-    auto planned = plan_run(*s.catalog, settings_.plans);
-    auto* p = std::get_if<run_plan>(&planned);
-    // The same plan: the same timing and thresholds, and the same probe (the spec each run
-    // would be given; built here only for a check that changed).
-    bool same_plan = p ? (s.plan && *s.plan == *p &&
-                          spec_of(before->definition, *s.plan) == spec_of(s.catalog->definition, *p))
-                       : !s.plan;
-    before.reset();
-    if (same_plan) continue;
-    ++updated;
-    stop_check(i);
-    if (p) {
-      if (!s.plan) --stats_.unsupported;
-      s.plan = *p;
-      log::info("Updating check", {{"node", s.catalog->node}, {"check", s.catalog->check_id}});
-      start_check(i);
-    } else {
-      if (s.plan) ++stats_.unsupported;
-      s.plan.reset();
-      log::warn(std::get<std::string>(planned),
-                {{"node", s.catalog->node}, {"check", s.catalog->check_id}, {"name", s.catalog->name}});
-    }
+    if (replan(i, std::move(before))) ++updated;
   }
   for (auto i : p_damaged) definition_damaged(i);
   for (auto it = index_.begin(); it != index_.end();) {
@@ -272,6 +251,35 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
   if (added + updated + removed > 0)
     log::info("Updated checks", {{"count", index_.size()}, {"added", added}, {"updated", updated},
                                  {"removed", removed}});
+}
+
+// Plans the check again from the catalog object it now holds, which replaced `before`: a
+// changed plan or probe (the spec each run would be given, built here only for a check whose
+// object changed) restarts the check; true then. Every path that replaces a slot's object with
+// another version calls it (on_checks, the writer's node re-read): each run's probe is built
+// from the object held, and must agree with the plan's kind, timing and thresholds.
+bool check_engine::replan(std::uint32_t i, sharding::shared_check before) {
+  auto& s = *slots_[i];
+  auto planned = plan_run(*s.catalog, settings_.plans);
+  auto* p = std::get_if<run_plan>(&planned);
+  bool same_plan = p ? (s.plan && *s.plan == *p &&
+                        spec_of(before->definition, *s.plan) == spec_of(s.catalog->definition, *p))
+                     : !s.plan;
+  before.reset();
+  if (same_plan) return false;
+  stop_check(i);
+  if (p) {
+    if (!s.plan) --stats_.unsupported;
+    s.plan = *p;
+    log::info("Updating check", {{"node", s.catalog->node}, {"check", s.catalog->check_id}});
+    start_check(i);
+  } else {
+    if (s.plan) ++stats_.unsupported;
+    s.plan.reset();
+    log::warn(std::get<std::string>(planned),
+              {{"node", s.catalog->node}, {"check", s.catalog->check_id}, {"name", s.catalog->name}});
+  }
+  return true;
 }
 
 // (Re)starts a runnable check: counters reset to the plan's thresholds, first run at a random
@@ -350,6 +358,7 @@ void check_engine::fire_due(clock::time_point now) {
       continue;
     }
     s.due = e.due;
+    s.queued_generation = s.generation;
     schedule_.enqueue(e.index);
   }
   stats_.queued = schedule_.queued();
@@ -361,7 +370,8 @@ void check_engine::dispatch() {
     auto i = schedule_.take_ready();
     if (!i) break;
     auto& s = *slots_[*i];
-    if (!s.live || !s.plan || s.running) continue;  // stopped or removed while queued
+    // Stopped, removed, restarted or its slot reused while queued.
+    if (!s.live || !s.plan || s.running || s.queued_generation != s.generation) continue;
     start_run(*i);
   }
   stats_.queued = schedule_.queued();
@@ -415,6 +425,7 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
     if (s.due_while_running) {
       s.due_while_running = false;
       s.due = clock::now();
+      s.queued_generation = s.generation;
       schedule_.enqueue(i);
     }
   } else {

@@ -253,6 +253,7 @@ class check_engine : public sharding::assignment_sink {
   check_index::const_iterator find_slot(const key_view& k) const { return index_.find(k); }
   std::uint32_t allocate_slot();
   void release_slot(std::uint32_t i);
+  bool replan(std::uint32_t i, sharding::shared_check before);
   void start_check(std::uint32_t i);
   void schedule_started();
   void stop_check(std::uint32_t i);

@@ -40,6 +40,10 @@ struct check_engine::slot {
   std::uint64_t runs = 0;
   std::uint32_t starts = 0;     // (re)starts of its schedule
   std::uint32_t generation = 0;  // bumped by every stop/restart: voids heap entries
+  // The generation the slot had when its run joined the queue for a probe slot: a queued run
+  // whose check was restarted, or whose slot was reused, meanwhile is dropped, not started
+  // beside the new schedule (which would run the check twice per interval from then on).
+  std::uint32_t queued_generation = 0;
   // Which check this slot holds: set anew each time the slot is allocated, and never changed
   // by a restart (unlike `generation`). A write in flight remembers it, so that its answer is
   // applied only to the check it was sent for, not to one that reused the slot meanwhile.

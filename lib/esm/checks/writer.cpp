@@ -384,13 +384,17 @@ asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_no
       auto i = *it;
       auto& s = *slots_[i];
       if (c.modify_index >= s.catalog->modify_index) {
-        // The same key: the index's entry stays valid with the new object.
+        // The same key: the index's entry stays valid with the new object. Its definition
+        // may have changed (re-registered by an operator): plan it again, as on_checks would.
+        auto before = std::move(s.catalog);
         s.catalog = std::make_shared<const consul::health_check>(std::move(c));
         update_critical_since(i);
+        if (replan(i, std::move(before))) ++stats_.updated;
       }
     }
     keys.push_back(std::move(k));
   }
+  schedule_started();  // the first runs of checks replan() restarted
   co_return keys;
 }
 

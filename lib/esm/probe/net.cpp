@@ -207,7 +207,8 @@ asio::awaitable<std::string> dial(const std::string& host, const std::string& po
     if (!ec && (pending || keep)) {
       asio::ip::tcp::socket local(ex);
       asio::ip::tcp::socket& sock = keep ? *keep : local;
-      sock.assign(ep.protocol(), fd.release(), ec);
+      sock.assign(ep.protocol(), fd.fd, ec);
+      if (!ec) fd.release();  // the socket owns it now; on failure the guard closes it
       if (!ec && pending) {
         auto wait_ec = co_await finish_connect(sock, deadline);
         ec = wait_ec;
