@@ -1,6 +1,7 @@
 #include "esm/sharding/share_cache.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <iterator>
 #include <memory>
 #include <tuple>
@@ -10,15 +11,107 @@
 
 namespace esm::sharding {
 
+// The bytes: create_index, modify_index (8 each), then name, id, address, datacenter,
+// partition, each as a 4-byte length and its bytes, then tagged_addresses and meta, each as a
+// 4-byte count and its keys and values as strings. Lengths and counts are native, unaligned.
 namespace {
 
-bool same_nodes(const std::vector<consul::node>& a, const std::vector<consul::node>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
-                    [](const consul::node& x, const consul::node& y) {
-                      return x.name == y.name && x.modify_index == y.modify_index &&
-                             x.address == y.address && x.meta == y.meta &&
-                             x.tagged_addresses == y.tagged_addresses;
-                    });
+using u32 = std::uint32_t;
+
+std::size_t packed_size(const consul::string_map& m) {
+  std::size_t n = sizeof(u32);
+  for (auto& [k, v] : m) n += 2 * sizeof(u32) + k.size() + v.size();
+  return n;
+}
+
+char* put(char* at, const void* p, std::size_t n) {
+  if (n) std::memcpy(at, p, n);
+  return at + n;
+}
+char* put_u32(char* at, std::size_t v) {
+  auto n = static_cast<u32>(v);  // a node's string or map, far below 4 GiB
+  return put(at, &n, sizeof n);
+}
+char* put_string(char* at, std::string_view s) { return put(put_u32(at, s.size()), s.data(), s.size()); }
+char* put_map(char* at, const consul::string_map& m) {
+  at = put_u32(at, m.size());
+  for (auto& [k, v] : m) at = put_string(put_string(at, k), v);
+  return at;
+}
+
+u32 get_u32(const char*& at) {
+  u32 n;
+  std::memcpy(&n, at, sizeof n);
+  at += sizeof n;
+  return n;
+}
+std::string_view get_string(const char*& at) {
+  auto n = get_u32(at);
+  std::string_view s(at, n);
+  at += n;
+  return s;
+}
+void get_map(const char*& at, consul::string_map& m) {
+  for (auto n = get_u32(at); n > 0; --n) {
+    auto k = get_string(at);
+    auto v = get_string(at);
+    m.emplace_hint(m.end(), k, v);  // packed in the map's order
+  }
+}
+
+constexpr std::size_t name_at = 2 * sizeof(std::uint64_t);
+
+}  // namespace
+
+packed_node::packed_node(const consul::node& n) {
+  std::size_t size = name_at + 5 * sizeof(u32) + n.name.size() + n.id.size() + n.address.size() +
+                     n.datacenter.size() + n.partition.size() + packed_size(n.tagged_addresses) +
+                     packed_size(n.meta);
+  p_ = std::make_unique_for_overwrite<char[]>(size);
+  char* at = p_.get();
+  at = put(at, &n.create_index, sizeof n.create_index);
+  at = put(at, &n.modify_index, sizeof n.modify_index);
+  at = put_string(at, n.name);
+  at = put_string(at, n.id);
+  at = put_string(at, n.address);
+  at = put_string(at, n.datacenter);
+  at = put_string(at, n.partition);
+  at = put_map(at, n.tagged_addresses);
+  put_map(at, n.meta);
+}
+
+std::string_view packed_node::name() const noexcept {
+  const char* at = p_.get() + name_at;
+  return get_string(at);
+}
+
+consul::node packed_node::unpack() const {
+  consul::node n;
+  const char* at = p_.get();
+  std::memcpy(&n.create_index, at, sizeof n.create_index);
+  std::memcpy(&n.modify_index, at + sizeof n.create_index, sizeof n.modify_index);
+  at += name_at;
+  n.name = get_string(at);
+  n.id = get_string(at);
+  n.address = get_string(at);
+  n.datacenter = get_string(at);
+  n.partition = get_string(at);
+  get_map(at, n.tagged_addresses);
+  get_map(at, n.meta);
+  return n;
+}
+
+namespace {
+
+bool same_node(const consul::node& x, const consul::node& y) {
+  return x.name == y.name && x.modify_index == y.modify_index && x.address == y.address &&
+         x.meta == y.meta && x.tagged_addresses == y.tagged_addresses;
+}
+bool same_nodes(const std::vector<consul::node>& a, const std::vector<packed_node>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].name != b[i].name() || !same_node(a[i], b[i].unpack())) return false;
+  return true;
 }
 
 // The order of the checks the sink holds, and their identity in it.
@@ -38,25 +131,33 @@ bool same_names(const std::vector<consul::node>& a, const std::vector<consul::no
 
 bool share_cache::assign(assignment next) {
   auto work = follower_sets(next);
-  if (current_ && work == work_) return false;
+  if (current_ && work == *work_) return false;
   current_ = std::move(next);
-  work_ = std::move(work);
+  work_ = std::make_shared<const follower_work>(std::move(work));
   return true;
+}
+
+std::vector<consul::node> share_cache::nodes() const {
+  std::vector<consul::node> out;
+  out.reserve(nodes_.size());
+  for (auto& n : nodes_) out.push_back(n.unpack());
+  return out;
 }
 
 share_cache::plan share_cache::apply_assignment() {
   plan p;
-  p.drop.nodes = take_nodes(nodes_);
+  p.drop.nodes = take_nodes(nodes());
   p.drop.checks = hold_checks(checks_);
-  const auto& wanted = work_.health_nodes;
+  const auto& wanted = work_->health_nodes;
   if (wanted.empty()) {
-    followed_.clear();
+    followed_ = work_;
     indexes_ = {};
     return p;
   }
-  std::set_difference(wanted.begin(), wanted.end(), followed_.begin(), followed_.end(),
+  const auto& followed = followed_->health_nodes;
+  std::set_difference(wanted.begin(), wanted.end(), followed.begin(), followed.end(),
                       std::inserter(p.added, p.added.end()));
-  followed_ = wanted;
+  followed_ = work_;
   if (!resume_from()) {
     // The kept nodes are not known as of both indexes: no state to resume from.
     indexes_ = {};
@@ -85,7 +186,7 @@ share_cache::delivery share_cache::on_added(std::vector<consul::node> nodes,
   // An answer without an index (0) must not read as "no state", which would force a full read.
   indexes_.nodes = std::min(indexes_.nodes, std::max<std::uint64_t>(read_at.nodes, 1));
   indexes_.checks = std::min(indexes_.checks, std::max<std::uint64_t>(read_at.checks, 1));
-  auto all_nodes = nodes_;
+  auto all_nodes = share_cache::nodes();
   all_nodes.insert(all_nodes.end(), std::make_move_iterator(nodes.begin()),
                    std::make_move_iterator(nodes.end()));
   auto all_checks = checks_;
@@ -103,16 +204,20 @@ std::optional<share_cache::indexes> share_cache::resume_from() const {
 }
 
 bool share_cache::take_nodes(std::vector<consul::node> fetched) {
-  std::erase_if(fetched, [&](const consul::node& n) { return !work_.health_nodes.count(n.name); });
+  const auto& work = *work_;
+  std::erase_if(fetched, [&](const consul::node& n) { return !work.health_nodes.count(n.name); });
   std::sort(fetched.begin(), fetched.end(),
             [](const consul::node& a, const consul::node& b) { return a.name < b.name; });
   std::vector<consul::node> ping;
   for (auto& n : fetched)
-    if (work_.ping_nodes.count(n.name)) ping.push_back(n);
+    if (work.ping_nodes.count(n.name)) ping.push_back(n);
   // The pinged ones count too: a node that became a probe with the same object must reach
   // the prober.
   if (delivered_nodes_ && same_nodes(fetched, nodes_) && same_names(ping, ping_)) return false;
-  nodes_ = std::move(fetched);
+  std::vector<packed_node> packed;
+  packed.reserve(fetched.size());
+  for (auto& n : fetched) packed.emplace_back(n);
+  nodes_ = std::move(packed);
   ping_ = std::move(ping);
   delivered_nodes_ = true;
   return true;
@@ -120,7 +225,7 @@ bool share_cache::take_nodes(std::vector<consul::node> fetched) {
 
 bool share_cache::take_checks(std::vector<consul::health_check> fetched) {
   std::erase_if(fetched, [&](const consul::health_check& c) {
-    return !work_.health_nodes.count(c.node) || c.check_id == external_node_health_check_id;
+    return !work_->health_nodes.count(c.node) || c.check_id == external_node_health_check_id;
   });
   std::sort(fetched.begin(), fetched.end(),
             [](const consul::health_check& a, const consul::health_check& b) {
@@ -145,7 +250,7 @@ bool share_cache::take_checks(std::vector<consul::health_check> fetched) {
 
 bool share_cache::hold_checks(std::vector<shared_check> next) {
   std::erase_if(next, [&](const shared_check& c) {
-    return !work_.health_nodes.count(c->node) || c->check_id == external_node_health_check_id;
+    return !work_->health_nodes.count(c->node) || c->check_id == external_node_health_check_id;
   });
   if (!std::is_sorted(next.begin(), next.end(), check_before))
     std::sort(next.begin(), next.end(), check_before);

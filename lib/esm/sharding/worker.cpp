@@ -85,7 +85,7 @@ void deliver(const share_cache& cache, share_cache::delivery d, assignment_sink&
              worker_stats& stats) {
   if (d.nodes) {
     ++stats.node_deliveries;
-    stats.nodes = cache.nodes().size();
+    stats.nodes = cache.node_count();
     sink.on_nodes(cache.nodes(), cache.ping_nodes());
   }
   if (d.checks) {

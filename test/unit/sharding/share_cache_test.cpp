@@ -160,6 +160,66 @@ TEST_CASE("share cache: node answers are filtered to the share, sorted, and hand
   CHECK(sc.resume_from() == indexes{120, 50});
 }
 
+TEST_CASE("share cache: a packed node unpacks to the object it was packed from") {
+  consul::node n;
+  n.id = "0b0e7a4c-6c43-4f37-9a50-3c1b0f1e2d3a";
+  n.name = "a-node-name-longer-than-the-small-string-buffer.example.com";
+  n.address = "2001:db8::1";
+  n.datacenter = "dc1";
+  n.partition = "p\xc3\xa9";
+  n.tagged_addresses = {{"lan", "10.0.0.1"}, {"wan", "198.51.100.7"}, {"empty", ""}};
+  n.meta = {{"external-node", "true"}, {"external-probe", "true"}, {"", "an empty key"}};
+  n.create_index = 7;
+  n.modify_index = 0xffffffffffffull;
+  packed_node p(n);
+  auto u = p.unpack();
+  CHECK(p.name() == n.name);
+  CHECK(u.id == n.id);
+  CHECK(u.name == n.name);
+  CHECK(u.address == n.address);
+  CHECK(u.datacenter == n.datacenter);
+  CHECK(u.partition == n.partition);
+  CHECK(u.tagged_addresses == n.tagged_addresses);
+  CHECK(u.meta == n.meta);
+  CHECK(u.create_index == n.create_index);
+  CHECK(u.modify_index == n.modify_index);
+
+  packed_node empty{consul::node{}};
+  auto e = empty.unpack();
+  CHECK(empty.name().empty());
+  CHECK(e.name.empty());
+  CHECK(e.id.empty());
+  CHECK(e.meta.empty());
+  CHECK(e.tagged_addresses.empty());
+  CHECK(e.modify_index == 0);
+}
+
+TEST_CASE("share cache: the nodes handed over carry every field; a change the delivery ignores keeps the held object") {
+  share_cache sc;
+  sc.assign(assigned({"a"}, {"b"}));
+  sc.apply_assignment();
+  auto a = node("a", 10);
+  a.id = "id-a";
+  a.datacenter = "dc1";
+  a.create_index = 3;
+  a.tagged_addresses = {{"lan", "10.0.0.1"}};
+  CHECK(sc.on_nodes({a, node("b")}, 100) == nodes_only);
+  auto held = sc.nodes();
+  REQUIRE(held.size() == 2);
+  CHECK(held[0].id == "id-a");
+  CHECK(held[0].datacenter == "dc1");
+  CHECK(held[0].create_index == 3);
+  CHECK(held[0].tagged_addresses == a.tagged_addresses);
+  CHECK(held[0].meta == a.meta);
+  CHECK(sc.node_count() == 2);
+  // Name, ModifyIndex, address, meta and tagged addresses tell a change; another ID alone
+  // does not, and the object held stays as it was.
+  auto a2 = a;
+  a2.id = "id-other";
+  CHECK(sc.on_nodes({a2, node("b")}, 110) == none);
+  CHECK(sc.nodes()[0].id == "id-a");
+}
+
 TEST_CASE("share cache: checks exclude externalNodeHealth and other nodes, and are handed over when a ModifyIndex moves") {
   share_cache sc;
   sc.assign(assigned({"a"}, {"b"}));
