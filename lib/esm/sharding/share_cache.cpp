@@ -129,10 +129,10 @@ bool same_names(const std::vector<consul::node>& a, const std::vector<consul::no
 
 }  // namespace
 
-bool share_cache::assign(assignment next) {
+bool share_cache::assign(const assignment& next) {
   auto work = follower_sets(next);
-  if (current_ && work == *work_) return false;
-  current_ = std::move(next);
+  if (assigned_ && work == *work_) return false;
+  assigned_ = true;
   work_ = std::make_shared<const follower_work>(std::move(work));
   return true;
 }

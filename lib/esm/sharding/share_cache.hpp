@@ -83,10 +83,12 @@ class share_cache {
   // Takes an assignment just read from KV; false when it assigns the same work as the one in
   // force (nothing to do). Steps that follow filter by it at once, even before
   // apply_assignment(): an answer for the old share that arrives meanwhile must not bring
-  // back a node that left.
-  bool assign(assignment next);
-  // The assignment in force; nullopt until the first assign().
-  const std::optional<assignment>& current() const { return current_; }
+  // back a node that left. The assignment itself is not kept (the caller keeps the one in
+  // force, worker_stats::current; one copy of the names less per node): only its work.
+  bool assign(const assignment& next);
+  // Whether assign() has taken an assignment yet.
+  bool assigned() const noexcept { return assigned_; }
+  // The work of the assignment in force (the empty work until the first assign()).
   const follower_work& work() const { return *work_; }
 
   // Catches up with the assignment in force (once per change, however many assign() calls it
@@ -128,7 +130,7 @@ class share_cache {
   // the same already.
   bool hold_checks(std::vector<shared_check> next);
 
-  std::optional<assignment> current_;
+  bool assigned_ = false;
   // The work in force and the work last applied (followed()): the same object, not a copy,
   // once apply_assignment() has run (two sets of names per node otherwise). Never null.
   std::shared_ptr<const follower_work> work_ = std::make_shared<const follower_work>();

@@ -142,10 +142,10 @@ asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker
       next = std::move(*d);
     }
     stats.assigned = value.has_value();
-    if (!st.cache.assign(std::move(next))) return;
+    if (!st.cache.assign(next)) return;
     log::info("Updated assignment", {{"nodes", st.cache.work().health_nodes.size()},
                                       {"probes", st.cache.work().ping_nodes.size()}});
-    stats.current = *st.cache.current();
+    stats.current = std::move(next);  // the one copy of the assignment in force
     ++stats.assignments;
     st.changed.set();
   };
