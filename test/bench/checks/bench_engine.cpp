@@ -8,6 +8,7 @@
 //                [--repeat=R]
 //   bench_engine --overload [N [INTERVAL [WINDOW]]] [--stall[=S]] [--stall-at=T] [...]
 //   bench_engine --stall[=S] [N [INTERVAL [WINDOW]]] [--stall-at=T] [...]
+//   bench_engine --share-memory [N]
 //
 // N checks of each kind (default 2000; --sustained: 100000 HTTP checks, engine only),
 // INTERVAL the check interval (default 10s; "10", "10s" or "500ms"), DURATION the measured
@@ -35,6 +36,14 @@
 // seconds until it stays under 100 ms after the stall, and runs per 100 ms in each interval
 // before and after the stall (whether the checks stay bunched). The stall blocks the
 // io_context's thread (sleep_for in a handler). Figures only, no assertion.
+//
+// --share-memory (default N = 20 000) breaks down the malloc'd bytes per check of the lean
+// shape of test/bench/daemon/bench_daemon_memory.py (N nodes with one HTTP check each) by
+// the structure that holds them, without Consul, nginx or a run: the worker's share cache
+// takes an assignment of the N nodes, then Consul 1.8.7's answers of the two share queries
+// (each element as a dev agent returns it for that shape, decoded as the client does), and
+// the engine takes the checks. Bytes are mallinfo2's (uordblks + hblkhd: chunks in use,
+// their headers included) after each step, minus before it, per check.
 #include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -74,8 +83,10 @@
 #include "measure.hpp"
 #include "process.hpp"
 #include "esm/checks/engine.hpp"
+#include "esm/consul/json.hpp"
 #include "esm/consul/types.hpp"
 #include "esm/probe/probe.hpp"
+#include "esm/sharding/share_cache.hpp"
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -437,9 +448,10 @@ void print_engine(kind k, const engine_figures& f) {
               f.lag_samples, f.lag_p50, f.lag_p99, f.lag_max, f.max_in_flight, f.max_queued,
               f.cancelled);
   std::printf("  memory per check: %.0f B malloc'd after feeding, %.0f B after the runs, "
-              "RSS delta after feeding %.0f B (sizeof health_check %zu, check_plan %zu); "
-              "checks built in %.2f s, on_checks took %.2f s\n",
+              "RSS delta after feeding %.0f B (sizeof health_check %zu, check_definition %zu, "
+              "consul::node %zu, check_plan %zu); checks built in %.2f s, on_checks took %.2f s\n",
               f.alloc_fed, f.alloc_after, f.rss_fed, sizeof(esm::consul::health_check),
+              sizeof(esm::consul::check_definition), sizeof(esm::consul::node),
               sizeof(esm::checks::check_plan), f.build_s, f.feed_s);
   std::printf("  results: %lld passing, %lld not passing, %lld without a result%s%s\n", f.passing,
               f.not_passing, f.no_result, f.sample_output.empty() ? "" : "; output: ",
@@ -613,6 +625,7 @@ struct options {
   std::size_t max_concurrent = 1024;
   int repeat = 1;
   bool overload = false;  // --overload: fairness at more than one core can run
+  bool share_memory = false;  // --share-memory: malloc'd bytes of the share, by structure
   milliseconds stall{0}, stall_at{10'000};
 };
 
@@ -624,6 +637,7 @@ options parse(int argc, char** argv) {
     if (a == "--sustained") o.sustained = true;
     else if (a == "--skip-consul") o.skip_consul = true;
     else if (a == "--overload") o.overload = true;
+    else if (a == "--share-memory") o.share_memory = true;
     else if (a == "--stall") o.stall = 3s;
     else if (a.rfind("--stall=", 0) == 0) o.stall = parse_duration(a.substr(8));
     else if (a.rfind("--stall-at=", 0) == 0) o.stall_at = parse_duration(a.substr(11));
@@ -636,7 +650,8 @@ options parse(int argc, char** argv) {
     else pos.push_back(a);
   }
   bool fairness = o.overload || o.stall > 0ms;
-  o.n = pos.size() > 0 ? std::atoll(pos[0].c_str()) : (o.sustained || fairness ? 100'000 : 2000);
+  o.n = pos.size() > 0 ? std::atoll(pos[0].c_str())
+                       : (o.sustained || fairness ? 100'000 : o.share_memory ? 20'000 : 2000);
   if (o.overload) o.interval = 5s;  // 20 000 runs/s due: more than one core runs
   if (fairness) o.duration = o.stall > 0ms ? 50s : 30s;
   if (pos.size() > 1) o.interval = parse_duration(pos[1]);
@@ -906,6 +921,88 @@ double median_of(std::vector<double> v) {
   return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2.0;
 }
 
+// ---- the share's memory, by structure ------------------------------------------------------
+
+std::size_t heap_in_use() {
+  auto m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
+
+int run_share_memory(const options& o) {
+  namespace consul = esm::consul;
+  namespace sharding = esm::sharding;
+  const auto n = std::size_t(o.n);
+  // The answers as Consul 1.8.7 gives them for bench_daemon_memory.py's lean shape (ID empty
+  // and TaggedAddresses null for a node registered through /v1/catalog/register).
+  std::string nodes_body = "[", checks_body = "[";
+  for (std::size_t i = 0; i < n; ++i) {
+    auto name = "mem-" + std::to_string(i);
+    auto index = std::to_string(13 + i);
+    if (i) nodes_body += ',', checks_body += ',';
+    nodes_body += R"({"ID":"","Node":")" + name + R"(","Address":"127.0.0.1","Datacenter":"dc1",)"
+                  R"("TaggedAddresses":null,"Meta":{"external-node":"true"},"CreateIndex":)" +
+                  index + R"(,"ModifyIndex":)" + index + "}";
+    checks_body += R"({"Node":")" + name + R"(","CheckID":")" + name +
+                   R"(-http","Name":"http","Status":"critical","Notes":"",)"
+                   R"("Output":"HTTP GET http://127.0.0.1:41234/: 503 Service Unavailable",)"
+                   R"("ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"http",)"
+                   R"("Definition":{"Interval":"30s","Timeout":"5s","HTTP":"http://127.0.0.1:41234/"},)"
+                   R"("CreateIndex":)" + index + R"(,"ModifyIndex":)" + index + "}";
+  }
+  nodes_body += ']', checks_body += ']';
+
+  asio::io_context io(1);
+  esm::probe::probe_context probes;  // loads the trust store: before the baseline
+  esm::checks::engine_settings s;
+  auto engine = std::make_unique<esm::checks::check_engine>(io.get_executor(), nullptr, probes, s);
+  auto cache = std::make_unique<sharding::share_cache>();
+  sharding::assignment stats_current;  // the worker's copy in worker_stats::current
+
+  std::vector<std::pair<const char*, double>> rows;
+  auto m = heap_in_use();
+  auto step = [&](const char* what) {
+    auto now = heap_in_use();
+    rows.emplace_back(what, (double(now) - double(m)) / double(n));
+    m = now;
+  };
+  {
+    sharding::assignment a;  // as decoded from the assignment key
+    for (std::size_t i = 0; i < n; ++i) a.nodes.push_back("mem-" + std::to_string(i));
+    cache->assign(a);
+    stats_current = std::move(a);
+  }
+  auto p = cache->apply_assignment();
+  p = {};
+  step("assignment: worker_stats' copy, and the name set of the work (and followed)");
+  cache->on_nodes(consul::decode_array<consul::node>(nodes_body), 100);
+  step("node objects held by the share cache");
+  cache->on_checks(consul::decode_array<consul::health_check>(checks_body), 200);
+  step("check objects (shared by the cache and the engine) and the cache's handles");
+  engine->on_checks(cache->checks());
+  step("the engine's own (slots, plans, index, schedule) after on_checks");
+  // For comparison, what the same bytes cost held as the cache held them until 2026-12-02:
+  // consul::node objects, and the followed names as a set of their own.
+  {
+    auto objects = consul::decode_array<consul::node>(nodes_body);
+    step("(for comparison, not held: the same nodes as consul::node objects)");
+    auto names = cache->followed();
+    step("(for comparison, not held: one more set of the node names)");
+  }
+  auto total = 0.0;
+  std::printf("share memory, lean shape, %zu nodes with one HTTP check each (malloc'd bytes per "
+              "check):\n", n);
+  for (auto& [what, b] : rows) {
+    std::printf("  %7.0f B  %s\n", b, what);
+    if (what[0] != '(') total += b;
+  }
+  std::printf("  %7.0f B  in all\n", total);
+  std::printf("  sizeof: health_check %zu, check_definition %zu, consul::node %zu, "
+              "packed_node %zu, check_plan %zu\n",
+              sizeof(consul::health_check), sizeof(consul::check_definition), sizeof(consul::node),
+              sizeof(sharding::packed_node), sizeof(esm::checks::check_plan));
+  return 0;
+}
+
 // --repeat=R: R runs, each with a fresh engine (the same nginx), then one line per run and
 // the median of each column.
 int run_sustained(const options& o) {
@@ -1039,7 +1136,8 @@ int main(int argc, char** argv) {
     o = parse(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\nusage: %s [--sustained] [N [INTERVAL [DURATION]]] [--addresses=K] "
-                 "[--wrk-seconds=S] [--skip-consul] [--max-concurrent=M] [--repeat=R]\n", e.what(), argv[0]);
+                 "[--wrk-seconds=S] [--skip-consul] [--max-concurrent=M] [--repeat=R]\n"
+                 "       %s --share-memory [N]\n", e.what(), argv[0], argv[0]);
     return 2;
   }
   if (!std::getenv("CONSUL_BIN") && ::access("/root/.cache/consul-bin/consul", X_OK) == 0)
@@ -1057,6 +1155,7 @@ int main(int argc, char** argv) {
               sysctl("/proc/sys/net/ipv4/tcp_max_tw_buckets").c_str(),
               (unsigned long long)nofile.rlim_cur);
   try {
+    if (o.share_memory) return run_share_memory(o);
     if (o.overload || o.stall > 0ms) {
       nginx_server ng(o.addresses);
       return run_fairness(o, ng);
