@@ -47,7 +47,7 @@ check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
       probes_(probes),
       settings_(std::move(s)),
       index_(0, index_hash{this}, index_equal{this}),
-      schedule_(settings_.max_concurrent, std::random_device{}()),
+      schedule_(settings_.max_concurrent, std::random_device{}(), settings_.schedule_slack),
       schedule_wake_(ex, clock::time_point::max()),
       writer_wake_(ex, clock::time_point::max()),
       drained_(ex, clock::time_point::max()) {
@@ -336,7 +336,7 @@ asio::awaitable<void> check_engine::schedule_loop() {
   for (;;) {
     if (async::is_cancelled(co_await asio::this_coro::cancellation_state)) co_return;
     auto now = clock::now();
-    fire_due(now);
+    fire_due(now);  // and those due within the slack (schedule.hpp)
     dispatch();
     schedule_wake_.expires_at(schedule_.next_due().value_or(clock::time_point::max()));
     co_await schedule_wake_.async_wait(tuple_awaitable);  // a cancel() re-evaluates the front
@@ -390,10 +390,20 @@ void check_engine::start_run(std::uint32_t i) {
   auto handle = std::make_shared<async::stop_handle>();
   s.running = handle;
   async::stop_handle::start(handle, ex_, run_probe_of(i, gen, spec_of(s.catalog->definition, *s.plan)),
-                            [this, i, gen](std::exception_ptr e) {
+                            [this, i, gen, run = std::weak_ptr(handle)](std::exception_ptr e) {
     if (!e) return;  // run_probe_of called finish_run itself
-    log::error("Check run failed", {{"error", async::what_of(e)}});
-    finish_run(i, gen, std::nullopt);
+    // A bug (the probes turn their failures into results): the check keeps its schedule.
+    // The run is ended here unless it already was (finish_run itself threw after ending it;
+    // ending it twice would free its probe slot twice).
+    auto& s = *slots_[i];
+    auto h = run.lock();
+    if (h && s.running == h) {  // still this run's slot: its check is the slot's
+      log::error("Check run failed", {{"node", s.catalog->node}, {"check", s.catalog->check_id},
+                                      {"error", async::what_of(e)}});
+      finish_run(i, gen, std::nullopt, clock::now(), true);
+    } else {
+      log::error("Check run failed after it ended", {{"error", async::what_of(e)}});
+    }
   });
 }
 
@@ -411,7 +421,8 @@ asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t 
 }
 
 void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
-                              std::optional<probe::probe_result> r, clock::time_point started) {
+                              std::optional<probe::probe_result> r, clock::time_point started,
+                              bool failed) {
   auto& s = *slots_[i];
   s.running.reset();
   schedule_.run_ended();
@@ -427,11 +438,19 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
       s.due = clock::now();
       s.queued_generation = s.generation;
       schedule_.enqueue(i);
+    } else if (failed && generation == s.generation && !stopping_) {
+      push_heap(run_schedule::next_due(s.due, started, clock::now(), s.plan->interval), i, false);
     }
   } else {
     ++stats_.runs;
     ++s.runs;
-    apply_result(i, std::move(*r));
+    try {
+      apply_result(i, std::move(*r));
+    } catch (const std::exception& e) {
+      // A bug or an allocation failure: the result is lost, not the check's schedule.
+      log::error("Applying a check result failed",
+                 {{"node", s.catalog->node}, {"check", s.catalog->check_id}, {"error", e.what()}});
+    }
     // An interval after the end, less the run's lateness (up to half the interval): checks
     // bunched by a stall or a backlog spread out again (schedule.hpp).
     if (!stopping_)

@@ -85,6 +85,10 @@ struct engine_settings {
   std::chrono::milliseconds reap_interval{30'000};
   std::chrono::milliseconds retry_base{250};
   std::chrono::milliseconds retry_cap{10'000};           // retry_interval
+  // Runs due within this much after a wake-up of the schedule start in that wake-up, a little
+  // early, instead of each waking the thread on its own (see schedule_loop). 0: each at its
+  // due time.
+  std::chrono::milliseconds schedule_slack{20};
 };
 
 // Whether `got` lacks a probe field `had` carried (exposed for unit tests).
@@ -262,9 +266,10 @@ class check_engine : public sharding::assignment_sink {
   void dispatch();
   void start_run(std::uint32_t i);
   // `started`: when the run began (a completed run's next due time gives its lateness back,
-  // run_schedule::next_due); unused for a cancelled run.
+  // run_schedule::next_due); unused for a cancelled run. `failed`: no result because the run
+  // threw (a bug), not because it was cancelled: the check is scheduled again.
   void finish_run(std::uint32_t i, std::uint32_t generation, std::optional<probe::probe_result> r,
-                  std::chrono::steady_clock::time_point started = {});
+                  std::chrono::steady_clock::time_point started = {}, bool failed = false);
   void apply_result(std::uint32_t i, probe::probe_result r);
   void update_critical_since(std::uint32_t i);
   void queue_write(std::uint32_t i);

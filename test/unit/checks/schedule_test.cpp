@@ -77,6 +77,49 @@ TEST_CASE("schedule: generation and kind travel with an entry (the driver voids 
   CHECK(b->output_write);
 }
 
+TEST_CASE("schedule: a wake-up takes the entries due within the slack, early by at most the slack") {
+  auto t0 = clock_t_::time_point{} + 1000s;
+  // Without slack, only what is due.
+  run_schedule exact(8, 1);
+  exact.push(at(t0, 1));
+  exact.push(at(t0 + 10ms, 2));
+  REQUIRE(exact.pop_due(t0));
+  CHECK_FALSE(exact.pop_due(t0));
+  // With 20 ms: the entry 10 ms later comes out at the same wake-up, the one 30 ms later not.
+  run_schedule s(8, 1, 20ms);
+  s.push(at(t0, 1));
+  s.push(at(t0 + 10ms, 2));
+  s.push(at(t0 + 20ms, 3));
+  s.push(at(t0 + 30ms, 4));
+  CHECK_FALSE(s.pop_due(t0 - 21ms));
+  std::vector<std::uint32_t> got;
+  while (auto e = s.pop_due(t0)) got.push_back(e->index);
+  CHECK(got == std::vector<std::uint32_t>{1, 2, 3});
+  CHECK(*s.next_due() == t0 + 30ms);  // the driver's next wake-up: the front's own due time
+
+  // The driver's loop (engine.cpp schedule_loop): wake at next_due(), pop until nullopt. 2000
+  // entries spread over 10 s (200 runs/s) need at most one wake-up per 20 ms, and none starts
+  // late or more than the slack early.
+  run_schedule many(8, 7, 20ms);
+  for (std::uint32_t i = 0; i < 2000; ++i) many.push(at(many.spread(t0, 10s), i));
+  std::size_t wakes = 0, popped = 0;
+  auto last_wake = t0 - 1s;
+  while (auto next = many.next_due()) {
+    auto now = *next;
+    REQUIRE(now - last_wake > 20ms);  // the previous wake-up took everything up to +20 ms
+    last_wake = now;
+    ++wakes;
+    while (auto e = many.pop_due(now)) {
+      CHECK(e->due >= now);
+      CHECK(e->due <= now + 20ms);
+      ++popped;
+    }
+  }
+  CHECK(popped == 2000);
+  CHECK(wakes <= 10s / 20ms + 1);
+  MESSAGE("wake-ups for 2000 runs spread over 10 s with 20 ms slack: " << wakes);
+}
+
 TEST_CASE("schedule: at most max_concurrent runs at once; the rest wait in FIFO order") {
   run_schedule s(2, 1);
   for (std::uint32_t i = 10; i < 15; ++i) s.enqueue(i);
