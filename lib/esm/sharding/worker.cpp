@@ -171,11 +171,15 @@ consul::query_options share_query(const worker_settings& s, const std::set<std::
 // assignment, or the worker's end).
 asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_state& st,
                                    assignment_sink& sink, worker_stats& stats) {
+  // The filter names every followed node (about 11 B per node), and each watch keeps its own
+  // copy for as long as it follows: the second takes this one rather than a third copy staying
+  // in this frame.
   auto q = share_query(s, st.cache.followed());
   consul::watch<std::vector<consul::node>> nodes_w(
       [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
   consul::watch<std::vector<consul::health_check>> checks_w(
-      [&c](const consul::query_options& o) { return c.health_state("any", o); }, q, s.wait);
+      [&c](const consul::query_options& o) { return c.health_state("any", o); }, std::move(q),
+      s.wait);
   if (auto from = st.cache.resume_from()) {
     // Resume: the first call blocks on the index the cache is current as of.
     nodes_w.tracker().on_result(from->nodes, std::chrono::milliseconds::max());
