@@ -18,9 +18,17 @@ Run on the release build:
     CONSUL_BIN=/root/.cache/consul-bin/consul ESMD_BIN=build/release/app/esmd \\
         python3 test/bench/daemon/bench_daemon_memory.py
 
+ESMD_BENCH_HEAP=1 also reads glibc's heap of esmd once RSS is read (gdb attaches and calls
+malloc_stats(), which prints to esmd's stderr, its log here): the bytes in use (live blocks,
+their headers included) and the bytes the heap holds from the system, each as growth per check
+like RSS, so that the growth splits into what lives and what is free inside the heap. gdb
+stops esmd for a moment. For the live bytes by structure see `bench_engine --share-memory`
+(test/bench/checks/bench_engine.cpp).
+
 Env: CONSUL_BIN (default /root/.cache/consul-bin/consul), ESMD_BIN (default
-build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SHAPE ("fat", the default, or "lean"), ESMD_BENCH_SETTLE (seconds after the last write,
-default 5). Every process it starts is stopped by its own pid.
+build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SHAPE ("fat", the default, or "lean"),
+ESMD_BENCH_SETTLE (seconds after the last write, default 5), ESMD_BENCH_HEAP ("1": glibc's
+heap too). Every process it starts is stopped by its own pid.
 """
 import http.server
 import os
@@ -42,6 +50,7 @@ ESMD_BIN = os.environ.get("ESMD_BIN") or "build/release/app/esmd"
 SIZES = [int(x) for x in os.environ.get("ESMD_BENCH_CHECKS", "0 2000 20000").split()]
 SETTLE = float(os.environ.get("ESMD_BENCH_SETTLE", "5"))
 SHAPE = os.environ.get("ESMD_BENCH_SHAPE", "fat")
+HEAP = os.environ.get("ESMD_BENCH_HEAP", "") == "1"
 if SHAPE not in ("fat", "lean"):
     raise SystemExit(f"ESMD_BENCH_SHAPE: {SHAPE!r} is neither fat nor lean")
 PER_NODE = 10 if SHAPE == "fat" else 1
@@ -153,6 +162,31 @@ def not_passing(addr):
     return sum(1 for c in checks if c["Node"].startswith("mem-") and c["Status"] != "passing")
 
 
+def heap_bytes(pid, log_path):
+    """(system bytes, in use bytes) of glibc's malloc_stats() "Total (incl. mmap)" in esmd,
+    or None when gdb is missing or the figures did not show up in its log."""
+    gdb = shutil.which("gdb")
+    if not gdb:
+        return None
+    before = os.path.getsize(log_path)
+    subprocess.run([gdb, "-p", str(pid), "-batch", "-ex", "call (void)malloc_stats()"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                   timeout=120)
+    with open(log_path, "rb") as f:
+        f.seek(before)
+        text = f.read().decode("utf-8", "replace")
+    at = text.rfind("Total (incl. mmap):")
+    if at < 0:
+        return None
+    figures = {}
+    for line in text[at:].splitlines()[1:3]:
+        key, _, value = line.partition("=")
+        figures[key.strip()] = int(value)
+    if "system bytes" not in figures or "in use bytes" not in figures:
+        return None
+    return figures["system bytes"], figures["in use bytes"]
+
+
 def measure(addr, n, port):
     register(addr, n // PER_NODE, port)
     admin = free_ports(1)[0]
@@ -162,7 +196,8 @@ def measure(addr, n, port):
         f.write(f'instance_id = "{name}"\nconsul_service = "esm-{name}"\nconsul_kv_path = "bench-mem-{name}/"\n'
                 f'http_addr = "{addr}"\nclient_address = "127.0.0.1:{admin}"\nlog_level = "WARN"\n'
                 f'batch_flush_interval = "200ms"\n')
-    log = open(os.path.join(WORK, f"{name}.log"), "ab")
+    log_path = os.path.join(WORK, f"{name}.log")
+    log = open(log_path, "ab")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
     started = time.monotonic()
     p = subprocess.Popen([ESMD_BIN, "-config-file", conf], stdout=log, stderr=subprocess.STDOUT,
@@ -191,7 +226,8 @@ def measure(addr, n, port):
             time.sleep(0.5)
         rss = rss_kib(p.pid)
         runs = status()["checks"]["runs"]
-        return rss, peak, took, runs
+        heap = heap_bytes(p.pid, log_path) if HEAP else None
+        return rss, peak, took, runs, heap
     finally:
         stop_pid(p)
 
@@ -211,14 +247,25 @@ def main():
         print(f"esmd: {ESMD_BIN}; {SHAPE} shape, {PER_NODE} HTTP check(s) per node, interval {INTERVAL}",
               flush=True)
         base = None
+        base_heap = None
         for n in SIZES:
-            rss, peak, took, runs = measure(addr, n, target.port)
+            rss, peak, took, runs, heap = measure(addr, n, target.port)
             if n == 0:
                 base = rss
+                base_heap = heap
             line = f"checks {n:6d}: VmRSS {rss:8d} KiB (max of 5 samples {peak} KiB), ready in {took:5.1f} s, runs {runs}"
             if n and base is not None:
                 line += f", growth per check {(rss - base) * 1024 / n:7.0f} B"
             print(line, flush=True)
+            if HEAP:
+                if heap is None:
+                    print("  glibc heap: not read (gdb missing, or no malloc_stats output)", flush=True)
+                    continue
+                line = f"  glibc heap: system {heap[0] // 1024} KiB, in use {heap[1] // 1024} KiB"
+                if n and base_heap is not None:
+                    line += (f"; growth per check: system {(heap[0] - base_heap[0]) / n:.0f} B, "
+                             f"in use {(heap[1] - base_heap[1]) / n:.0f} B")
+                print(line, flush=True)
     finally:
         target.close()
         stop_pid(consul, signal.SIGTERM, 15)
