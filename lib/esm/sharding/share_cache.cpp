@@ -130,11 +130,21 @@ bool same_names(const std::vector<consul::node>& a, const std::vector<consul::no
 }  // namespace
 
 bool share_cache::assign(const assignment& next) {
-  auto work = follower_sets(next);
+  auto sets = follower_sets(next);
+  names work{{sets.health_nodes.begin(), sets.health_nodes.end()},
+             {sets.ping_nodes.begin(), sets.ping_nodes.end()}};
   if (assigned_ && work == *work_) return false;
   assigned_ = true;
-  work_ = std::make_shared<const follower_work>(std::move(work));
+  work_ = std::make_shared<const names>(std::move(work));
   return true;
+}
+
+follower_work share_cache::work() const {
+  return {{work_->health.begin(), work_->health.end()}, {work_->ping.begin(), work_->ping.end()}};
+}
+
+bool share_cache::has(const std::vector<std::string>& sorted, const std::string& name) {
+  return std::binary_search(sorted.begin(), sorted.end(), name);
 }
 
 std::vector<consul::node> share_cache::nodes() const {
@@ -148,13 +158,13 @@ share_cache::plan share_cache::apply_assignment() {
   plan p;
   p.drop.nodes = take_nodes(nodes());
   p.drop.checks = hold_checks(checks_);
-  const auto& wanted = work_->health_nodes;
+  const auto& wanted = work_->health;
   if (wanted.empty()) {
     followed_ = work_;
     indexes_ = {};
     return p;
   }
-  const auto& followed = followed_->health_nodes;
+  const auto& followed = followed_->health;
   std::set_difference(wanted.begin(), wanted.end(), followed.begin(), followed.end(),
                       std::inserter(p.added, p.added.end()));
   followed_ = work_;
@@ -205,12 +215,12 @@ std::optional<share_cache::indexes> share_cache::resume_from() const {
 
 bool share_cache::take_nodes(std::vector<consul::node> fetched) {
   const auto& work = *work_;
-  std::erase_if(fetched, [&](const consul::node& n) { return !work.health_nodes.count(n.name); });
+  std::erase_if(fetched, [&](const consul::node& n) { return !has(work.health, n.name); });
   std::sort(fetched.begin(), fetched.end(),
             [](const consul::node& a, const consul::node& b) { return a.name < b.name; });
   std::vector<consul::node> ping;
   for (auto& n : fetched)
-    if (work.ping_nodes.count(n.name)) ping.push_back(n);
+    if (has(work.ping, n.name)) ping.push_back(n);
   // The pinged ones count too: a node that became a probe with the same object must reach
   // the prober.
   if (delivered_nodes_ && same_nodes(fetched, nodes_) && same_names(ping, ping_)) return false;
@@ -225,7 +235,7 @@ bool share_cache::take_nodes(std::vector<consul::node> fetched) {
 
 bool share_cache::take_checks(std::vector<consul::health_check> fetched) {
   std::erase_if(fetched, [&](const consul::health_check& c) {
-    return !work_->health_nodes.count(c.node) || c.check_id == external_node_health_check_id;
+    return !has(work_->health, c.node) || c.check_id == external_node_health_check_id;
   });
   std::sort(fetched.begin(), fetched.end(),
             [](const consul::health_check& a, const consul::health_check& b) {
@@ -250,7 +260,7 @@ bool share_cache::take_checks(std::vector<consul::health_check> fetched) {
 
 bool share_cache::hold_checks(std::vector<shared_check> next) {
   std::erase_if(next, [&](const shared_check& c) {
-    return !work_->health_nodes.count(c->node) || c->check_id == external_node_health_check_id;
+    return !has(work_->health, c->node) || c->check_id == external_node_health_check_id;
   });
   if (!std::is_sorted(next.begin(), next.end(), check_before))
     std::sort(next.begin(), next.end(), check_before);

@@ -88,8 +88,11 @@ class share_cache {
   bool assign(const assignment& next);
   // Whether assign() has taken an assignment yet.
   bool assigned() const noexcept { return assigned_; }
-  // The work of the assignment in force (the empty work until the first assign()).
-  const follower_work& work() const { return *work_; }
+  // The work of the assignment in force (the empty work until the first assign()), as sets
+  // built for each call; its sizes without building them.
+  follower_work work() const;
+  std::size_t health_node_count() const noexcept { return work_->health.size(); }
+  std::size_t ping_node_count() const noexcept { return work_->ping.size(); }
 
   // Catches up with the assignment in force (once per change, however many assign() calls it
   // stands for). The first call always delivers both lists, empty ones included, so that the
@@ -111,8 +114,9 @@ class share_cache {
 
   // Where the share's blocking queries start: nullopt from scratch.
   std::optional<indexes> resume_from() const;
-  // The nodes the share queries select (the health nodes of the last applied assignment).
-  const std::set<std::string>& followed() const { return followed_->health_nodes; }
+  // The nodes the share queries select (the health nodes of the last applied assignment),
+  // sorted, unique.
+  const std::vector<std::string>& followed() const { return followed_->health; }
 
   // What the sink holds: node objects of the share sorted by name (unpacked: a new vector each
   // call); those of them to ping; every check on them but externalNodeHealth, sorted by (node,
@@ -131,10 +135,17 @@ class share_cache {
   bool hold_checks(std::vector<shared_check> next);
 
   bool assigned_ = false;
+  // A follower_work as sorted vectors of names: 32 B per name (a std::set's node is 80 B).
+  struct names {
+    std::vector<std::string> health;  // Nodes and Probes
+    std::vector<std::string> ping;    // Probes
+    bool operator==(const names&) const = default;
+  };
+  static bool has(const std::vector<std::string>& sorted, const std::string& name);
   // The work in force and the work last applied (followed()): the same object, not a copy,
-  // once apply_assignment() has run (two sets of names per node otherwise). Never null.
-  std::shared_ptr<const follower_work> work_ = std::make_shared<const follower_work>();
-  std::shared_ptr<const follower_work> followed_ = work_;
+  // once apply_assignment() has run. Never null.
+  std::shared_ptr<const names> work_ = std::make_shared<const names>();
+  std::shared_ptr<const names> followed_ = work_;
 
   std::vector<packed_node> nodes_;  // the health nodes (see packed_node)
   std::vector<consul::node> ping_;  // the pinged ones among them, as the prober takes them

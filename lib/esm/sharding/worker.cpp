@@ -143,8 +143,8 @@ asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker
     }
     stats.assigned = value.has_value();
     if (!st.cache.assign(next)) return;
-    log::info("Updated assignment", {{"nodes", st.cache.work().health_nodes.size()},
-                                      {"probes", st.cache.work().ping_nodes.size()}});
+    log::info("Updated assignment", {{"nodes", st.cache.health_node_count()},
+                                      {"probes", st.cache.ping_node_count()}});
     stats.current = std::move(next);  // the one copy of the assignment in force
     ++stats.assignments;
     st.changed.set();
@@ -152,11 +152,11 @@ asio::awaitable<void> watch_own_key(consul::client& c, worker_settings s, worker
   co_await follow(std::move(w), apply, "Error watching the assignment", "key", key, s, stats);
 }
 
-consul::query_options share_query(const worker_settings& s, const std::set<std::string>& names) {
+consul::query_options share_query(const worker_settings& s, const std::vector<std::string>& names) {
   consul::query_options q;
   q.node_meta = s.node_meta;
   q.partition = s.partition;
-  q.filter = node_name_filter(std::vector<std::string>(names.begin(), names.end()));
+  q.filter = node_name_filter(names);
   if (s.stale_reads) q.mode = consul::consistency::stale;
   // A large share takes Consul a while to filter and encode (2 000 of 10 000 nodes: about
   // 0.2-0.3 s on an idle dev agent, many seconds when every instance starts at once), so
@@ -211,7 +211,7 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
 asio::awaitable<void> read_added(consul::client& c, const worker_settings& s, worker_state& st,
                                  std::set<std::string> added, assignment_sink& sink,
                                  worker_stats& stats) {
-  auto q = share_query(s, added);
+  auto q = share_query(s, std::vector<std::string>(added.begin(), added.end()));
   // No co_await inside a conditional expression: g++ 12 mishandles its temporaries.
   auto failed = [&st, &stats](const consul::error& e) {
     if (!e.is_cancelled()) {

@@ -64,6 +64,7 @@
 #include <memory>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -973,7 +974,7 @@ int run_share_memory(const options& o) {
   }
   auto p = cache->apply_assignment();
   p = {};
-  step("assignment: worker_stats' copy, and the name set of the work (and followed)");
+  step("assignment: worker_stats' copy, and the names of the work (and followed)");
   cache->on_nodes(consul::decode_array<consul::node>(nodes_body), 100);
   step("node objects held by the share cache");
   cache->on_checks(consul::decode_array<consul::health_check>(checks_body), 200);
@@ -981,12 +982,12 @@ int run_share_memory(const options& o) {
   engine->on_checks(cache->checks());
   step("the engine's own (slots, plans, index, schedule) after on_checks");
   // For comparison, what the same bytes cost held as the cache held them until 2026-12-02:
-  // consul::node objects, and the followed names as a set of their own.
+  // consul::node objects, and the names in a std::set (twice: the work's and followed()).
   {
     auto objects = consul::decode_array<consul::node>(nodes_body);
     step("(for comparison, not held: the same nodes as consul::node objects)");
-    auto names = cache->followed();
-    step("(for comparison, not held: one more set of the node names)");
+    std::set<std::string> names(cache->followed().begin(), cache->followed().end());
+    step("(for comparison, not held: the node names as a set)");
   }
   auto total = 0.0;
   std::printf("share memory, lean shape, %zu nodes with one HTTP check each (malloc'd bytes per "

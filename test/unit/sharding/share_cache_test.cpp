@@ -92,7 +92,7 @@ TEST_CASE("share cache: the first assignment hands over the empty share at once,
   // Nothing known yet: the whole share, from index 0.
   CHECK(p.next == catch_up::from_scratch);
   CHECK(p.added.empty());
-  CHECK(sc.followed() == std::set<std::string>{"a", "b", "c"});
+  CHECK(sc.followed() == names{"a", "b", "c"});
   CHECK_FALSE(sc.resume_from().has_value());
 
   // One answer is not enough to resume from: both queries must have answered.
@@ -301,7 +301,7 @@ TEST_CASE("share cache: a grown assignment reads only the added nodes and resume
   CHECK(p.drop == none);  // nobody left
   CHECK(p.next == catch_up::read_added);
   CHECK(p.added == std::set<std::string>{"c", "d"});
-  CHECK(sc.followed() == std::set<std::string>{"a", "b", "c", "d"});
+  CHECK(sc.followed() == names{"a", "b", "c", "d"});
   CHECK(sc.resume_from() == indexes{100, 200});
 
   SUBCASE("read at a later state: the share queries resume from the cache's and return at once") {
@@ -334,7 +334,7 @@ TEST_CASE("share cache: a shrunk assignment drops the departed nodes at once and
   CHECK(ids_of(sc.checks()) == names{"a/ca"});
   CHECK(p.next == catch_up::resume);
   CHECK(p.added.empty());
-  CHECK(sc.followed() == std::set<std::string>{"a"});
+  CHECK(sc.followed() == names{"a"});
   CHECK(sc.resume_from() == indexes{100, 200});
 
   // A node that left and comes back is read again: the cache forgot it.
@@ -371,7 +371,7 @@ TEST_CASE("share cache: without both indexes the whole share is read from scratc
   CHECK(p.drop == none);
   CHECK(p.next == catch_up::from_scratch);
   CHECK(p.added.empty());  // nothing to read apart: the share query brings b as well
-  CHECK(sc.followed() == std::set<std::string>{"a", "b"});
+  CHECK(sc.followed() == names{"a", "b"});
   // The nodes index is forgotten too: the nodes query starts over with the checks query.
   CHECK_FALSE(sc.resume_from().has_value());
   sc.on_checks({}, 300);
@@ -406,7 +406,7 @@ TEST_CASE("share cache: a failed or superseded read of the added nodes starts ov
     p = sc.apply_assignment();
     CHECK(p.drop == none);  // already handed over
     CHECK(p.next == catch_up::from_scratch);
-    CHECK(sc.followed() == std::set<std::string>{"a", "d"});
+    CHECK(sc.followed() == names{"a", "d"});
   }
 }
 
@@ -504,7 +504,7 @@ TEST_CASE("share cache: over random assignment changes, catching up always yield
         break;
       case catch_up::from_scratch: {
         ++full_reads;
-        auto [ns, cs] = read(sc.followed());
+        auto [ns, cs] = read(std::set<std::string>(sc.followed().begin(), sc.followed().end()));
         sc.on_nodes(ns, ++index);
         sc.on_checks(cs, ++index);
         break;
@@ -521,7 +521,7 @@ TEST_CASE("share cache: over random assignment changes, catching up always yield
     CHECK(names_of(sc.ping_nodes()) == want_ping);
     std::erase_if(want_checks, [](auto& c) { return c.check_id == "externalNodeHealth"; });
     CHECK(ids_of(sc.checks()) == ids_of(want_checks));
-    CHECK(sc.followed() == work.health_nodes);
+    CHECK(sc.followed() == names(work.health_nodes.begin(), work.health_nodes.end()));
   }
   // Every kind of catch-up happened, and reading only added nodes is the common case.
   CHECK(full_reads > 0);
