@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <iterator>
+#include <limits>
 #include <memory>
+#include <stdexcept>
 #include <tuple>
 #include <utility>
 
@@ -29,7 +31,9 @@ char* put(char* at, const void* p, std::size_t n) {
   return at + n;
 }
 char* put_u32(char* at, std::size_t v) {
-  auto n = static_cast<u32>(v);  // a node's string or map, far below 4 GiB
+  // A node's string or map is far below 4 GiB; one that is not must not be misread later.
+  if (v > std::numeric_limits<u32>::max()) throw std::length_error("node field too large to hold");
+  auto n = static_cast<u32>(v);
   return put(at, &n, sizeof n);
 }
 char* put_string(char* at, std::string_view s) { return put(put_u32(at, s.size()), s.data(), s.size()); }
@@ -50,6 +54,19 @@ std::string_view get_string(const char*& at) {
   std::string_view s(at, n);
   at += n;
   return s;
+}
+// Whether the packed map at `at` holds exactly `m` (in the map's order); moves past it.
+bool same_map(const char*& at, const consul::string_map& m) {
+  auto n = get_u32(at);
+  bool same = n == m.size();
+  auto it = m.begin();
+  for (; n > 0; --n) {
+    auto k = get_string(at);
+    auto v = get_string(at);
+    if (same && (it->first != k || it->second != v)) same = false;
+    if (same) ++it;
+  }
+  return same;
 }
 void get_map(const char*& at, consul::string_map& m) {
   for (auto n = get_u32(at); n > 0; --n) {
@@ -85,6 +102,21 @@ std::string_view packed_node::name() const noexcept {
   return get_string(at);
 }
 
+bool packed_node::same_as(const consul::node& n) const noexcept {
+  const char* at = p_.get();
+  std::uint64_t modify_index;
+  std::memcpy(&modify_index, at + sizeof(std::uint64_t), sizeof modify_index);
+  if (modify_index != n.modify_index) return false;
+  at += name_at;
+  if (get_string(at) != n.name) return false;
+  get_string(at);  // id
+  if (get_string(at) != n.address) return false;
+  get_string(at);  // datacenter
+  get_string(at);  // partition
+  if (!same_map(at, n.tagged_addresses)) return false;
+  return same_map(at, n.meta);
+}
+
 consul::node packed_node::unpack() const {
   consul::node n;
   const char* at = p_.get();
@@ -103,14 +135,10 @@ consul::node packed_node::unpack() const {
 
 namespace {
 
-bool same_node(const consul::node& x, const consul::node& y) {
-  return x.name == y.name && x.modify_index == y.modify_index && x.address == y.address &&
-         x.meta == y.meta && x.tagged_addresses == y.tagged_addresses;
-}
 bool same_nodes(const std::vector<consul::node>& a, const std::vector<packed_node>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
-    if (a[i].name != b[i].name() || !same_node(a[i], b[i].unpack())) return false;
+    if (!b[i].same_as(a[i])) return false;
   return true;
 }
 

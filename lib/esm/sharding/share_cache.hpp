@@ -46,6 +46,10 @@ class packed_node {
   explicit packed_node(const consul::node& n);
   consul::node unpack() const;
   std::string_view name() const noexcept;
+  // Whether `n` is the same node for the cache's purpose (name, ModifyIndex, address, meta,
+  // tagged addresses), compared in place: every answer of the share's node watch is compared
+  // with every node held, and unpacking them would allocate a few strings per node each time.
+  bool same_as(const consul::node& n) const noexcept;
 
  private:
   std::unique_ptr<char[]> p_;

@@ -196,6 +196,47 @@ TEST_CASE("share cache: a packed node unpacks to the object it was packed from")
   CHECK(e.modify_index == 0);
 }
 
+TEST_CASE("share cache: a packed node compares in place by name, ModifyIndex, address, meta and tagged addresses") {
+  consul::node n;
+  n.id = "id";
+  n.name = "n1";
+  n.address = "10.0.0.1";
+  n.datacenter = "dc1";
+  n.tagged_addresses = {{"lan", "10.0.0.1"}, {"wan", "198.51.100.7"}};
+  n.meta = {{"external-node", "true"}};
+  n.create_index = 3;
+  n.modify_index = 9;
+  packed_node p(n);
+  CHECK(p.same_as(n));
+  // Fields the cache ignores: still the same.
+  auto other = n;
+  other.id = "another";
+  other.datacenter = "dc2";
+  other.partition = "p";
+  other.create_index = 4;
+  CHECK(p.same_as(other));
+  // Each compared field, changed alone.
+  auto changed = [&](auto edit) {
+    auto m = n;
+    edit(m);
+    return !p.same_as(m);
+  };
+  CHECK(changed([](consul::node& m) { m.name = "n2"; }));
+  CHECK(changed([](consul::node& m) { m.name = "n"; }));
+  CHECK(changed([](consul::node& m) { m.modify_index = 10; }));
+  CHECK(changed([](consul::node& m) { m.address = "10.0.0.2"; }));
+  CHECK(changed([](consul::node& m) { m.meta["external-probe"] = "true"; }));
+  CHECK(changed([](consul::node& m) { m.meta.clear(); }));
+  CHECK(changed([](consul::node& m) { m.meta["external-node"] = "false"; }));
+  CHECK(changed([](consul::node& m) { m.tagged_addresses.erase("wan"); }));
+  CHECK(changed([](consul::node& m) { m.tagged_addresses["lan"] = "10.0.0.9"; }));
+  CHECK(changed([](consul::node& m) { m.tagged_addresses = {{"lan", "10.0.0.1"}, {"wan2", "198.51.100.7"}}; }));
+  // A meta change must not be hidden by the tagged addresses before it.
+  auto both = n;
+  both.meta = {{"external-node", "true"}, {"z", ""}};
+  CHECK_FALSE(p.same_as(both));
+}
+
 TEST_CASE("share cache: the nodes handed over carry every field; a change the delivery ignores keeps the held object") {
   share_cache sc;
   sc.assign(assigned({"a"}, {"b"}));
