@@ -47,7 +47,10 @@ check_engine::check_engine(asio::any_io_executor ex, consul::client* consul,
       probes_(probes),
       settings_(std::move(s)),
       index_(0, index_hash{this}, index_equal{this}),
-      schedule_(settings_.max_concurrent, std::random_device{}(), settings_.schedule_slack),
+      // The slack at most a tenth of the shortest interval a check can have: a check whose
+      // interval is within the slack would otherwise start again the moment it ended.
+      schedule_(settings_.max_concurrent, std::random_device{}(),
+                std::min(settings_.schedule_slack, settings_.plans.min_interval / 10)),
       schedule_wake_(ex, clock::time_point::max()),
       writer_wake_(ex, clock::time_point::max()),
       drained_(ex, clock::time_point::max()) {
@@ -395,12 +398,15 @@ void check_engine::start_run(std::uint32_t i) {
     // A bug (the probes turn their failures into results): the check keeps its schedule.
     // The run is ended here unless it already was (finish_run itself threw after ending it;
     // ending it twice would free its probe slot twice).
+    // `run` is alive here (the completion holds the handle), and a handle is never reused:
+    // the slot still runs this run exactly when it holds this handle.
     auto& s = *slots_[i];
     auto h = run.lock();
-    if (h && s.running == h) {  // still this run's slot: its check is the slot's
-      log::error("Check run failed", {{"node", s.catalog->node}, {"check", s.catalog->check_id},
-                                      {"error", async::what_of(e)}});
-      finish_run(i, gen, std::nullopt, clock::now(), true);
+    if (h && s.running == h) {
+      std::string node = s.catalog->node, check = s.catalog->check_id;  // finish_run may free s
+      ++stats_.failed_runs;
+      finish_run(i, gen, std::nullopt, clock::time_point{}, true);  // next: an interval from now
+      log::error("Check run failed", {{"node", node}, {"check", check}, {"error", async::what_of(e)}});
     } else {
       log::error("Check run failed after it ended", {{"error", async::what_of(e)}});
     }
@@ -432,7 +438,7 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
     ++stats_.cancelled_runs;
     release_slot(i);
   } else if (!r || generation != s.generation) {
-    ++stats_.cancelled_runs;
+    if (!failed) ++stats_.cancelled_runs;
     if (s.due_while_running) {
       s.due_while_running = false;
       s.due = clock::now();
@@ -446,10 +452,12 @@ void check_engine::finish_run(std::uint32_t i, std::uint32_t generation,
     ++s.runs;
     try {
       apply_result(i, std::move(*r));
-    } catch (const std::exception& e) {
+    } catch (...) {
       // A bug or an allocation failure: the result is lost, not the check's schedule.
+      ++stats_.failed_runs;
       log::error("Applying a check result failed",
-                 {{"node", s.catalog->node}, {"check", s.catalog->check_id}, {"error", e.what()}});
+                 {{"node", s.catalog->node}, {"check", s.catalog->check_id},
+                  {"error", async::what_of(std::current_exception())}});
     }
     // An interval after the end, less the run's lateness (up to half the interval): checks
     // bunched by a stall or a backlog spread out again (schedule.hpp).
@@ -511,8 +519,8 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
       queue_write(i);
       break;
     case write_timing::deferred:  // written then, with the newest output at that time
+      push_heap(d.due, i, true);  // first: armed only once the entry exists
       s.output_due = d.due;
-      push_heap(d.due, i, true);
       break;
     case write_timing::armed:
       break;
@@ -532,9 +540,10 @@ void check_engine::update_critical_since(std::uint32_t i) {
 void check_engine::queue_write(std::uint32_t i) {
   auto& s = *slots_[i];
   if (s.write_queued || !consul_) return;
+  bool first = write_queue_.empty();
+  write_queue_.push_back(i);  // first: marked queued only once it is
   s.write_queued = true;
-  if (write_queue_.empty()) first_queued_ = clock::now();
-  write_queue_.push_back(i);
+  if (first) first_queued_ = clock::now();
   if (write_queue_.size() == 1 || write_queue_.size() >= consul::max_txn_ops) writer_wake_.cancel();
 }
 

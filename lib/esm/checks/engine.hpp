@@ -124,6 +124,7 @@ struct run_duration_histogram {
 struct engine_stats {
   std::uint64_t runs = 0;             // probe runs completed
   std::uint64_t cancelled_runs = 0;   // runs cancelled (check removed or changed, shutdown)
+  std::uint64_t failed_runs = 0;      // runs or results that threw (a bug; logged, rescheduled)
   std::uint64_t added = 0, updated = 0, removed = 0;  // reconciliation counts, cumulative
   std::uint64_t unsupported = 0;      // checks currently held that are not run
   std::size_t in_flight = 0, max_in_flight = 0;
@@ -267,7 +268,8 @@ class check_engine : public sharding::assignment_sink {
   void start_run(std::uint32_t i);
   // `started`: when the run began (a completed run's next due time gives its lateness back,
   // run_schedule::next_due); unused for a cancelled run. `failed`: no result because the run
-  // threw (a bug), not because it was cancelled: the check is scheduled again.
+  // threw (a bug), not because it was cancelled: the check is scheduled again (with `started`
+  // unset, one interval after now).
   void finish_run(std::uint32_t i, std::uint32_t generation, std::optional<probe::probe_result> r,
                   std::chrono::steady_clock::time_point started = {}, bool failed = false);
   void apply_result(std::uint32_t i, probe::probe_result r);

@@ -328,6 +328,11 @@ std::vector<metric_family> collect_all(const daemon::daemon_status& st, const te
                             "Probe runs cancelled (check removed or changed, shutdown)", metric_type::counter);
     add(cancelled, static_cast<double>(engine->cancelled_runs));
     out.push_back(std::move(cancelled));
+    auto failed = family("esmd_check_runs_failed_total",
+                         "Probe runs or their results that threw: an internal error, logged; the check runs again an interval later",
+                         metric_type::counter);
+    add(failed, static_cast<double>(engine->failed_runs));
+    out.push_back(std::move(failed));
 
     auto d = family("esmd_check_duration_seconds", "Probe run duration by check kind and result",
                     metric_type::histogram);
