@@ -382,6 +382,7 @@ void check_engine::dispatch() {
 
 void check_engine::start_run(std::uint32_t i) {
   auto& s = *slots_[i];
+  auto handle = std::make_shared<async::stop_handle>();
   auto now = clock::now();
   stats_.lag.add(now - s.due);
   schedule_.run_started();
@@ -390,8 +391,20 @@ void check_engine::start_run(std::uint32_t i) {
   auto gen = s.generation;
   // Set before the start: the run may end inside it (a definition refused before any I/O),
   // and finish_run clears it.
-  auto handle = std::make_shared<async::stop_handle>();
   s.running = handle;
+  try {
+    start_probe(i, gen, handle);
+  } catch (...) {
+    // Out of memory building the spec or the coroutine: nothing ran (a throw from the body
+    // reaches the completion, not here). The slot must not stay "running" (stop would wait
+    // for it forever), and the check keeps its schedule.
+    if (s.running == handle) fail_run(i, gen, std::current_exception(), "Check run failed to start");
+  }
+}
+
+void check_engine::start_probe(std::uint32_t i, std::uint32_t gen,
+                               const std::shared_ptr<async::stop_handle>& handle) {
+  auto& s = *slots_[i];
   async::stop_handle::start(handle, ex_, run_probe_of(i, gen, spec_of(s.catalog->definition, *s.plan)),
                             [this, i, gen, run = std::weak_ptr(handle)](std::exception_ptr e) {
     if (!e) return;  // run_probe_of called finish_run itself
@@ -400,17 +413,22 @@ void check_engine::start_run(std::uint32_t i) {
     // ending it twice would free its probe slot twice).
     // `run` is alive here (the completion holds the handle), and a handle is never reused:
     // the slot still runs this run exactly when it holds this handle.
-    auto& s = *slots_[i];
     auto h = run.lock();
-    if (h && s.running == h) {
-      std::string node = s.catalog->node, check = s.catalog->check_id;  // finish_run may free s
-      ++stats_.failed_runs;
-      finish_run(i, gen, std::nullopt, clock::time_point{}, true);  // next: an interval from now
-      log::error("Check run failed", {{"node", node}, {"check", check}, {"error", async::what_of(e)}});
+    if (h && slots_[i]->running == h) {
+      fail_run(i, gen, e, "Check run failed");
     } else {
       log::error("Check run failed after it ended", {{"error", async::what_of(e)}});
     }
   });
+}
+
+void check_engine::fail_run(std::uint32_t i, std::uint32_t gen, std::exception_ptr e,
+                            const char* message) {
+  auto& s = *slots_[i];
+  std::string node = s.catalog->node, check = s.catalog->check_id;  // finish_run may free s
+  ++stats_.failed_runs;
+  finish_run(i, gen, std::nullopt, clock::time_point{}, true);  // next: an interval from now
+  log::error(message, {{"node", node}, {"check", check}, {"error", async::what_of(e)}});
 }
 
 asio::awaitable<void> check_engine::run_probe_of(std::uint32_t i, std::uint32_t generation,

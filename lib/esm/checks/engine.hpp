@@ -49,6 +49,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -72,6 +73,9 @@
 
 namespace esm::consul {
 class client;
+}
+namespace esm::async {
+class stop_handle;
 }
 
 namespace esm::checks {
@@ -266,6 +270,10 @@ class check_engine : public sharding::assignment_sink {
   void fire_due(std::chrono::steady_clock::time_point now);
   void dispatch();
   void start_run(std::uint32_t i);
+  void start_probe(std::uint32_t i, std::uint32_t gen, const std::shared_ptr<async::stop_handle>& handle);
+  // A run that threw (or could not start) and is still the slot's: ended, counted in
+  // failed_runs, scheduled an interval from now, and logged with `message`.
+  void fail_run(std::uint32_t i, std::uint32_t gen, std::exception_ptr e, const char* message);
   // `started`: when the run began (a completed run's next due time gives its lateness back,
   // run_schedule::next_due); unused for a cancelled run. `failed`: no result because the run
   // threw (a bug), not because it was cancelled: the check is scheduled again (with `started`
