@@ -51,6 +51,36 @@ result<T> decode(const std::string& body) {
 
 std::string to_body(const json::value& v) { return json::serialize(v); }
 
+// decode<std::vector<health_check>>, each element as a shared object, the held ones not
+// decoded (client::health_state_shared).
+result<std::vector<client::shared_check>> decode_shared_checks(const std::string& body,
+                                                              const client::held_check_fn& held) {
+  using shared_check = client::shared_check;
+  try {
+    std::vector<shared_check> out;
+    auto take = [&out](health_check c) { out.push_back(std::make_shared<const health_check>(std::move(c))); };
+    bool array = for_each_array_element(
+        body, [&out](std::size_t n) { out.reserve(n); },
+        [&](const json::value& jv) {
+          if (held) {
+            if (auto k = check_key_of(jv)) {
+              if (auto h = held(*k)) {
+                out.push_back(std::move(h));
+                return;
+              }
+            }
+          }
+          take(json::value_to<health_check>(jv));
+        });
+    if (!array) {  // the same error as decode's
+      for (auto& c : json::value_to<std::vector<health_check>>(json::parse(body))) take(std::move(c));
+    }
+    return out;
+  } catch (const std::exception& e) {
+    return error{make_error_code(errc::bad_response), 0, e.what()};
+  }
+}
+
 }  // namespace
 
 std::string url_encode(std::string_view s, bool keep_slash) {
@@ -328,6 +358,18 @@ awaitable<result<query_result<std::vector<health_check>>>> client::health_state(
                                                                                 query_options q) {
   co_return co_await get_json<std::vector<health_check>>(
       build_query("/health/state/" + url_encode(state), q), query_timeout(q));
+}
+
+awaitable<result<query_result<std::vector<client::shared_check>>>> client::health_state_shared(
+    std::string state, query_options q, held_check_fn held) {
+  auto timeout = query_timeout(q);
+  auto r = co_await call(method::get, build_query("/health/state/" + url_encode(state), q), {}, timeout);
+  if (!r) co_return r.error();
+  if (r->status != 200) co_return status_error(*r);
+  auto v = decode_shared_checks(r->body, held);
+  std::string().swap(r->body);  // before the caller holds what was decoded
+  if (!v) co_return v.error();
+  co_return query_result<std::vector<shared_check>>{std::move(*v), r->meta};
 }
 
 // --- KV -----------------------------------------------------------------------------------

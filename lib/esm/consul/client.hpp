@@ -10,7 +10,9 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -141,6 +143,16 @@ class client {
   awaitable<result<query_result<std::vector<health_check>>>> health_node(std::string node, query_options q = {});
   // state: "any", "passing", "warning", "critical".
   awaitable<result<query_result<std::vector<health_check>>>> health_state(std::string state, query_options q = {});
+  // The same answer as shared immutable objects, for a caller that holds most of them from
+  // the previous answer (the worker's share): `held` is asked for each element's key (read
+  // without decoding the element) and may give the object it holds for exactly that version,
+  // which then stands for the element, undecoded; else (or when `held` is empty) the element
+  // is decoded into a new object. Decoding a large share in full on every answer left most of
+  // it as free space in the heap.
+  using shared_check = std::shared_ptr<const health_check>;
+  using held_check_fn = std::function<shared_check(const check_key&)>;
+  awaitable<result<query_result<std::vector<shared_check>>>> health_state_shared(
+      std::string state, query_options q, held_check_fn held);
 
   // --- KV
   awaitable<result<query_result<std::optional<kv_pair>>>> kv_get(std::string key, query_options q = {});

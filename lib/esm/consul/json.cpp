@@ -272,6 +272,31 @@ health_check tag_invoke(json::value_to_tag<health_check>, const json::value& jv)
   return c;
 }
 
+std::optional<check_key> check_key_of(const json::value& jv) {
+  auto* o = jv.if_object();
+  if (!o) return std::nullopt;
+  bool ok = true;
+  auto str = [&](std::string_view key) -> std::string_view {
+    auto* v = o->if_contains(key);
+    if (!v || v->is_null()) return {};
+    if (auto* s = v->if_string()) return *s;
+    ok = false;
+    return {};
+  };
+  check_key k;
+  k.node = str("Node");
+  k.check_id = str("CheckID");
+  k.service_id = str("ServiceID");
+  k.name_space = str("Namespace");
+  k.partition = str("Partition");
+  if (auto* m = o->if_contains("ModifyIndex")) {
+    if (m->is_uint64()) k.modify_index = m->get_uint64();
+    else if (m->is_int64() && m->get_int64() > 0) k.modify_index = static_cast<std::uint64_t>(m->get_int64());
+  }
+  if (!ok || k.modify_index == 0) return std::nullopt;
+  return k;
+}
+
 // --- services ----------------------------------------------------------------------------
 
 void tag_invoke(json::value_from_tag, json::value& jv, const agent_service& v) {

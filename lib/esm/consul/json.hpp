@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -67,6 +69,12 @@ agent_self tag_invoke(json::value_to_tag<agent_self>, const json::value& jv);
 // storage (rest() in json.cpp), so their results own all they hold.
 bool for_each_array_element(std::string_view body, const std::function<void(std::size_t)>& on_size,
                             const std::function<void(const json::value&)>& fn);
+
+// The identity of a check in an answer (check_key in types.hpp), read without decoding the
+// rest of it. nullopt when `jv` is not an object, when one of the strings is neither a string
+// nor absent nor null, or when ModifyIndex is not a positive integer: a decode tells such an
+// element's fault, or (ModifyIndex 0) its version is unknown. The views are into `jv`.
+std::optional<check_key> check_key_of(const json::value& jv);
 
 template <class T>
 std::vector<T> decode_array(std::string_view body) {

@@ -166,6 +166,15 @@ struct health_check {
   bool operator==(const health_check&) const = default;
 };
 
+// A check's identity in an answer, without the rest of it (json.hpp check_key_of): Node,
+// CheckID, ServiceID, Namespace and Partition (empty when absent, as a decode leaves them) and
+// ModifyIndex. Any change of a check in Consul moves its ModifyIndex, so the same key is the
+// same version of the same check.
+struct check_key {
+  std::string_view node, check_id, service_id, name_space, partition;
+  std::uint64_t modify_index = 0;
+};
+
 struct agent_service {
   std::string id;
   std::string service;

@@ -214,8 +214,26 @@ share_cache::delivery share_cache::on_nodes(std::vector<consul::node> fetched, s
 
 share_cache::delivery share_cache::on_checks(std::vector<consul::health_check> fetched,
                                              std::uint64_t index) {
+  return on_checks(make_shared_checks(std::move(fetched)), index);
+}
+
+share_cache::delivery share_cache::on_checks(std::vector<shared_check> fetched, std::uint64_t index) {
   indexes_.checks = index;
   return {false, take_checks(std::move(fetched))};
+}
+
+shared_check share_cache::held_check(const consul::check_key& k) const {
+  auto key = [](const consul::health_check& c) {
+    return std::tuple<std::string_view, std::string_view, std::string_view, std::string_view,
+                      std::string_view>(c.node, c.check_id, c.service_id.view(),
+                                        c.name_space.view(), c.partition.view());
+  };
+  // checks_ is sorted by order_key, which orders as these views do.
+  auto wanted = std::tie(k.node, k.check_id, k.service_id, k.name_space, k.partition);
+  auto it = std::lower_bound(checks_.begin(), checks_.end(), wanted,
+                             [&](const shared_check& c, const auto& w) { return key(*c) < w; });
+  if (it == checks_.end() || key(**it) != wanted || (*it)->modify_index != k.modify_index) return nullptr;
+  return *it;
 }
 
 share_cache::delivery share_cache::on_added(std::vector<consul::node> nodes,
@@ -261,29 +279,22 @@ bool share_cache::take_nodes(std::vector<consul::node> fetched) {
   return true;
 }
 
-bool share_cache::take_checks(std::vector<consul::health_check> fetched) {
-  std::erase_if(fetched, [&](const consul::health_check& c) {
-    return !has(work_->health, c.node) || c.check_id == external_node_health_check_id;
+bool share_cache::take_checks(std::vector<shared_check> fetched) {
+  std::erase_if(fetched, [&](const shared_check& c) {
+    return !has(work_->health, c->node) || c->check_id == external_node_health_check_id;
   });
-  std::sort(fetched.begin(), fetched.end(),
-            [](const consul::health_check& a, const consul::health_check& b) {
-              return order_key(a) < order_key(b);
-            });
+  std::sort(fetched.begin(), fetched.end(), check_before);
   // Both sorted alike: one pass finds the held object of each check read. The same
   // ModifyIndex is the same version (any change in Consul moves it), so the held object stays
   // and the one read is dropped; 0 (no index known) tells nothing, and the one read is taken.
-  std::vector<shared_check> next;
-  next.reserve(fetched.size());
   auto held = checks_.begin();
   for (auto& c : fetched) {
-    while (held != checks_.end() && order_key(**held) < order_key(c)) ++held;
-    if (held != checks_.end() && c.modify_index != 0 && (*held)->modify_index == c.modify_index &&
-        order_key(**held) == order_key(c))
-      next.push_back(*held);
-    else
-      next.push_back(std::make_shared<const consul::health_check>(std::move(c)));
+    while (held != checks_.end() && check_before(*held, c)) ++held;
+    if (held != checks_.end() && c->modify_index != 0 && (*held)->modify_index == c->modify_index &&
+        order_key(**held) == order_key(*c))
+      c = *held;
   }
-  return hold_checks(std::move(next));
+  return hold_checks(std::move(fetched));
 }
 
 bool share_cache::hold_checks(std::vector<shared_check> next) {

@@ -108,6 +108,12 @@ class share_cache {
   // The share's blocking queries answered (`index`: X-Consul-Index).
   delivery on_nodes(std::vector<consul::node> fetched, std::uint64_t index);
   delivery on_checks(std::vector<consul::health_check> fetched, std::uint64_t index);
+  // The same, read with client::health_state_shared and held_check(): the objects of unchanged
+  // checks are those held already (or, where the read could not tell, are made so here).
+  delivery on_checks(std::vector<shared_check> fetched, std::uint64_t index);
+  // The object held for exactly this version of a check (the same key and ModifyIndex), else
+  // null: a check read again need not be decoded (client::health_state_shared).
+  shared_check held_check(const consul::check_key& k) const;
   // The added nodes of a read_added plan were read, their nodes at `read_at.nodes` and their
   // checks at `read_at.checks`: merges them, and lowers the indexes to the older state, so
   // that the share queries return at once and bring everything to the newer one.
@@ -135,7 +141,7 @@ class share_cache {
  private:
   bool take_nodes(std::vector<consul::node> fetched);
   // A full answer: the held objects of unchanged checks are kept.
-  bool take_checks(std::vector<consul::health_check> fetched);
+  bool take_checks(std::vector<shared_check> fetched);
   // What the sink is to hold from now on (filtered here, sorted here); false when it holds
   // the same already.
   bool hold_checks(std::vector<shared_check> next);

@@ -177,9 +177,12 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
   auto q = share_query(s, st.cache.followed());
   consul::watch<std::vector<consul::node>> nodes_w(
       [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
-  consul::watch<std::vector<consul::health_check>> checks_w(
-      [&c](const consul::query_options& o) { return c.health_state("any", o); }, std::move(q),
-      s.wait);
+  // A check read again at the same ModifyIndex is not decoded: the held object stands for it.
+  consul::watch<std::vector<shared_check>> checks_w(
+      [&c, &st](const consul::query_options& o) {
+        return c.health_state_shared("any", o, [&st](const consul::check_key& k) { return st.cache.held_check(k); });
+      },
+      std::move(q), s.wait);
   if (auto from = st.cache.resume_from()) {
     // Resume: the first call blocks on the index the cache is current as of.
     nodes_w.tracker().on_result(from->nodes, std::chrono::milliseconds::max());
@@ -192,7 +195,7 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
     deliver(st.cache, st.cache.on_nodes(std::move(r.value), r.meta.last_index), sink, stats);
     util::trim_heap_after(read);
   };
-  auto on_checks = [&st, &sink, &stats](consul::query_result<std::vector<consul::health_check>> r) {
+  auto on_checks = [&st, &sink, &stats](consul::query_result<std::vector<shared_check>> r) {
     auto read = r.value.size();
     deliver(st.cache, st.cache.on_checks(std::move(r.value), r.meta.last_index), sink, stats);
     util::trim_heap_after(read);

@@ -2,6 +2,8 @@
 // restarts, timeouts and cancellation.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <thread>
 
 #include <boost/asio/as_tuple.hpp>
@@ -185,6 +187,34 @@ TEST_CASE("catalog and health endpoints with node-meta filters and check definit
     auto state = co_await c.health_state("any", f);
     REQUIRE(state);
     CHECK(state->value.size() == 2);
+
+    // The same answer as shared objects: decoded alike without a lookup; with one, each
+    // element's key is asked, and the object given for a version stands for its element.
+    auto shared = co_await c.health_state_shared("any", f, {});
+    REQUIRE(shared);
+    REQUIRE(shared->value.size() == 2);
+    for (auto& s : shared->value)
+      CHECK(std::find(state->value.begin(), state->value.end(), *s) != state->value.end());
+    auto held = std::make_shared<const health_check>(*shared->value[0]);
+    std::vector<std::string> asked;
+    client::held_check_fn lookup = [&](const check_key& k) -> client::shared_check {
+      asked.push_back(std::string(k.node) + "/" + std::string(k.check_id) + "/" +
+                      std::string(k.service_id) + "@" + std::to_string(k.modify_index));
+      bool same = k.node == held->node && k.check_id == held->check_id &&
+                  k.service_id == held->service_id.view() && k.modify_index == held->modify_index;
+      return same ? held : nullptr;
+    };
+    auto again = co_await c.health_state_shared("any", f, lookup);
+    REQUIRE(again);
+    REQUIRE(again->value.size() == 2);
+    CHECK(asked.size() == 2);
+    CHECK(std::find(asked.begin(), asked.end(),
+                    held->node + "/" + held->check_id + "/" + held->service_id + "@" +
+                        std::to_string(held->modify_index)) != asked.end());
+    auto n_held = std::count(again->value.begin(), again->value.end(), held);
+    CHECK(n_held == 1);
+    for (auto& s : again->value)
+      if (s != held) CHECK(*s == *shared->value[1]);
 
     auto svc = co_await c.health_service("web", "", true);
     REQUIRE(svc);

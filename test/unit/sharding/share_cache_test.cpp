@@ -131,7 +131,7 @@ TEST_CASE("share cache: node answers are filtered to the share, sorted, and hand
   // wait expired) is no delivery; the index still moves.
   CHECK(sc.on_nodes({node("a"), node("b"), node("c")}, 110) == none);
   CHECK(sc.resume_from() == std::nullopt);  // no checks answer yet
-  sc.on_checks({}, 50);
+  sc.on_checks(std::vector<consul::health_check>{}, 50);
   CHECK(sc.resume_from() == indexes{110, 50});
 
   SUBCASE("a moved ModifyIndex") {
@@ -335,6 +335,47 @@ TEST_CASE("share cache: a check read again with the same ModifyIndex keeps the o
   CHECK(sc.checks()[0] == first[2]);
 }
 
+TEST_CASE("share cache: held_check gives the object held for exactly a check's key and ModifyIndex") {
+  share_cache sc;
+  sc.assign(assigned({"a", "b"}));
+  sc.apply_assignment();
+  auto svc = check("a", "m");
+  svc.service_id = "web";
+  auto ns = check("b", "m", 12);
+  ns.name_space = "team";
+  REQUIRE(sc.on_checks({check("a", "m"), svc, check("a", "z"), check("b", "m"), ns}, 200) == checks_only);
+  REQUIRE(sc.checks().size() == 5);
+  auto key = [](const consul::health_check& c) {
+    return consul::check_key{c.node, c.check_id, c.service_id.view(), c.name_space.view(),
+                             c.partition.view(), c.modify_index};
+  };
+  for (auto& held : sc.checks()) CHECK(sc.held_check(key(*held)) == held);
+  auto k = key(*sc.checks()[0]);
+  k.modify_index = 11;  // another version
+  CHECK(sc.held_check(k) == nullptr);
+  k = key(svc);
+  k.service_id = "db";  // another check on the node with the same ID
+  CHECK(sc.held_check(k) == nullptr);
+  k = key(check("b", "m", 12));  // b/m at 12 exists only in namespace "team"
+  CHECK(sc.held_check(k) == nullptr);
+  CHECK(sc.held_check(key(check("c", "m"))) == nullptr);
+  CHECK(sc.held_check(key(check("0", "m"))) == nullptr);  // before every check held
+
+  // Shared objects read (as client::health_state_shared gives them): the held ones stay, also
+  // when the read made new objects of them; a moved one is taken.
+  auto first = sc.checks();
+  auto moved = std::make_shared<const consul::health_check>(check("a", "z", 13));
+  std::vector<shared_check> read{first[0], std::make_shared<const consul::health_check>(*first[1]),
+                                 moved, first[3], first[4]};
+  REQUIRE(sc.on_checks(read, 210) == checks_only);
+  CHECK(sc.checks()[0] == first[0]);
+  CHECK(sc.checks()[1] == first[1]);
+  CHECK(sc.checks()[2] == moved);
+  CHECK(sc.held_check(key(*moved)) == moved);
+  CHECK(sc.held_check(key(*first[2])) == nullptr);
+  CHECK(sc.on_checks(sc.checks(), 220) == none);
+}
+
 TEST_CASE("share cache: a grown assignment reads only the added nodes and resumes from the lower indexes") {
   auto sc = following_a_b();
   CHECK(sc.assign(assigned({"a", "d"}, {"b", "c"})));
@@ -415,7 +456,7 @@ TEST_CASE("share cache: without both indexes the whole share is read from scratc
   CHECK(sc.followed() == names{"a", "b"});
   // The nodes index is forgotten too: the nodes query starts over with the checks query.
   CHECK_FALSE(sc.resume_from().has_value());
-  sc.on_checks({}, 300);
+  sc.on_checks(std::vector<consul::health_check>{}, 300);
   CHECK_FALSE(sc.resume_from().has_value());
   sc.on_nodes({node("a"), node("b")}, 310);
   CHECK(sc.resume_from() == indexes{310, 300});
