@@ -56,6 +56,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (!by_element || boost::json::serialize(boost::json::value_from(*by_element)) !=
                            boost::json::serialize(boost::json::value_from(checks)))
       __builtin_trap();
+    // The key read without decoding (health_state_shared's lookup) is the decoded check's.
+    const auto& elements = jv.as_array();
+    for (std::size_t i = 0; i < checks.size(); ++i) {
+      auto k = esm::consul::check_key_of(elements[i]);
+      if (!k) continue;
+      const auto& c = checks[i];
+      if (k->node != c.node || k->check_id != c.check_id || k->service_id != c.service_id.view() ||
+          k->name_space != c.name_space.view() || k->partition != c.partition.view() ||
+          k->modify_index != c.modify_index)
+        __builtin_trap();
+    }
     esm::checks::plan_settings s;
     for (auto& c : checks) {
       auto p = esm::checks::plan_check(c, s);

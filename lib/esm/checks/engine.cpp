@@ -395,10 +395,16 @@ void check_engine::start_run(std::uint32_t i) {
   try {
     start_probe(i, gen, handle);
   } catch (...) {
-    // Out of memory building the spec or the coroutine: nothing ran (a throw from the body
-    // reaches the completion, not here). The slot must not stay "running" (stop would wait
-    // for it forever), and the check keeps its schedule.
-    if (s.running == handle) fail_run(i, gen, std::current_exception(), "Check run failed to start");
+    // Out of memory building the spec, the coroutine or its start: nothing ran, the slot must
+    // not stay "running" (stop would wait for it forever), and the check keeps its schedule.
+    // (A throw from the body reaches the completion, not here. A body that ended without
+    // suspending has its completion posted; if that post is what threw, the run already
+    // ended and the slot no longer holds this handle, or it threw and this is its only end.)
+    auto e = std::current_exception();
+    if (s.running == handle)
+      fail_run(i, gen, e, "Check run failed to start");
+    else
+      log::error("Check run failed after it ended", {{"error", async::what_of(e)}});
   }
 }
 

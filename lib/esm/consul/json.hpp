@@ -74,6 +74,9 @@ bool for_each_array_element(std::string_view body, const std::function<void(std:
 // rest of it. nullopt when `jv` is not an object, when one of the strings is neither a string
 // nor absent nor null, or when ModifyIndex is not a positive integer: a decode tells such an
 // element's fault, or (ModifyIndex 0) its version is unknown. The views are into `jv`.
+// An element whose key a caller already holds is not decoded at all, so a fault elsewhere in
+// it (say a numeric Status) goes unreported: Consul cannot change a check without moving its
+// ModifyIndex, so the element is the version held, which was decoded when it was first read.
 std::optional<check_key> check_key_of(const json::value& jv);
 
 template <class T>

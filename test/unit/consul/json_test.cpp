@@ -247,6 +247,40 @@ TEST_CASE("a large array decodes element by element as the whole DOM would") {
   CHECK(checks[0].extra.at("Extra") == json::parse(R"({"k": [1, 2]})"));
 }
 
+TEST_CASE("check_key_of reads a check's key as the decode does, and refuses what the decode would not take as is") {
+  auto key_of = [](const char* text) { return check_key_of(json::parse(text)); };
+  auto full = json::parse(R"({"Node": "n1", "CheckID": "c", "ServiceID": "web", "Namespace": "ns",
+                              "Partition": "p", "ModifyIndex": 42, "Status": "passing"})");
+  auto k = check_key_of(full);
+  REQUIRE(k);
+  auto c = json::value_to<health_check>(full);
+  CHECK(k->node == c.node);
+  CHECK(k->check_id == c.check_id);
+  CHECK(k->service_id == c.service_id.view());
+  CHECK(k->name_space == c.name_space.view());
+  CHECK(k->partition == c.partition.view());
+  CHECK(k->modify_index == 42);
+  // Absent and null read as empty, as the decode leaves them.
+  k = key_of(R"({"Node": "n1", "CheckID": "c", "ServiceID": null, "ModifyIndex": 7})");
+  REQUIRE(k);
+  CHECK(k->service_id.empty());
+  CHECK(k->name_space.empty());
+  CHECK(k->partition.empty());
+  CHECK(key_of(R"({"Node": "n1", "CheckID": "c", "ModifyIndex": 18446744073709551615})")->modify_index ==
+        18446744073709551615ull);
+  // Decoded in full instead (which reports the fault, or takes a version it cannot tell).
+  CHECK_FALSE(key_of(R"([])"));
+  CHECK_FALSE(key_of(R"("n1")"));
+  CHECK_FALSE(key_of(R"({"Node": 5, "CheckID": "c", "ModifyIndex": 7})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": ["c"], "ModifyIndex": 7})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c", "Partition": {}, "ModifyIndex": 7})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c"})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c", "ModifyIndex": 0})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c", "ModifyIndex": -3})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c", "ModifyIndex": 7.0})"));
+  CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c", "ModifyIndex": "7"})"));
+}
+
 TEST_CASE("rare_string: one pointer, empty when null; copies, moves, compares and converts") {
   static_assert(sizeof(rare_string) == sizeof(void*));
   rare_string a;
