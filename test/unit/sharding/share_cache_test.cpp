@@ -356,10 +356,11 @@ TEST_CASE("share cache: held_check gives the object held for exactly a check's k
   k = key(svc);
   k.service_id = "db";  // another check on the node with the same ID
   CHECK(sc.held_check(k) == nullptr);
-  k = key(check("b", "m", 12));  // b/m at 12 exists only in namespace "team"
-  CHECK(sc.held_check(k) == nullptr);
-  CHECK(sc.held_check(key(check("c", "m"))) == nullptr);
-  CHECK(sc.held_check(key(check("0", "m"))) == nullptr);  // before every check held
+  auto other_ns = check("b", "m", 12);  // b/m at 12 exists only in namespace "team"
+  CHECK(sc.held_check(key(other_ns)) == nullptr);
+  auto unknown_node = check("c", "m"), first_node = check("0", "m");  // (the keys view into them)
+  CHECK(sc.held_check(key(unknown_node)) == nullptr);
+  CHECK(sc.held_check(key(first_node)) == nullptr);  // before every check held
 
   // Shared objects read (as client::health_state_shared gives them): the held ones stay, also
   // when the read made new objects of them; a moved one is taken.
