@@ -461,10 +461,11 @@ def assert_clean_stop(s, e, instance_gone, what="the instance to be deregistered
     check("Shutting down" in e.text(), "no 'Shutting down' line in esmd's log")
 
 
-def follow_main_flow(s, e, agentless):
+def follow_main_flow(s, e, agentless, refusals_expected=False):
     """Registration, leadership, assignment, a check both ways, externalNodeHealth,
     coordinates, readiness: what the agent-mode and agentless cases share. Returns the
-    instance's service ID."""
+    instance's service ID. With refusals_expected (a node outside the token's policy is
+    registered too), Consul's 403s are the caller's to account for."""
     c = s.consul
     inst = wait_for("esmd's service in the catalog", s.instances, 20)
     check(len(inst) == 1, f"expected one esmd instance, got {inst!r}")
@@ -508,7 +509,8 @@ def follow_main_flow(s, e, agentless):
     code, body = e.get("/readyz")
     check(code == 200, f"/readyz answered {code}: {body!r}")
     st = e.status()
-    check("403" not in str((st.get("consul") or {}).get("last_error")), f"/v1/status: {st.get('consul')!r}")
+    if not refusals_expected:
+        check("403" not in str((st.get("consul") or {}).get("last_error")), f"/v1/status: {st.get('consul')!r}")
     check(e.alive(), "esmd exited")
     return sid
 
@@ -601,13 +603,26 @@ def narrow_policy_agentless():
         s.register(node="other-1", service="other-web", check_id="other-check")
         since = s.consul.log_size()
         e = s.esmd(secret, 'enable_agentless = true\n')
-        sid = follow_main_flow(s, e, agentless=True)
+        sid = follow_main_flow(s, e, agentless=True, refusals_expected=True)
         wait_reaped(s, e)
         refused = wait_for("the refused write of the check outside the policy",
                            lambda: [x for x in e.text().splitlines() if "Check status write refused" in x
                                     and "other-check" in x], 20)
         check("Permission denied" in refused[0] and "[WARN]" in refused[0], f"refusal line {refused[0]!r}")
         check(s.check_status("other-check", node="other-1") == "critical", "other-check was written")
+        # other-1 answers pings too: its coordinate update is refused (403), named once at WARN,
+        # counted, and costs the permitted node nothing (its coordinate was written above).
+        lines = wait_for("the refused coordinate update of the node outside the policy",
+                         lambda: [x for x in e.text().splitlines() if "Coordinate update refused" in x], 30)
+        check("[WARN]" in lines[0] and "node=other-1" in lines[0] and "403" in lines[0],
+              f"coordinate refusal line {lines[0]!r}")
+        named = [x for x in lines if f"node={NODE}" in x]
+        check(not named, f"coordinate updates of {NODE} refused: {named[:3]}")
+        m = re.search(r'^esmd_coordinate_updates_total\{result="refused"\} (\S+)$', e.get("/metrics")[1],
+                      re.MULTILINE)
+        check(m and float(m.group(1)) >= 1, f"esmd_coordinate_updates_total refused is {m and m.group(1)}")
+        other = sorted(set(s.consul.refused(since)) - {"PUT /v1/coordinate/update"})
+        check(not other, f"Consul refused more than other-1's coordinate updates: {other}")
         check(secret not in e.text(), "esmd's log contains the token's SecretID")
         assert_clean_stop(s, e, lambda: not s.instances() and s.consul.api(
             "GET", f"/v1/catalog/node/{sid}:node")[1] is None, "the synthetic node to be removed")

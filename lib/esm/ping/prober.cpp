@@ -115,6 +115,7 @@ struct node_prober::slot {
   // A refusal (403) was logged at WARN: the next ones for this node go to DEBUG until a write
   // of it commits (every ping would otherwise log a line per node: a flood at 10 000 nodes).
   bool refusal_logged = false;
+  bool coordinate_refusal_logged = false;  // a 403 on its coordinate update was logged
   std::uint64_t pings = 0;
   std::chrono::nanoseconds last_rtt{0};
   std::shared_ptr<async::stop_handle> running;
@@ -1035,13 +1036,29 @@ asio::awaitable<void> node_prober::coordinate_loop() {
     auto moved = std::move(*next);
     consul::write_options w;
     w.partition = e.partition;
+    auto name = s->name;  // s may be gone after the request: the node left the share
     auto r = co_await consul_->coordinate_update(std::move(e), w);
     s = holder(ref);
     auto wait = spacing;
-    if (!r) {
+    if (!r && r.error().is_http(403)) {
+      // The token may not write this node (a policy narrowed to some node names). Consul
+      // answered: the other nodes' updates go on at the usual pace, without a backoff.
+      ++stats_.coordinate_failures;
+      ++stats_.coordinate_refusals;
+      bool first = s && !s->coordinate_refusal_logged;
+      if (first) s->coordinate_refusal_logged = true;
+      if (first && clock::now() >= next_coordinate_warning_) {
+        next_coordinate_warning_ = clock::now() + std::chrono::minutes(1);
+        log::warn("Coordinate update refused by Consul (at most one such line a minute; the rest, and each "
+                  "node again until an update of it succeeds, at DEBUG)",
+                  {{"node", name}, {"error", r.error().to_string()}});
+      } else {
+        log::debug("Coordinate update refused by Consul", {{"node", name}, {"error", r.error().to_string()}});
+      }
+    } else if (!r) {
       ++stats_.coordinate_failures;
       if (!r.error().is_cancelled())
-        log::debug("Failed to update a node's coordinate", {{"error", r.error().to_string()}});
+        log::debug("Failed to update a node's coordinate", {{"node", name}, {"error", r.error().to_string()}});
       wait = std::max<clock::duration>(spacing, retry.next());
     } else {
       retry.reset();
@@ -1049,6 +1066,7 @@ asio::awaitable<void> node_prober::coordinate_loop() {
       if (s) {
         s->coord = std::move(moved);
         s->coord_known = true;
+        s->coordinate_refusal_logged = false;
       }
     }
     pause.expires_after(wait);

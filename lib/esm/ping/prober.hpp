@@ -101,6 +101,7 @@ struct prober_stats {
   std::uint64_t write_failures = 0, conflicts = 0, refused = 0;
   std::uint64_t nodes_reaped = 0;
   std::uint64_t coordinate_writes = 0, coordinate_skips = 0, coordinate_failures = 0;
+  std::uint64_t coordinate_refusals = 0;  // of coordinate_failures: HTTP 403 (the token's policy)
   std::uint64_t consul_reads = 0;        // key lists and re-reads, coordinates, agent self
   std::string unavailable;               // why no ping can be sent; empty when they can
   std::string unavailable_v6;            // why IPv6 nodes cannot be pinged; empty when they can
@@ -216,6 +217,7 @@ class node_prober {
   bool started_ = false;                   // the first set of nodes was placed
   bool coordinates_read_ = false;          // the node coordinates were read once
   bool agent_coordinate_missing_logged_ = false;
+  std::chrono::steady_clock::time_point next_coordinate_warning_{};  // refusals: one WARN a minute
   std::uint64_t write_epoch_ = 0;          // counts the prober's own key changes
 
   boost::asio::steady_timer schedule_wake_;

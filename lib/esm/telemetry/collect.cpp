@@ -408,6 +408,13 @@ std::vector<metric_family> collect_all(const daemon::daemon_status& st, const te
                      metric_type::counter);
     add(nr, static_cast<double>(prober->nodes_reaped));
     out.push_back(std::move(nr));
+    auto cu = family("esmd_coordinate_updates_total",
+                     "Node coordinate updates sent to Consul, by result (refused: HTTP 403, the token's policy)",
+                     metric_type::counter);
+    add(cu, static_cast<double>(prober->coordinate_writes), {{"result", "written"}});
+    add(cu, static_cast<double>(prober->coordinate_refusals), {{"result", "refused"}});
+    add(cu, static_cast<double>(prober->coordinate_failures - prober->coordinate_refusals), {{"result", "failed"}});
+    out.push_back(std::move(cu));
   }
   if (st.consul) {
     const auto& c = *st.consul;
