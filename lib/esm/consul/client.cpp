@@ -37,48 +37,41 @@ template <class T>
 constexpr bool large_array = std::is_same_v<T, std::vector<health_check>> ||
                              std::is_same_v<T, std::vector<node>>;
 
+// fn()'s value, or what it threw as a bad_response error.
+template <class Fn>
+auto decoding(Fn fn) -> result<decltype(fn())> {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return error{make_error_code(errc::bad_response), 0, e.what()};
+  }
+}
+
 template <class T>
 result<T> decode(const std::string& body) {
-  try {
+  return decoding([&]() -> T {
     if constexpr (large_array<T>)
       return decode_array<typename T::value_type>(body);
     else
       return json::value_to<T>(json::parse(body));
-  } catch (const std::exception& e) {
-    return error{make_error_code(errc::bad_response), 0, e.what()};
-  }
+  });
 }
 
 std::string to_body(const json::value& v) { return json::serialize(v); }
 
 // decode<std::vector<health_check>>, each element as a shared object, the held ones not
 // decoded (client::health_state_shared).
-result<std::vector<client::shared_check>> decode_shared_checks(const std::string& body,
-                                                              const client::held_check_fn& held) {
-  using shared_check = client::shared_check;
-  try {
-    std::vector<shared_check> out;
-    auto take = [&out](health_check c) { out.push_back(std::make_shared<const health_check>(std::move(c))); };
-    bool array = for_each_array_element(
-        body, [&out](std::size_t n) { out.reserve(n); },
-        [&](const json::value& jv) {
-          if (held) {
-            if (auto k = check_key_of(jv)) {
-              if (auto h = held(*k)) {
-                out.push_back(std::move(h));
-                return;
-              }
-            }
-          }
-          take(json::value_to<health_check>(jv));
-        });
-    if (!array) {  // the same error as decode's
-      for (auto& c : json::value_to<std::vector<health_check>>(json::parse(body))) take(std::move(c));
-    }
-    return out;
-  } catch (const std::exception& e) {
-    return error{make_error_code(errc::bad_response), 0, e.what()};
-  }
+result<std::vector<shared_check>> decode_shared_checks(const std::string& body, const client::held_check_fn& held) {
+  return decoding([&] {
+    return decode_array_of<health_check>(body, [&held](const json::value& jv) -> shared_check {
+      if (held) {
+        if (auto k = check_key_of(jv)) {
+          if (auto h = held(*k)) return h;
+        }
+      }
+      return std::make_shared<const health_check>(json::value_to<health_check>(jv));
+    });
+  });
 }
 
 }  // namespace
@@ -203,12 +196,17 @@ awaitable<result<http_response>> client::call(method m, std::string target, std:
 }
 
 template <class T>
-awaitable<result<query_result<T>>> client::get_json(std::string target,
-                                                    std::chrono::milliseconds timeout) {
+struct client::json_body {
+  result<T> operator()(const std::string& body) const { return decode<T>(body); }
+};
+
+template <class T, class Decode>
+awaitable<result<query_result<T>>> client::get_json(std::string target, std::chrono::milliseconds timeout,
+                                                    Decode decode) {
   auto r = co_await call(method::get, std::move(target), {}, timeout);
   if (!r) co_return r.error();
   if (r->status != 200) co_return status_error(*r);
-  auto v = decode<T>(r->body);
+  auto v = decode(r->body);
   std::string().swap(r->body);  // before the caller holds what was decoded
   if (!v) co_return v.error();
   co_return query_result<T>{std::move(*v), r->meta};
@@ -362,14 +360,9 @@ awaitable<result<query_result<std::vector<health_check>>>> client::health_state(
 
 awaitable<result<query_result<std::vector<client::shared_check>>>> client::health_state_shared(
     std::string state, query_options q, held_check_fn held) {
-  auto timeout = query_timeout(q);
-  auto r = co_await call(method::get, build_query("/health/state/" + url_encode(state), q), {}, timeout);
-  if (!r) co_return r.error();
-  if (r->status != 200) co_return status_error(*r);
-  auto v = decode_shared_checks(r->body, held);
-  std::string().swap(r->body);  // before the caller holds what was decoded
-  if (!v) co_return v.error();
-  co_return query_result<std::vector<shared_check>>{std::move(*v), r->meta};
+  auto decode = [held = std::move(held)](const std::string& body) { return decode_shared_checks(body, held); };
+  co_return co_await get_json<std::vector<shared_check>>(build_query("/health/state/" + url_encode(state), q),
+                                                         query_timeout(q), std::move(decode));
 }
 
 // --- KV -----------------------------------------------------------------------------------

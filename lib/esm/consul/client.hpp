@@ -149,7 +149,7 @@ class client {
   // which then stands for the element, undecoded; else (or when `held` is empty) the element
   // is decoded into a new object. Decoding a large share in full on every answer left most of
   // it as free space in the heap.
-  using shared_check = std::shared_ptr<const health_check>;
+  using shared_check = consul::shared_check;
   using held_check_fn = std::function<shared_check(const check_key&)>;
   awaitable<result<query_result<std::vector<shared_check>>>> health_state_shared(
       std::string state, query_options q, held_check_fn held);
@@ -188,8 +188,14 @@ class client {
   std::chrono::milliseconds query_timeout(const query_options& q) const;
 
  private:
+  // decode<T> of a body (client.cpp), get_json's default decoder.
   template <class T>
-  awaitable<result<query_result<T>>> get_json(std::string target, std::chrono::milliseconds timeout);
+  struct json_body;
+  // GET `target`; a 200 answer's body is given to `decode` (result<T>(const std::string&)),
+  // other answers and transport failures are errors.
+  template <class T, class Decode = json_body<T>>
+  awaitable<result<query_result<T>>> get_json(std::string target, std::chrono::milliseconds timeout,
+                                              Decode decode = {});
 
   transport transport_;
   client_stats stats_;

@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include <boost/json/conversion.hpp>
@@ -79,14 +80,21 @@ bool for_each_array_element(std::string_view body, const std::function<void(std:
 // ModifyIndex, so the element is the version held, which was decoded when it was first read.
 std::optional<check_key> check_key_of(const json::value& jv);
 
+// The elements of the array `body`, each made by `make(const json::value&)` (a value in the
+// arena, see above), in order. A body that is not an array throws what decoding it as a
+// std::vector<T> throws.
+template <class T, class Make>
+auto decode_array_of(std::string_view body, Make make) {
+  std::vector<std::decay_t<std::invoke_result_t<Make&, const json::value&>>> out;
+  bool array = for_each_array_element(
+      body, [&out](std::size_t n) { out.reserve(n); }, [&](const json::value& jv) { out.push_back(make(jv)); });
+  if (!array) (void)json::value_to<std::vector<T>>(json::parse(body));  // throws: not an array
+  return out;
+}
+
 template <class T>
 std::vector<T> decode_array(std::string_view body) {
-  std::vector<T> out;
-  bool array = for_each_array_element(
-      body, [&out](std::size_t n) { out.reserve(n); },
-      [&out](const json::value& jv) { out.push_back(json::value_to<T>(jv)); });
-  if (!array) out = json::value_to<std::vector<T>>(json::parse(body));  // the same error
-  return out;
+  return decode_array_of<T>(body, [](const json::value& jv) { return json::value_to<T>(jv); });
 }
 
 }  // namespace esm::consul

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -165,6 +166,10 @@ struct health_check {
 
   bool operator==(const health_check&) const = default;
 };
+
+// One check as several hold it without copies (the share cache, the engine, a decode that
+// found it held already): immutable, so a holder never sees it change (sharding/worker.hpp).
+using shared_check = std::shared_ptr<const health_check>;
 
 // A check's identity in an answer, without the rest of it (json.hpp check_key_of): Node,
 // CheckID, ServiceID, Namespace and Partition (empty when absent, as a decode leaves them) and

@@ -6,6 +6,7 @@
 #include <limits>
 #include <memory>
 #include <stdexcept>
+#include <string_view>
 #include <tuple>
 #include <utility>
 
@@ -143,8 +144,14 @@ bool same_nodes(const std::vector<consul::node>& a, const std::vector<packed_nod
 }
 
 // The order of the checks the sink holds, and their identity in it.
-auto order_key(const consul::health_check& c) {
-  return std::tie(c.node, c.check_id, c.service_id, c.name_space, c.partition);
+// The order of checks_, by node, check ID, service ID, namespace and partition.
+using check_order = std::tuple<std::string_view, std::string_view, std::string_view, std::string_view,
+                               std::string_view>;
+check_order order_key(const consul::health_check& c) {
+  return {c.node, c.check_id, c.service_id.view(), c.name_space.view(), c.partition.view()};
+}
+check_order order_key(const consul::check_key& k) {
+  return {k.node, k.check_id, k.service_id, k.name_space, k.partition};
 }
 bool check_before(const shared_check& a, const shared_check& b) {
   return order_key(*a) < order_key(*b);
@@ -223,16 +230,10 @@ share_cache::delivery share_cache::on_checks(std::vector<shared_check> fetched, 
 }
 
 shared_check share_cache::held_check(const consul::check_key& k) const {
-  auto key = [](const consul::health_check& c) {
-    return std::tuple<std::string_view, std::string_view, std::string_view, std::string_view,
-                      std::string_view>(c.node, c.check_id, c.service_id.view(),
-                                        c.name_space.view(), c.partition.view());
-  };
-  // checks_ is sorted by order_key, which orders as these views do.
-  auto wanted = std::tie(k.node, k.check_id, k.service_id, k.name_space, k.partition);
+  auto wanted = order_key(k);
   auto it = std::lower_bound(checks_.begin(), checks_.end(), wanted,
-                             [&](const shared_check& c, const auto& w) { return key(*c) < w; });
-  if (it == checks_.end() || key(**it) != wanted || (*it)->modify_index != k.modify_index) return nullptr;
+                             [](const shared_check& c, const check_order& w) { return order_key(*c) < w; });
+  if (it == checks_.end() || order_key(**it) != wanted || (*it)->modify_index != k.modify_index) return nullptr;
   return *it;
 }
 

@@ -84,7 +84,7 @@ inline constexpr std::string_view external_node_health_check_id = "externalNodeH
 // it: a changed check is a new object (a new answer from Consul, or the engine's own after a
 // write), never an edit of the shared one, so a holder never sees an object change under it,
 // and one that needs an object across a co_await holds a handle, not a reference.
-using shared_check = std::shared_ptr<const consul::health_check>;
+using consul::shared_check;
 
 // Each check in an object of its own: for callers that build a share by hand (tests,
 // benchmarks).
