@@ -94,6 +94,37 @@ void put_if_any(json::object& o, std::string_view key, const C& v) {
   if (!v.empty()) o[key] = json::value_from(v);
 }
 
+// A Definition's Header, {"Name": ["value", ...]}: what get<std::map<std::string,
+// std::vector<std::string>>> accepts, with its errors (a member that is not an array of
+// strings throws), built straight into one block.
+void get(const json::object& o, std::string_view key, util::header_block& out) {
+  auto* v = o.if_contains(key);
+  if (!v || v->is_null()) return;
+  const auto& names = v->as_object();
+  std::vector<std::pair<std::string_view, std::vector<std::string_view>>> entries;
+  entries.reserve(names.size());
+  for (const auto& m : names) {
+    const auto& values = m.value().as_array();
+    auto& e = entries.emplace_back(std::string_view(m.key()), std::vector<std::string_view>());
+    e.second.reserve(values.size());
+    for (const auto& value : values) e.second.emplace_back(value.as_string());
+  }
+  out = util::header_block(std::move(entries));
+}
+
+void put_if_any(json::object& o, std::string_view key, const util::header_block& v) {
+  if (v.empty()) return;
+  json::object names;
+  names.reserve(v.size());
+  for (auto e : v) {
+    json::array values;
+    values.reserve(e.values.size());
+    for (auto value : e.values) values.emplace_back(value);
+    names.emplace(e.name, std::move(values));
+  }
+  o[key] = std::move(names);
+}
+
 void put_duration_if(json::object& o, std::string_view key, nanoseconds d) {
   if (d.count() != 0) o[key] = util::format_go_duration(d);
 }

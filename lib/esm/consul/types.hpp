@@ -19,6 +19,8 @@
 #include <boost/json/fwd.hpp>
 #include <boost/json/object.hpp>
 
+#include "esm/util/header_block.hpp"
+
 namespace esm::consul {
 
 using string_map = std::map<std::string, std::string>;
@@ -119,7 +121,7 @@ struct node {
 // 552 B with std::string members and the flags between them).
 struct check_definition {
   std::string http;
-  std::map<std::string, std::vector<std::string>> header;
+  util::header_block header;  // Go's map[string][]string, in one allocation
   rare_string method;
   rare_string body;
   rare_string tls_server_name;

@@ -161,23 +161,22 @@ bool has_ctl_byte(std::string_view s) {
 }
 
 
-using header_map = std::map<std::string, std::vector<std::string>>;
-
 // Go's Transport.roundTrip header check, in its texts; empty when all are valid. Go walks its
 // map in random order; std::map's order makes the reported field stable. The value is never
 // shown: it may be a secret.
-std::string header_error(const header_map& headers) {
-  for (const auto& [k, vs] : headers) {
+std::string header_error(const util::header_block& headers) {
+  for (auto [k, vs] : headers) {
     if (!is_token(k)) return "net/http: invalid header field name " + go_quote(k);
-    for (const auto& v : vs)
+    for (auto v : vs)
       if (!is_valid_field_value(v)) return "net/http: invalid header field value for " + go_quote(k);
   }
   return {};
 }
 
-using header_list = std::vector<std::pair<std::string, std::string>>;
+// Views into the spec's block (the spec outlives the run) and into constants.
+using header_list = std::vector<std::pair<std::string_view, std::string_view>>;
 
-const std::string* find_header(const header_list& h, std::string_view name) {
+const std::string_view* find_header(const header_list& h, std::string_view name) {
   for (const auto& [k, v] : h)
     if (iequals(k, name)) return &v;
   return nullptr;
@@ -349,18 +348,19 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
   // Headers as Consul builds them: the definition's, a Host header taken as the request
   // host, then the default User-Agent and Accept when absent.
   header_list headers;
-  for (const auto& [k, vs] : spec.headers)
-    for (const auto& v : vs) headers.emplace_back(k, v);
+  for (auto [k, vs] : spec.headers)
+    for (auto v : vs) headers.emplace_back(k, v);
   std::optional<std::string> host_override;
-  if (auto* h = find_header(headers, "Host"); h && !h->empty()) host_override = *h;
+  std::string referer_value;  // what the list's Referer entry views, after a redirect
+  if (auto* h = find_header(headers, "Host"); h && !h->empty()) host_override = std::string(*h);
   remove_header(headers, "Host");
   if (auto* ua = find_header(headers, "User-Agent"); !ua || ua->empty()) {
     remove_header(headers, "User-Agent");
-    headers.emplace_back("User-Agent", std::string(user_agent));
+    headers.emplace_back("User-Agent", user_agent);
   }
   if (auto* a = find_header(headers, "Accept"); !a || a->empty()) {
     remove_header(headers, "Accept");
-    headers.emplace_back("Accept", std::string(default_accept));
+    headers.emplace_back("Accept", default_accept);
   }
 
   urls::url current(*parsed);
@@ -461,7 +461,8 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
         urls::url referer(current);
         referer.remove_userinfo();
         referer.remove_fragment();
-        headers.emplace_back("Referer", std::string(referer.buffer()));
+        referer_value = referer.buffer();  // its old view was removed above
+        headers.emplace_back("Referer", referer_value);
       }
       if (s == 301 || s == 302 || s == 303) {
         if (method != "GET" && method != "HEAD") method = "GET";

@@ -8,6 +8,8 @@
 #include <variant>
 #include <vector>
 
+#include "esm/util/header_block.hpp"
+
 namespace esm::probe {
 
 // Consul's default when a definition has no timeout.
@@ -18,7 +20,7 @@ inline constexpr std::chrono::milliseconds default_timeout{10'000};
 struct http_spec {
   std::string url{};
   std::string method{};  // empty: GET
-  std::map<std::string, std::vector<std::string>> headers{};
+  util::header_block headers{};  // a copy of the Definition's: one allocation
   std::string body{};
   std::string tls_server_name{};
   bool tls_skip_verify = false;

@@ -8,7 +8,7 @@
 //                [--repeat=R]
 //   bench_engine --overload [N [INTERVAL [WINDOW]]] [--stall[=S]] [--stall-at=T] [...]
 //   bench_engine --stall[=S] [N [INTERVAL [WINDOW]]] [--stall-at=T] [...]
-//   bench_engine --share-memory [N]
+//   bench_engine --share-memory [N] [--fat]
 //
 // N checks of each kind (default 2000; --sustained: 100000 HTTP checks, engine only),
 // INTERVAL the check interval (default 10s; "10", "10s" or "500ms"), DURATION the measured
@@ -43,7 +43,8 @@
 // takes an assignment of the N nodes, then Consul 1.8.7's answers of the two share queries
 // (each element as a dev agent returns it for that shape, decoded as the client does), and
 // the engine takes the checks. Bytes are mallinfo2's (uordblks + hblkhd: chunks in use,
-// their headers included) after each step, minus before it, per check.
+// their headers included) after each step, minus before it, per check. --fat: the fat shape of
+// that benchmark (N/10 nodes with ten checks each: Notes, Method, three headers).
 #include <malloc.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -627,6 +628,7 @@ struct options {
   int repeat = 1;
   bool overload = false;  // --overload: fairness at more than one core can run
   bool share_memory = false;  // --share-memory: malloc'd bytes of the share, by structure
+  bool fat = false;           // --fat: bench_daemon_memory.py's fat shape, not the lean one
   milliseconds stall{0}, stall_at{10'000};
 };
 
@@ -639,6 +641,7 @@ options parse(int argc, char** argv) {
     else if (a == "--skip-consul") o.skip_consul = true;
     else if (a == "--overload") o.overload = true;
     else if (a == "--share-memory") o.share_memory = true;
+    else if (a == "--fat") o.fat = true;
     else if (a == "--stall") o.stall = 3s;
     else if (a.rfind("--stall=", 0) == 0) o.stall = parse_duration(a.substr(8));
     else if (a.rfind("--stall-at=", 0) == 0) o.stall_at = parse_duration(a.substr(11));
@@ -933,22 +936,53 @@ int run_share_memory(const options& o) {
   namespace consul = esm::consul;
   namespace sharding = esm::sharding;
   const auto n = std::size_t(o.n);
-  // The answers as Consul 1.8.7 gives them for bench_daemon_memory.py's lean shape (ID empty
-  // and TaggedAddresses null for a node registered through /v1/catalog/register).
+  // The answers as Consul 1.8.7 gives them for bench_daemon_memory.py's shapes (ID empty
+  // and TaggedAddresses null for a node registered through /v1/catalog/register). Lean: N
+  // nodes with one HTTP check each. Fat: N/10 nodes with ten checks each, with the Notes,
+  // Method and three headers of that benchmark and the Output esmd writes for them (the
+  // version the daemon holds once its writes came back through the watch).
+  const std::size_t per_node = o.fat ? 10 : 1;
+  const std::size_t nodes = (n + per_node - 1) / per_node;
   std::string nodes_body = "[", checks_body = "[";
-  for (std::size_t i = 0; i < n; ++i) {
+  const std::string notes =
+      "Checks the storefront's order API through the regional load balancer; on failure page "
+      "the on-call of team checkout (runbook: https://wiki.example.com/runbooks/checkout/api). "
+      "Owned by checkout-platform, reviewed quarterly. "
+      "Checks the storefront's order API through the regional load balancer; on failure page "
+      "the on-call of team checkout (runbook: https://wiki.example.com/runbooks/checkout/api). "
+      "Owned by checkout-platform, reviewed quarterly. ";
+  for (std::size_t i = 0; i < nodes; ++i) {
     auto name = "mem-" + std::to_string(i);
     auto index = std::to_string(13 + i);
-    if (i) nodes_body += ',', checks_body += ',';
+    if (i) nodes_body += ',';
     nodes_body += R"({"ID":"","Node":")" + name + R"(","Address":"127.0.0.1","Datacenter":"dc1",)"
-                  R"("TaggedAddresses":null,"Meta":{"external-node":"true"},"CreateIndex":)" +
-                  index + R"(,"ModifyIndex":)" + index + "}";
-    checks_body += R"({"Node":")" + name + R"(","CheckID":")" + name +
-                   R"(-http","Name":"http","Status":"critical","Notes":"",)"
-                   R"("Output":"HTTP GET http://127.0.0.1:41234/: 503 Service Unavailable",)"
-                   R"("ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"http",)"
-                   R"("Definition":{"Interval":"30s","Timeout":"5s","HTTP":"http://127.0.0.1:41234/"},)"
-                   R"("CreateIndex":)" + index + R"(,"ModifyIndex":)" + index + "}";
+                  R"("TaggedAddresses":null,"Meta":{"external-node":"true")" +
+                  (o.fat ? R"(,"rack":"r)" + std::to_string(i % 40) + "\"" : std::string()) +
+                  R"(},"CreateIndex":)" + index + R"(,"ModifyIndex":)" + index + "}";
+    for (std::size_t k = 0; k < per_node; ++k) {
+      if (checks_body.size() > 1) checks_body += ',';
+      if (!o.fat) {
+        checks_body += R"({"Node":")" + name + R"(","CheckID":")" + name +
+                       R"(-http","Name":"http","Status":"critical","Notes":"",)"
+                       R"("Output":"HTTP GET http://127.0.0.1:41234/: 503 Service Unavailable",)"
+                       R"("ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"http",)"
+                       R"("Definition":{"Interval":"30s","Timeout":"5s","HTTP":"http://127.0.0.1:41234/"},)"
+                       R"("CreateIndex":)" + index + R"(,"ModifyIndex":)" + index + "}";
+        continue;
+      }
+      auto kk = std::to_string(k);
+      auto url = "http://127.0.0.1:41234/health/" + std::to_string(i) + "/" + kk +
+                 "?region=eu-west-1&probe=esmd";
+      checks_body += R"({"Node":")" + name + R"(","CheckID":")" + name + "-http" + kk +
+                     R"(","Name":"orders api )" + kk + R"(","Status":"passing","Notes":")" + notes +
+                     R"(","Output":"HTTP GET )" + url + R"(: 200 OK Output: ok\n",)"
+                     R"("ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"http",)"
+                     R"("Definition":{"Interval":"30s","Timeout":"5s","HTTP":")" + url +
+                     R"(","Method":"GET","Header":{"Accept":["application/json"],)"
+                     R"("Authorization":["Bearer not-a-secret-just-bytes-0123456789"],)"
+                     R"("X-Probe":["esmd-benchmark"]}},)"
+                     R"("CreateIndex":)" + index + R"(,"ModifyIndex":)" + index + "}";
+    }
   }
   nodes_body += ']', checks_body += ']';
 
@@ -968,7 +1002,7 @@ int run_share_memory(const options& o) {
   };
   {
     sharding::assignment a;  // as decoded from the assignment key
-    for (std::size_t i = 0; i < n; ++i) a.nodes.push_back("mem-" + std::to_string(i));
+    for (std::size_t i = 0; i < nodes; ++i) a.nodes.push_back("mem-" + std::to_string(i));
     cache->assign(a);
     stats_current = std::move(a);
   }
@@ -990,8 +1024,8 @@ int run_share_memory(const options& o) {
     step("(for comparison, not held: the node names as a set)");
   }
   auto total = 0.0;
-  std::printf("share memory, lean shape, %zu nodes with one HTTP check each (malloc'd bytes per "
-              "check):\n", n);
+  std::printf("share memory, %s shape, %zu nodes with %zu HTTP check(s) each (malloc'd bytes per "
+              "check):\n", o.fat ? "fat" : "lean", nodes, per_node);
   for (auto& [what, b] : rows) {
     std::printf("  %7.0f B  %s\n", b, what);
     if (what[0] != '(') total += b;

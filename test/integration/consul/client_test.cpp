@@ -176,7 +176,7 @@ TEST_CASE("catalog and health endpoints with node-meta filters and check definit
     CHECK(h.status == "critical");
     CHECK(h.definition.http == "http://127.0.0.1:1/a");
     CHECK(h.definition.method == "POST");
-    CHECK(h.definition.header.at("X-A") == std::vector<std::string>{"1", "2"});
+    CHECK(h.definition.header.values("X-A") == std::vector<std::string>{"1", "2"});
     CHECK(h.definition.interval == 10s);
     CHECK(h.definition.timeout == 2s);
     CHECK(h.definition.deregister_critical_service_after == 30min);

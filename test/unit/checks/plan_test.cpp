@@ -27,7 +27,7 @@ health_check http_check(std::string url) {
 TEST_CASE("HTTP definition: every field Consul's HTTP check uses is carried") {
   auto c = http_check("https://10.0.0.1/health");
   c.definition.method = "POST";
-  c.definition.header["X-A"] = {"1", "2"};
+  c.definition.header = {{"X-A", {"1", "2"}}};
   c.definition.body = "{}";
   c.definition.tls_server_name = "svc.example";
   c.definition.tls_skip_verify = true;
@@ -40,7 +40,7 @@ TEST_CASE("HTTP definition: every field Consul's HTTP check uses is carried") {
   auto& h = std::get<esm::probe::http_spec>(p.spec);
   CHECK(h.url == "https://10.0.0.1/health");
   CHECK(h.method == "POST");
-  CHECK(h.headers.at("X-A") == std::vector<std::string>{"1", "2"});
+  CHECK(h.headers.values("X-A") == std::vector<std::string>{"1", "2"});
   CHECK(h.body == "{}");
   CHECK(h.tls_server_name == "svc.example");
   CHECK(h.tls_skip_verify);
@@ -155,7 +155,7 @@ TEST_CASE("equal definitions give equal plans; any probe field change gives a di
   b.output = "x";
   b.modify_index = 99;
   CHECK(std::get<check_plan>(plan_check(a, {})) == std::get<check_plan>(plan_check(b, {})));
-  b.definition.header["X"] = {"y"};
+  b.definition.header = {{"X", {"y"}}};
   CHECK_FALSE(std::get<check_plan>(plan_check(a, {})) == std::get<check_plan>(plan_check(b, {})));
   auto c = a;
   c.definition.interval = 11s;
@@ -174,12 +174,12 @@ TEST_CASE("definition_lost: a probe field the stored copy lacks (Consul's txn en
   CHECK(esm::checks::definition_lost(had, got));
   esm::consul::check_definition http;
   http.http = "http://10.0.0.1/";
-  http.header["X"] = {"1"};
+  http.header = {{"X", {"1"}}};
   auto kept = http;
   kept.extra["Extra"] = 1;  // members the engine does not model do not count
   CHECK_FALSE(esm::checks::definition_lost(http, kept));
   auto no_header = http;
-  no_header.header.clear();
+  no_header.header = {};
   CHECK(esm::checks::definition_lost(http, no_header));
   esm::consul::check_definition tls;
   tls.tcp = "10.0.0.1:443";
@@ -200,7 +200,7 @@ TEST_CASE("a definition with a duration that does not parse is not run, and name
 TEST_CASE("plan_run is plan_check without the strings; spec_of builds the same probe_spec") {
   auto c = http_check("https://10.0.0.1/health");
   c.definition.method = "POST";
-  c.definition.header["X-A"] = {"1"};
+  c.definition.header = {{"X-A", {"1"}}};
   c.definition.body = "{}";
   c.definition.tls_server_name = "svc";
   c.definition.interval = 5s;
@@ -235,6 +235,6 @@ TEST_CASE("plan_run is plan_check without the strings; spec_of builds the same p
   auto& hs = std::get<esm::probe::http_spec>(spec);
   CHECK(hs.url == "https://10.0.0.1/health");
   CHECK(hs.body == "{}");
-  CHECK(hs.headers.at("X-A") == std::vector<std::string>{"1"});
+  CHECK(hs.headers.values("X-A") == std::vector<std::string>{"1"});
   CHECK(std::holds_alternative<std::string>(plan_run(health_check{}, {})));
 }

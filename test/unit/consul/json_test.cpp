@@ -29,7 +29,7 @@ TEST_CASE("a health check with its definition decodes, durations as strings or n
   CHECK(c.name_space == "ns1");
   CHECK(c.partition == "p1");
   CHECK(c.definition.http == "http://x/");
-  CHECK(c.definition.header.at("A") == std::vector<std::string>{"1", "2"});
+  CHECK(c.definition.header.values("A") == std::vector<std::string>{"1", "2"});
   CHECK(c.definition.interval == 10s);
   CHECK(c.definition.timeout == 2s);
   CHECK(c.definition.deregister_critical_service_after == 90s);
