@@ -157,6 +157,16 @@ std::optional<check_engine::check_view> check_engine::find(std::string_view node
 
 // ---- reconciliation ------------------------------------------------------------------------
 
+sharding::shared_check check_engine::held_check(const consul::check_key& k) const {
+  auto it = find_slot({k.partition, k.name_space, k.node, k.check_id});
+  if (it == index_.end()) return nullptr;
+  const auto& s = *slots_[*it];
+  if (s.own_copy_unverified || s.catalog->modify_index != k.modify_index ||
+      s.catalog->service_id != k.service_id)
+    return nullptr;
+  return s.catalog;
+}
+
 void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) {
   ++epoch_;
   std::uint64_t added = 0, updated = 0, removed = 0;
@@ -167,8 +177,10 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
     auto it = find_slot(key_view_of(c));
     // Fast path: the copy the engine holds is this very version (the worker hands over the
     // whole share on every change, so most checks are unchanged): the very object taken
-    // before, or the same ModifyIndex. The engine's own writes take the full path (once), to
-    // notice a definition Consul stripped.
+    // before (also the engine's own copy after a write, when Consul's answer showed it stored
+    // exactly that and the worker took it: held_check), or the same ModifyIndex. Other
+    // versions of the engine's own writes take the full path (once), to notice a definition
+    // Consul stripped.
     if (it != index_.end()) {
       auto& held = *slots_[*it];
       if (held.catalog == handle) {
@@ -179,7 +191,10 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
           c.modify_index != held.written_index) {
         // The same version in another object (the engine's own, from a node re-read): share
         // the worker's instead, which it keeps anyway.
-        if (*held.catalog == c) held.catalog = handle;
+        if (*held.catalog == c) {
+          held.catalog = handle;
+          held.own_copy_unverified = false;
+        }
         held.seen = epoch_;
         continue;
       }
@@ -191,6 +206,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
       s.seen = epoch_;
       s.live = true;
       s.catalog = handle;  // before the index takes it: its key is the catalog object's
+      s.own_copy_unverified = false;
       index_.insert(i);
       if (auto* p = std::get_if<run_plan>(&planned)) {
         s.plan = *p;
@@ -218,6 +234,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
       auto merged = std::make_shared<consul::health_check>(c);
       merged->definition = s.catalog->definition;
       s.catalog = std::move(merged);
+      s.own_copy_unverified = true;
       p_damaged.push_back(i);
     } else {
       if (c.create_index != s.catalog->create_index) {
@@ -227,6 +244,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
         s.reaped_create_index.reset();
       }
       s.catalog = handle;
+      s.own_copy_unverified = false;
     }
     if (s.desired && !needs_write(s)) s.desired.reset();
     update_critical_since(i);

@@ -174,6 +174,10 @@ class check_engine : public sharding::assignment_sink {
   // ones, removes the rest. Keeps the handles of new and changed checks (no copy: the object
   // is the worker's too). externalNodeHealth is ignored (the node prober owns it).
   void on_checks(const std::vector<sharding::shared_check>& checks) override;
+  // The object held for exactly this version of the check, when it is Consul's version at
+  // that ModifyIndex (the worker's object, a re-read, or the engine's copy after a write whose
+  // answer showed Consul stored exactly that); null otherwise.
+  sharding::shared_check held_check(const consul::check_key& k) const override;
 
   // Runs the schedule, the writer and the service reaper until cancelled (any type with
   // `terminal` set, e.g. the daemon's terminal|total). That first stop ends scheduling, cancels

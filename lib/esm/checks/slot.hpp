@@ -55,6 +55,10 @@ struct check_engine::slot {
   // registration instead, which keeps the whole definition, and a damaged definition is
   // restored once.
   bool register_writes = false;
+  // `catalog` is the engine's own object and not known to be Consul's version at its
+  // ModifyIndex (a registration write, a restored definition, a write whose answer differed):
+  // held_check does not offer it to the worker.
+  bool own_copy_unverified = false;
   bool restore_definition = false;
   std::uint64_t written_index = 0;  // ModifyIndex of the engine's last transaction write
   bool due_while_running = false;

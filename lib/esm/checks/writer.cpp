@@ -212,7 +212,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
         auto& s = *held;
         const auto& w = sent[j].check->check;
         std::uint64_t idx = 0;
-        const consul::health_check* stored = nullptr;
+        consul::health_check* stored = nullptr;
         if (j < r->results.size() && r->results[j].check) {
           stored = &*r->results[j].check;
           idx = stored->modify_index;
@@ -220,15 +220,28 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
         if (idx > 0 && idx < s.catalog->modify_index) continue;  // the watch has a newer copy
         if (s.catalog->status != w.status)
           changes.push_back({w.node, w.check_id, s.catalog->status, w.status, first_line(w.output)});
-        // A new object, the shared one stays as it is (the watch brings this version soon, and
-        // the engine takes the worker's object then).
-        auto written = std::make_shared<consul::health_check>(*s.catalog);
-        written->status = w.status;
-        written->output = w.output;
-        if (idx > 0) written->modify_index = s.written_index = idx;
-        s.catalog = std::move(written);
+        const bool damaged = stored && definition_lost(w.definition, stored->definition);
+        if (stored && idx > 0 && stored->definition == s.catalog->definition &&
+            stored->status == w.status && stored->output == w.output &&
+            key_view_of(*stored) == key_view_of(*s.catalog) && stored->service_id == s.catalog->service_id) {
+          // Consul's answer is the check as it stored it (Consul 1.8's transactions drop some
+          // members, such as Type): the engine holds that version, and the worker takes this
+          // object for it rather than decoding the same version again (held_check).
+          s.written_index = idx;
+          s.catalog = std::make_shared<const consul::health_check>(std::move(*stored));
+          s.own_copy_unverified = false;
+        } else {
+          // A new object, the shared one stays as it is (the watch brings this version soon,
+          // and the engine takes the worker's object then).
+          auto written = std::make_shared<consul::health_check>(*s.catalog);
+          written->status = w.status;
+          written->output = w.output;
+          if (idx > 0) written->modify_index = s.written_index = idx;
+          s.catalog = std::move(written);
+          s.own_copy_unverified = true;
+        }
         if (s.desired && !needs_write(s)) s.desired.reset();  // one copy of the output
-        if (stored && definition_lost(w.definition, stored->definition)) definition_damaged(ids[j].index);
+        if (damaged) definition_damaged(ids[j].index);
         ++stats_.write_ops;
         log::debug("Check status written", {{"node", w.node}, {"check", w.check_id},
                                             {"status", w.status}});
@@ -355,6 +368,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       written->status = r.checks[k].status;
       written->output = r.checks[k].output;
       s.catalog = std::move(written);
+      s.own_copy_unverified = true;  // its ModifyIndex is still the old version's
       if (s.desired && !needs_write(s)) s.desired.reset();
       ++stats_.write_ops;
       ++stats_.registration_writes;
@@ -388,6 +402,7 @@ asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_no
         // may have changed (re-registered by an operator): plan it again, as on_checks would.
         auto before = std::move(s.catalog);
         s.catalog = std::make_shared<const consul::health_check>(std::move(c));
+        s.own_copy_unverified = false;  // Consul's version, as read
         update_critical_since(i);
         if (replan(i, std::move(before))) ++stats_.updated;
       }

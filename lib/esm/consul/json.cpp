@@ -100,14 +100,21 @@ void put_if_any(json::object& o, std::string_view key, const C& v) {
 void get(const json::object& o, std::string_view key, util::header_block& out) {
   auto* v = o.if_contains(key);
   if (!v || v->is_null()) return;
-  const auto& names = v->as_object();
+  auto fail = [](json::error e) { throw boost::system::system_error(make_error_code(e)); };
+  const auto* names = v->if_object();
+  if (!names) fail(json::error::not_object);
   std::vector<std::pair<std::string_view, std::vector<std::string_view>>> entries;
-  entries.reserve(names.size());
-  for (const auto& m : names) {
-    const auto& values = m.value().as_array();
+  entries.reserve(names->size());
+  for (const auto& m : *names) {
+    const auto* values = m.value().if_array();
+    if (!values) fail(json::error::not_array);
     auto& e = entries.emplace_back(std::string_view(m.key()), std::vector<std::string_view>());
-    e.second.reserve(values.size());
-    for (const auto& value : values) e.second.emplace_back(value.as_string());
+    e.second.reserve(values->size());
+    for (const auto& value : *values) {
+      const auto* s = value.if_string();
+      if (!s) fail(json::error::not_string);
+      e.second.emplace_back(*s);
+    }
   }
   out = util::header_block(std::move(entries));
 }

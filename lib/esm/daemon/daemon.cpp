@@ -117,6 +117,9 @@ class share_sink : public sharding::assignment_sink {
     log_.on_checks(c);  // the count at INFO when it changed, else DEBUG
     checks_.on_checks(c);
   }
+  sharding::shared_check held_check(const consul::check_key& k) const override {
+    return checks_.held_check(k);  // the engine's copy after its own write
+  }
 
  private:
   sharding::logging_sink& log_;

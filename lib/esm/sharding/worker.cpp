@@ -177,10 +177,14 @@ asio::awaitable<void> follow_share(consul::client& c, worker_settings s, worker_
   auto q = share_query(s, st.cache.followed());
   consul::watch<std::vector<consul::node>> nodes_w(
       [&c](const consul::query_options& o) { return c.catalog_nodes(o); }, q, s.wait);
-  // A check read again at the same ModifyIndex is not decoded: the held object stands for it.
+  // A check read again at the same ModifyIndex is not decoded: the held object stands for it,
+  // the cache's or, for a version the cache has not seen yet, the sink's (its own write).
   consul::watch<std::vector<shared_check>> checks_w(
-      [&c, &st](const consul::query_options& o) {
-        return c.health_state_shared("any", o, [&st](const consul::check_key& k) { return st.cache.held_check(k); });
+      [&c, &st, &sink](const consul::query_options& o) {
+        return c.health_state_shared("any", o, [&st, &sink](const consul::check_key& k) {
+          if (auto h = st.cache.held_check(k)) return h;
+          return sink.held_check(k);
+        });
       },
       std::move(q), s.wait);
   if (auto from = st.cache.resume_from()) {

@@ -107,6 +107,11 @@ class assignment_sink {
   // assignment changed. A check whose ModifyIndex did not move since the last call comes in
   // the same object as then.
   virtual void on_checks(const std::vector<shared_check>& checks) = 0;
+  // The sink's own object for exactly this version of a check (the key's ModifyIndex), if it
+  // holds one the share does not: e.g. the check runner's copy after its write, which Consul
+  // confirmed. The share's next answer then takes it instead of decoding the same version
+  // again (one object per check, not a second one for the cache). Null: decode it.
+  virtual shared_check held_check(const consul::check_key&) const { return nullptr; }
 };
 
 // Logs what it receives (counts at INFO when they change, like consul-esm's `Health check

@@ -117,8 +117,11 @@ class header_block {
     if (this != &o) *this = header_block(o);
     return *this;
   }
-  header_block& operator=(header_block&& o) noexcept {
-    std::swap(p_, o.p_);
+  header_block& operator=(header_block&& o) noexcept {  // the source is left empty
+    if (this != &o) {
+      delete[] p_;
+      p_ = std::exchange(o.p_, nullptr);
+    }
     return *this;
   }
   ~header_block() { delete[] p_; }

@@ -997,7 +997,7 @@ int run_share_memory(const options& o) {
   auto m = heap_in_use();
   auto step = [&](const char* what) {
     auto now = heap_in_use();
-    rows.emplace_back(what, (double(now) - double(m)) / double(n));
+    rows.emplace_back(what, (double(now) - double(m)) / double(nodes * per_node));
     m = now;
   };
   {

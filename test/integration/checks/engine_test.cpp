@@ -823,3 +823,31 @@ TEST_CASE("the index and the plans follow each check's newest object; replaced o
   next.clear();
   for (auto& c : share) CHECK(c.use_count() == 1);  // the engine let go of every object
 }
+
+TEST_CASE("after its own write the engine offers its copy for exactly the version Consul stored") {
+  asio::io_context io;
+  switch_server target(io);
+  running_engine e(io, fast_settings());
+  auto node = unique("held");
+  e.nodes = {node};
+  register_node(io, e.client, node, {http_check(node, "web", target.url())});
+  target.set(200, "hello");
+  e.feed();
+  REQUIRE(e.wait_status(node, "web", "passing"));
+  auto stored = e.catalog(node, "web");  // Consul's version after the engine's write
+  esm::consul::check_key key{stored.node, stored.check_id, stored.service_id.view(),
+                             stored.name_space.view(), stored.partition.view(), stored.modify_index};
+  // The write's answer reaches the engine just after Consul committed it.
+  REQUIRE(run_until(io, [&] { return e.engine.held_check(key) != nullptr; }, 5s));
+  auto held = e.engine.held_check(key);
+  CHECK(*held == stored);  // what the worker would have decoded, field for field
+  auto older = key;
+  older.modify_index = stored.modify_index - 1;
+  CHECK(e.engine.held_check(older) == nullptr);
+  auto other_service = key;
+  other_service.service_id = "not-its-service";
+  CHECK(e.engine.held_check(other_service) == nullptr);
+  auto other_check = key;
+  other_check.check_id = "not-held";
+  CHECK(e.engine.held_check(other_check) == nullptr);
+}

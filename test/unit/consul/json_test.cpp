@@ -52,6 +52,30 @@ TEST_CASE("a malformed type is an error, not a crash") {
   CHECK_THROWS(json::value_to<node>(json::parse(R"([1, 2])")));
 }
 
+TEST_CASE("a definition's Header round-trips, a name without values included; a malformed one is an error") {
+  auto d = json::value_to<check_definition>(json::parse(
+      R"({"HTTP": "http://x/", "Header": {"X-B": ["2", ""], "Accept": ["a/b"], "X-None": []}})"));
+  CHECK(d.header.size() == 3);
+  CHECK(d.header.values("X-B") == std::vector<std::string>{"2", ""});
+  CHECK(d.header.contains("X-None"));
+  CHECK(d.header.values("X-None").empty());
+  auto back = json::value_from(d).as_object();
+  CHECK(json::serialize(back.at("Header")) == R"({"Accept":["a/b"],"X-B":["2",""],"X-None":[]})");
+  CHECK(json::value_to<check_definition>(json::value(back)) == d);
+  // Absent, null and {} leave no Header, and none is written back.
+  for (auto text : {R"({"HTTP": "http://x/"})", R"({"Header": null})", R"({"Header": {}})"}) {
+    auto e = json::value_to<check_definition>(json::parse(text));
+    CHECK(e.header.empty());
+    CHECK_FALSE(json::value_from(e).as_object().contains("Header"));
+  }
+  // What value_to<std::map<std::string, std::vector<std::string>>> refused, refused alike.
+  for (auto text : {R"({"Header": []})", R"({"Header": {"X": "v"}})", R"({"Header": {"X": [1]}})",
+                    R"({"Header": {"X": [null]}})", R"({"Header": {"X": null}})"}) {
+    INFO(text);
+    CHECK_THROWS_AS(json::value_to<check_definition>(json::parse(text)), boost::system::system_error);
+  }
+}
+
 TEST_CASE("a check definition's malformed duration is kept verbatim, not an error for the whole list") {
   // One odd check must not stop an instance from reading its share; the engine reports it
   // (plan_check) and a write-back sends the member as it came.
