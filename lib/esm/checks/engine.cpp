@@ -146,7 +146,7 @@ std::optional<check_engine::check_view> check_engine::find(std::string_view node
   v.catalog_status = s.catalog->status;
   v.catalog_output = s.catalog->output;
   v.modify_index = s.catalog->modify_index;
-  v.desired = s.desired;
+  if (s.desired) v.desired = *s.desired;
   v.runs = s.runs;
   v.starts = s.starts;
   v.running = s.running != nullptr;
@@ -545,7 +545,10 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   }
   bool first = !s.reported;
   s.reported = true;
-  s.desired = std::move(r);
+  if (s.desired)
+    *s.desired = std::move(r);
+  else
+    s.desired = std::make_unique<probe::probe_result>(std::move(r));
   update_critical_since(i);
   reported_change c;
   c.differs = needs_write(s);

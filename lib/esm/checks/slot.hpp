@@ -25,7 +25,9 @@ struct check_engine::slot {
   // new catalog object is planned again (on_checks), and its plan replaces this one when it
   // differs, probe fields included.
   std::optional<run_plan> plan;
-  std::optional<probe::probe_result> desired;  // what esmd reports, while the catalog differs
+  // What esmd reports, while the catalog differs: a pointer (8 bytes, not an optional's 48),
+  // as a write is pending for few checks at a time.
+  std::unique_ptr<probe::probe_result> desired;
   status_gate gate;
   legacy_counter legacy;
   std::shared_ptr<async::stop_handle> running;  // set while a probe runs
