@@ -191,10 +191,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
           c.modify_index != held.written_index) {
         // The same version in another object (the engine's own, from a node re-read): share
         // the worker's instead, which it keeps anyway.
-        if (*held.catalog == c) {
-          held.catalog = handle;
-          held.own_copy_unverified = false;
-        }
+        if (*held.catalog == c) held.hold(handle, true);
         held.seen = epoch_;
         continue;
       }
@@ -205,8 +202,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
       auto& s = *slots_[i];
       s.seen = epoch_;
       s.live = true;
-      s.catalog = handle;  // before the index takes it: its key is the catalog object's
-      s.own_copy_unverified = false;
+      s.hold(handle, true);  // before the index takes it: its key is the catalog object's
       index_.insert(i);
       if (auto* p = std::get_if<run_plan>(&planned)) {
         s.plan = *p;
@@ -233,8 +229,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
       // (an object of the engine's own until the restored one is read).
       auto merged = std::make_shared<consul::health_check>(c);
       merged->definition = s.catalog->definition;
-      s.catalog = std::move(merged);
-      s.own_copy_unverified = true;
+      s.hold(std::move(merged), false);
       p_damaged.push_back(i);
     } else {
       if (c.create_index != s.catalog->create_index) {
@@ -243,8 +238,7 @@ void check_engine::on_checks(const std::vector<sharding::shared_check>& checks) 
         s.critical_since.reset();
         s.reaped_create_index.reset();
       }
-      s.catalog = handle;
-      s.own_copy_unverified = false;
+      s.hold(handle, true);
     }
     if (s.desired && !needs_write(s)) s.desired.reset();
     update_critical_since(i);
@@ -545,6 +539,14 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   }
   bool first = !s.reported;
   s.reported = true;
+  if (!s.restore_definition && to_string(r.status) == s.catalog->status &&
+      r.output == s.catalog->output) {
+    // The catalog shows this result already (most runs): nothing to write and no copy to
+    // keep, as decide_write would conclude; decided before any allocation.
+    s.desired.reset();
+    update_critical_since(i);
+    return;
+  }
   if (s.desired)
     *s.desired = std::move(r);
   else

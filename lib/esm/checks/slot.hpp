@@ -61,6 +61,13 @@ struct check_engine::slot {
   // ModifyIndex (a registration write, a restored definition, a write whose answer differed):
   // held_check does not offer it to the worker.
   bool own_copy_unverified = false;
+
+  // Every change of `catalog` goes through here, so the flag above never outlives the object
+  // it speaks of. `consuls`: the object is Consul's version at its ModifyIndex.
+  void hold(sharding::shared_check c, bool consuls) {
+    catalog = std::move(c);
+    own_copy_unverified = !consuls;
+  }
   bool restore_definition = false;
   std::uint64_t written_index = 0;  // ModifyIndex of the engine's last transaction write
   bool due_while_running = false;

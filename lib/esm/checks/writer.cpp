@@ -228,8 +228,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
           // members, such as Type): the engine holds that version, and the worker takes this
           // object for it rather than decoding the same version again (held_check).
           s.written_index = idx;
-          s.catalog = std::make_shared<const consul::health_check>(std::move(*stored));
-          s.own_copy_unverified = false;
+          s.hold(std::make_shared<const consul::health_check>(std::move(*stored)), true);
         } else {
           // A new object, the shared one stays as it is (the watch brings this version soon,
           // and the engine takes the worker's object then).
@@ -237,8 +236,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
           written->status = w.status;
           written->output = w.output;
           if (idx > 0) written->modify_index = s.written_index = idx;
-          s.catalog = std::move(written);
-          s.own_copy_unverified = true;
+          s.hold(std::move(written), false);
         }
         if (s.desired && !needs_write(s)) s.desired.reset();  // one copy of the output
         if (damaged) definition_damaged(ids[j].index);
@@ -367,8 +365,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       auto written = std::make_shared<consul::health_check>(*s.catalog);  // as in write_chunk
       written->status = r.checks[k].status;
       written->output = r.checks[k].output;
-      s.catalog = std::move(written);
-      s.own_copy_unverified = true;  // its ModifyIndex is still the old version's
+      s.hold(std::move(written), false);  // its ModifyIndex is still the old version's
       if (s.desired && !needs_write(s)) s.desired.reset();
       ++stats_.write_ops;
       ++stats_.registration_writes;
@@ -401,8 +398,7 @@ asio::awaitable<std::optional<std::vector<std::string>>> check_engine::reread_no
         // The same key: the index's entry stays valid with the new object. Its definition
         // may have changed (re-registered by an operator): plan it again, as on_checks would.
         auto before = std::move(s.catalog);
-        s.catalog = std::make_shared<const consul::health_check>(std::move(c));
-        s.own_copy_unverified = false;  // Consul's version, as read
+        s.hold(std::make_shared<const consul::health_check>(std::move(c)), true);  // as read
         update_critical_since(i);
         if (replan(i, std::move(before))) ++stats_.updated;
       }
