@@ -529,7 +529,7 @@ void check_engine::apply_result(std::uint32_t i, probe::probe_result r) {
   r.status = *reported;
   // The state this result would replace: what esmd last reported, else the catalog's.
   std::string_view cur_status = s.desired ? to_string(s.desired->status) : std::string_view(s.catalog->status);
-  const std::string& cur_output = s.desired ? s.desired->output : s.catalog->output;
+  std::string_view cur_output = s.desired ? std::string_view(s.desired->output) : s.catalog->output.view();
   bool status_changed = to_string(r.status) != cur_status;
   if (settings_.plans.legacy_thresholds) {
     bool same = !status_changed && r.output == cur_output;

@@ -15,7 +15,7 @@ namespace {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-std::optional<int> int_member(const boost::json::object& o, std::string_view key) {
+std::optional<int> int_member(const consul::extra_members& o, std::string_view key) {
   auto* v = o.if_contains(key);
   if (!v) return std::nullopt;
   if (v->is_int64()) return static_cast<int>(std::clamp<std::int64_t>(v->as_int64(), 0, 1 << 30));

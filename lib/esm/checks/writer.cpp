@@ -219,7 +219,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
         }
         if (idx > 0 && idx < s.catalog->modify_index) continue;  // the watch has a newer copy
         if (s.catalog->status != w.status)
-          changes.push_back({w.node, w.check_id, s.catalog->status, w.status, first_line(w.output)});
+          changes.push_back({w.node, w.check_id, s.catalog->status.str(), w.status.str(), first_line(w.output)});
         const bool damaged = stored && definition_lost(w.definition, stored->definition);
         if (stored && idx > 0 && stored->definition == s.catalog->definition &&
             stored->status == w.status && stored->output == w.output &&
@@ -360,7 +360,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       if (s.restore_definition) ++stats_.definitions_restored;
       s.restore_definition = false;
       if (s.catalog->status != r.checks[k].status)
-        changes.push_back({r.node, r.checks[k].check_id, s.catalog->status, r.checks[k].status,
+        changes.push_back({r.node, r.checks[k].check_id, s.catalog->status.str(), r.checks[k].status.str(),
                            first_line(r.checks[k].output)});
       auto written = std::make_shared<consul::health_check>(*s.catalog);  // as in write_chunk
       written->status = r.checks[k].status;

@@ -192,7 +192,7 @@ node tag_invoke(json::value_to_tag<node>, const json::value& jv) {
 // --- check definition --------------------------------------------------------------------
 
 void tag_invoke(json::value_from_tag, json::value& jv, const check_definition& v) {
-  json::object o = v.extra;
+  json::object o = v.extra.object();
   put_if(o, "HTTP", v.http);
   put_if_any(o, "Header", v.header);
   put_if(o, "Method", v.method);
@@ -267,13 +267,13 @@ check_definition tag_invoke(json::value_to_tag<check_definition>, const json::va
 // --- health check ------------------------------------------------------------------------
 
 void tag_invoke(json::value_from_tag, json::value& jv, const health_check& v) {
-  json::object o = v.extra;
+  json::object o = v.extra.object();
   o["Node"] = v.node;
   o["CheckID"] = v.check_id;
   o["Name"] = v.name;
-  o["Status"] = v.status;
+  o["Status"] = v.status.view();
   o["Notes"] = v.notes.view();
-  o["Output"] = v.output;
+  o["Output"] = v.output.view();
   o["ServiceID"] = v.service_id.view();
   o["ServiceName"] = v.service_name.view();
   put(o, "ServiceTags", v.service_tags);

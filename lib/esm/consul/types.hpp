@@ -4,6 +4,8 @@
 // `extra`, so a compare-and-set never drops a field a newer Consul added.
 #pragma once
 
+#include <array>
+#include <bit>
 #include <chrono>
 #include <compare>
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,23 +29,28 @@ namespace esm::consul {
 using string_map = std::map<std::string, std::string>;
 
 // A string for the members of a check that are empty in most checks (a Definition carries
-// one probe's fields, most checks have no Notes): one pointer, null while empty, instead of
-// std::string's 32 bytes; otherwise one allocation of its size and 4 bytes. An esmd check
-// object held for each check of the share has a dozen of them (see check_definition).
+// one probe's fields, most checks have no Notes) or short (Status, Type, Method): one
+// pointer's 8 bytes instead of std::string's 32. Empty: all zero. Up to 7 bytes ("passing",
+// "http", "GET"): inline, in the pointer's place, its least significant byte tagged (bit 0
+// set, the length above it; a heap pointer from new[] is even). Longer: one allocation of its
+// size and 4 bytes. An esmd check object held for each check of the share has twenty of them
+// (see check_definition, health_check).
 // Assigned from and compared with anything that converts to std::string_view; read as one
 // (view(), or the implicit conversion, e.g. `std::string s; s = c.notes;`).
 class rare_string {
  public:
+  static constexpr std::size_t inline_capacity = sizeof(char*) - 1;
+
   rare_string() noexcept = default;
   explicit rare_string(std::string_view v) { assign(v); }
   rare_string(const rare_string& o) { assign(o.view()); }
-  rare_string(rare_string&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  rare_string(rare_string&& o) noexcept : b_(std::exchange(o.b_, bytes{})) {}
   rare_string& operator=(const rare_string& o) {
     if (this != &o) assign(o.view());
     return *this;
   }
   rare_string& operator=(rare_string&& o) noexcept {
-    std::swap(p_, o.p_);
+    std::swap(b_, o.b_);
     return *this;
   }
   rare_string& operator=(std::string_view v) {
@@ -51,21 +59,25 @@ class rare_string {
   }
   rare_string& operator=(const char* v) { return *this = std::string_view(v); }
   rare_string& operator=(const std::string& v) { return *this = std::string_view(v); }
-  ~rare_string() { delete[] p_; }
+  ~rare_string() { release(); }
 
-  bool empty() const noexcept { return p_ == nullptr; }
+  bool empty() const noexcept { return b_ == bytes{}; }
   void clear() noexcept {
-    delete[] p_;
-    p_ = nullptr;
+    release();
+    b_ = bytes{};
   }
   std::size_t size() const noexcept {
-    if (!p_) return 0;
+    if (is_inline()) return b_[tag_at] >> 1;
+    const char* p = heap();
+    if (!p) return 0;
     std::uint32_t n;
-    std::memcpy(&n, p_, sizeof n);
+    std::memcpy(&n, p, sizeof n);
     return n;
   }
   std::string_view view() const noexcept {
-    return p_ ? std::string_view(p_ + sizeof(std::uint32_t), size()) : std::string_view();
+    if (is_inline()) return {reinterpret_cast<const char*>(b_.data()) + data_at, size()};
+    const char* p = heap();
+    return p ? std::string_view(p + sizeof(std::uint32_t), size()) : std::string_view();
   }
   operator std::string_view() const noexcept { return view(); }
   std::string str() const { return std::string(view()); }
@@ -85,18 +97,88 @@ class rare_string {
   friend std::string operator+(const rare_string& a, const char* b) { return a.str().append(b); }
 
  private:
-  void assign(std::string_view v) {
-    char* next = nullptr;
-    if (!v.empty()) {
-      auto n = static_cast<std::uint32_t>(v.size());  // a check's member, far below 4 GiB
-      next = new char[sizeof n + n];
-      std::memcpy(next, &n, sizeof n);
-      std::memcpy(next + sizeof n, v.data(), n);
-    }
-    delete[] p_;
-    p_ = next;
+  using bytes = std::array<unsigned char, sizeof(char*)>;
+  // The pointer's least significant byte holds the tag; the inline bytes are the others.
+  static constexpr bool little = std::endian::native == std::endian::little;
+  static constexpr std::size_t tag_at = little ? 0 : sizeof(char*) - 1;
+  static constexpr std::size_t data_at = little ? 1 : 0;
+
+  bool is_inline() const noexcept { return b_[tag_at] & 1u; }
+  char* heap() const noexcept {  // only when !is_inline()
+    char* p;
+    std::memcpy(&p, b_.data(), sizeof p);
+    return p;
   }
-  char* p_ = nullptr;  // [uint32 size][bytes], null when empty
+  void release() noexcept {
+    if (!is_inline()) delete[] heap();
+  }
+  void assign(std::string_view v) {
+    bytes next{};  // built first: v may view this string's own bytes
+    if (v.size() <= inline_capacity) {
+      if (!v.empty()) {
+        next[tag_at] = static_cast<unsigned char>(v.size() << 1 | 1u);
+        std::memcpy(next.data() + data_at, v.data(), v.size());
+      }
+    } else {
+      auto n = static_cast<std::uint32_t>(v.size());  // a check's member, far below 4 GiB
+      char* p = new char[sizeof n + n];
+      std::memcpy(p, &n, sizeof n);
+      std::memcpy(p + sizeof n, v.data(), n);
+      std::memcpy(next.data(), &p, sizeof p);
+    }
+    release();
+    b_ = next;
+  }
+  alignas(char*) bytes b_{};  // all zero when empty; see the class comment
+};
+// A heap pointer is even: new char[n] with n > 8 is aligned for any 8-byte type.
+static_assert(sizeof(rare_string) == sizeof(char*));
+
+// The members of a check or a Definition that esmd does not model, written back unchanged
+// (a newer Consul's fields): none in most checks, so a pointer (8 bytes, null while there are
+// none) instead of a json::object (24). Compared by content; an empty object equals none.
+class extra_members {
+ public:
+  extra_members() noexcept = default;
+  extra_members(const extra_members& o) : p_(o.empty() ? nullptr : std::make_unique<boost::json::object>(*o.p_)) {}
+  extra_members(extra_members&&) noexcept = default;
+  extra_members& operator=(const extra_members& o) {
+    if (this != &o) p_ = o.empty() ? nullptr : std::make_unique<boost::json::object>(*o.p_);
+    return *this;
+  }
+  extra_members& operator=(extra_members&&) noexcept = default;
+  extra_members& operator=(boost::json::object o) {
+    p_ = o.empty() ? nullptr : std::make_unique<boost::json::object>(std::move(o));
+    return *this;
+  }
+  ~extra_members() = default;
+
+  bool empty() const noexcept { return !p_ || p_->empty(); }
+  const boost::json::value* if_contains(std::string_view key) const noexcept {
+    return p_ ? p_->if_contains(key) : nullptr;
+  }
+  // The member `key`; throws std::out_of_range when absent (as json::object's at).
+  const boost::json::value& at(std::string_view key) const {
+    if (auto* v = if_contains(key)) return *v;
+    throw std::out_of_range("no member " + std::string(key));
+  }
+  // The object held, null while there are none.
+  const boost::json::object* members() const noexcept { return p_.get(); }
+  // The member `key`, null and added when absent (as json::object's operator[]).
+  boost::json::value& operator[](std::string_view key) {
+    if (!p_) p_ = std::make_unique<boost::json::object>();
+    return (*p_)[key];
+  }
+  // A copy of the members, to which an encoder adds the modelled ones.
+  boost::json::object object() const { return p_ ? *p_ : boost::json::object(); }
+
+  friend bool operator==(const extra_members& a, const extra_members& b) noexcept {
+    if (a.empty() || b.empty()) return a.empty() == b.empty();
+    return *a.p_ == *b.p_;
+  }
+
+ private:
+  std::unique_ptr<boost::json::object> p_;
 };
 
 // Lock flag value of Consul's api package: esmd and consul-esm recognise each other's locks.
@@ -121,7 +203,7 @@ struct node {
 // sizeof 216 B (552 B with std::string members and the flags between them, 280 B with the
 // Header as a std::map).
 struct check_definition {
-  std::string http;
+  rare_string http;
   util::header_block header;  // Go's map[string][]string, in one allocation
   rare_string method;
   rare_string body;
@@ -139,7 +221,7 @@ struct check_definition {
   std::chrono::nanoseconds timeout{0};
   std::chrono::nanoseconds ttl{0};
   std::chrono::nanoseconds deregister_critical_service_after{0};
-  boost::json::object extra;  // members not modelled above, written back unchanged
+  extra_members extra;  // members not modelled above, written back unchanged
   bool disable_redirects = false;
   bool tls_skip_verify = false;
   bool tcp_use_tls = false;
@@ -153,19 +235,19 @@ struct health_check {
   std::string node;
   std::string check_id;
   std::string name;
-  std::string status;  // "passing", "warning", "critical", "maintenance"
+  rare_string status;  // "passing", "warning", "critical", "maintenance"
   rare_string notes;
-  std::string output;
+  rare_string output;
   rare_string service_id;
   rare_string service_name;
   std::vector<std::string> service_tags;
-  std::string type;  // "http" and the like: inline in a std::string
+  rare_string type;  // "http" and the like
   rare_string name_space;  // "Namespace" (Enterprise)
   rare_string partition;   // "Partition" (Enterprise)
   check_definition definition;
   std::uint64_t create_index = 0;
   std::uint64_t modify_index = 0;
-  boost::json::object extra;
+  extra_members extra;
 
   bool operator==(const health_check&) const = default;
 };

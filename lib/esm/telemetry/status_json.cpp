@@ -191,7 +191,7 @@ check_selection select_checks(const daemon::daemon_status& st, std::size_t offse
     r.catalog_status = c.status;
     r.status = std::string(e.status);
     r.write_pending = e.desired != nullptr;
-    if (outputs) r.output = e.desired ? e.desired->output : c.output;
+    if (outputs) r.output = e.desired ? e.desired->output : c.output.str();
     r.write_queued = e.write_queued;
     r.running = e.running;
     r.runs = e.runs;

@@ -263,7 +263,8 @@ TEST_CASE("a large array decodes element by element as the whole DOM would") {
   auto checks = decode_array<health_check>(
       R"([{"CheckID": "a", "Extra": {"k": [1, 2]}, "Definition": {"Foo": "bar", "Interval": "x"}}, {"CheckID": "b"}])");
   REQUIRE(checks.size() == 2);
-  CHECK(checks[0].extra.storage().get() == json::storage_ptr().get());
+  REQUIRE(checks[0].extra.members());
+  CHECK(checks[0].extra.members()->storage().get() == json::storage_ptr().get());
   CHECK(checks[0].extra.at("Extra").storage().get() == json::storage_ptr().get());
   CHECK(checks[0].extra.at("Extra").at("k").storage().get() == json::storage_ptr().get());
   CHECK(checks[0].definition.extra.at("Foo").storage().get() == json::storage_ptr().get());
@@ -333,6 +334,87 @@ TEST_CASE("rare_string: one pointer, empty when null; copies, moves, compares an
   a.clear();
   CHECK(a.empty());
   CHECK(a == c);
+}
+
+TEST_CASE("rare_string: up to 7 bytes inline, longer on the heap; every length round-trips") {
+  static_assert(rare_string::inline_capacity == sizeof(void*) - 1);
+  constexpr char raw[] = "p\0assing\xff-critical-maintenance";  // a NUL and a high byte
+  const std::string bytes(raw, sizeof raw - 1);
+  for (std::size_t n = 0; n <= bytes.size(); ++n) {
+    CAPTURE(n);
+    const std::string_view want(bytes.data(), n);
+    rare_string a(want);
+    CHECK(a.size() == n);
+    CHECK(a.view() == want);
+    CHECK(a.empty() == (n == 0));
+    rare_string copy = a;
+    CHECK(copy == a);
+    rare_string moved = std::move(copy);
+    CHECK(moved.view() == want);
+    CHECK(copy.empty());  // NOLINT: moved-from is empty
+    // Assigned from a view of its own bytes (inline ones too): the new value is built first.
+    a = a.view().substr(n / 2);
+    CHECK(a.view() == want.substr(n / 2));
+    a = moved.view();
+    CHECK(a == moved);
+    // Across the inline bound in both directions, with no stale length or bytes.
+    rare_string b("longer than seven bytes");
+    b = want;
+    CHECK(b.view() == want);
+    b = "longer than seven bytes";
+    CHECK(b == "longer than seven bytes");
+    b = want;
+    CHECK(b.view() == want);
+  }
+  rare_string status("passing"), kind("http"), method("GET");
+  CHECK(status == "passing");
+  CHECK(kind.size() == 4);
+  CHECK(method.view() == "GET");
+  CHECK((status <=> rare_string("warning")) < 0);
+  CHECK((rare_string("critical") <=> rare_string("crit")) > 0);  // heap against inline
+}
+
+TEST_CASE("extra_members: none is empty, copies are deep, members added and read as in an object") {
+  extra_members none;
+  CHECK(none.empty());
+  CHECK(none.members() == nullptr);
+  CHECK(none.if_contains("X") == nullptr);
+  CHECK_THROWS_AS(none.at("X"), std::out_of_range);
+  CHECK(none.object().empty());
+  extra_members empty;
+  empty = json::object();
+  CHECK(empty.members() == nullptr);  // an empty object holds nothing
+  CHECK(empty == none);
+  extra_members a;
+  a["ExposedPort"] = 8080;
+  CHECK_FALSE(a.empty());
+  CHECK(a.at("ExposedPort") == 8080);
+  CHECK_FALSE(a == none);
+  extra_members b = a;
+  CHECK(b == a);
+  b["ExposedPort"] = 9090;  // b's own object
+  CHECK(a.at("ExposedPort") == 8080);
+  CHECK_FALSE(b == a);
+  b = a;
+  CHECK(b == a);
+  extra_members c = std::move(b);
+  CHECK(c == a);
+  auto o = c.object();
+  o["More"] = true;  // a copy: c is unchanged
+  CHECK(c.if_contains("More") == nullptr);
+  // A check's unmodelled members and a Definition's round-trip through JSON.
+  auto v = json::parse(R"({"Node": "n", "CheckID": "c", "Status": "passing", "ExposedPort": 21500,
+                           "Definition": {"HTTP": "http://h/", "Future": [1, "x"]}})");
+  auto check = json::value_to<health_check>(v);
+  CHECK(check.extra.at("ExposedPort") == 21500);
+  CHECK(check.definition.extra.at("Future") == json::parse(R"([1, "x"])"));
+  auto back = json::value_from(check).as_object();
+  CHECK(back.at("ExposedPort") == 21500);
+  CHECK(back.at("Definition").as_object().at("Future") == json::parse(R"([1, "x"])"));
+  CHECK(json::value_to<health_check>(json::value(back)) == check);
+  auto plain = json::value_to<health_check>(json::parse(R"({"Node": "n", "CheckID": "c"})"));
+  CHECK(plain.extra.members() == nullptr);
+  CHECK(plain.definition.extra.members() == nullptr);
 }
 
 TEST_CASE("the rarely set members (rare_string) decode and encode as strings did") {
