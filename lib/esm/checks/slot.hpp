@@ -15,6 +15,30 @@
 
 namespace esm::checks {
 
+// std::optional's interface (as the slot uses it) for a value with a sentinel no real one
+// takes: 8 bytes where std::optional of a time point or an index takes 16.
+template <class T, T (*none)()>
+class sentinel_optional {
+ public:
+  explicit operator bool() const noexcept { return v_ != none(); }
+  bool has_value() const noexcept { return v_ != none(); }
+  const T& operator*() const noexcept { return v_; }
+  void reset() noexcept { v_ = none(); }
+  sentinel_optional& operator=(T v) noexcept {
+    v_ = v;
+    return *this;
+  }
+
+ private:
+  T v_ = none();
+};
+inline constexpr std::chrono::steady_clock::time_point no_time() {
+  return std::chrono::steady_clock::time_point::min();  // steady_clock counts up from boot
+}
+inline constexpr std::uint64_t no_index() { return UINT64_MAX; }  // Consul's are below 2^63
+using maybe_time = sentinel_optional<std::chrono::steady_clock::time_point, no_time>;
+using maybe_index = sentinel_optional<std::uint64_t, no_index>;
+
 struct check_engine::slot {
   // The newest copy known, never null while held: the worker's object (shared with its cache,
   // see sharding::shared_check), or the engine's own after a write or a re-read until the
@@ -32,24 +56,25 @@ struct check_engine::slot {
   legacy_counter legacy;
   std::shared_ptr<async::stop_handle> running;  // set while a probe runs
   std::chrono::steady_clock::time_point due{};  // when the queued run was due (lag)
-  std::optional<std::chrono::steady_clock::time_point> output_due;  // deferred output write
-  std::optional<std::chrono::steady_clock::time_point> critical_since;
+  maybe_time output_due;  // deferred output write
+  maybe_time critical_since;
   // The CreateIndex of the check when the reaper deregistered its service: the reaper skips
   // the slot until the catalog holds a different check under its key (the service was
   // registered again), instead of deregistering every pass until the worker drops it.
-  std::optional<std::uint64_t> reaped_create_index;
+  maybe_index reaped_create_index;
   std::uint64_t seen = 0;    // reconciliation epoch that last listed it
   std::uint64_t runs = 0;
+  // Which check this slot holds: set anew each time the slot is allocated, and never changed
+  // by a restart (unlike `generation`). A write in flight remembers it, so that its answer is
+  // applied only to the check it was sent for, not to one that reused the slot meanwhile.
+  std::uint64_t incarnation = 0;
+  std::uint64_t written_index = 0;  // ModifyIndex of the engine's last transaction write
   std::uint32_t starts = 0;     // (re)starts of its schedule
   std::uint32_t generation = 0;  // bumped by every stop/restart: voids heap entries
   // The generation the slot had when its run joined the queue for a probe slot: a queued run
   // whose check was restarted, or whose slot was reused, meanwhile is dropped, not started
   // beside the new schedule (which would run the check twice per interval from then on).
   std::uint32_t queued_generation = 0;
-  // Which check this slot holds: set anew each time the slot is allocated, and never changed
-  // by a restart (unlike `generation`). A write in flight remembers it, so that its answer is
-  // applied only to the check it was sent for, not to one that reused the slot meanwhile.
-  std::uint64_t incarnation = 0;
   bool live = false;             // held (listed in the index)
   bool write_queued = false;
   // Consul's transaction endpoint dropped definition fields of this check (before Consul
@@ -69,7 +94,6 @@ struct check_engine::slot {
     own_copy_unverified = !consuls;
   }
   bool restore_definition = false;
-  std::uint64_t written_index = 0;  // ModifyIndex of the engine's last transaction write
   bool due_while_running = false;
   // A result has been reported since the check's schedule (re)started. The first one is
   // written at once even when only its output differs: the catalog's output may be empty or
