@@ -443,7 +443,7 @@ void check_engine::start_probe(std::uint32_t i, std::uint32_t gen,
 void check_engine::fail_run(std::uint32_t i, std::uint32_t gen, std::exception_ptr e,
                             const char* message) {
   auto& s = *slots_[i];
-  std::string node = s.catalog->node, check = s.catalog->check_id;  // finish_run may free s
+  std::string node = s.catalog->node.str(), check = s.catalog->check_id.str();  // finish_run may free s
   ++stats_.failed_runs;
   finish_run(i, gen, std::nullopt, clock::time_point{}, true);  // next: an interval from now
   log::error(message, {{"node", node}, {"check", check}, {"error", async::what_of(e)}});

@@ -219,7 +219,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
         }
         if (idx > 0 && idx < s.catalog->modify_index) continue;  // the watch has a newer copy
         if (s.catalog->status != w.status)
-          changes.push_back({w.node, w.check_id, s.catalog->status.str(), w.status.str(), first_line(w.output)});
+          changes.push_back({w.node.str(), w.check_id.str(), s.catalog->status.str(), w.status.str(), first_line(w.output)});
         const bool damaged = stored && definition_lost(w.definition, stored->definition);
         if (stored && idx > 0 && stored->definition == s.catalog->definition &&
             stored->status == w.status && stored->output == w.output &&
@@ -312,7 +312,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
   std::map<std::tuple<std::string, std::string>, std::vector<slot_ref>> by_node;
   for (auto ref : ids) {
     const auto& c = *slots_[ref.index]->catalog;
-    by_node[{c.partition.str(), c.node}].push_back(ref);
+    by_node[{c.partition.str(), c.node.str()}].push_back(ref);
   }
   bool ok = true;
   for (auto& [where, members] : by_node) {
@@ -360,7 +360,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       if (s.restore_definition) ++stats_.definitions_restored;
       s.restore_definition = false;
       if (s.catalog->status != r.checks[k].status)
-        changes.push_back({r.node, r.checks[k].check_id, s.catalog->status.str(), r.checks[k].status.str(),
+        changes.push_back({r.node, r.checks[k].check_id.str(), s.catalog->status.str(), r.checks[k].status.str(),
                            first_line(r.checks[k].output)});
       auto written = std::make_shared<consul::health_check>(*s.catalog);  // as in write_chunk
       written->status = r.checks[k].status;
@@ -434,7 +434,7 @@ asio::awaitable<void> check_engine::reaper_loop() {
         continue;
       if (s.reaped_create_index && *s.reaped_create_index == s.catalog->create_index) continue;
       auto [at, fresh] = seen.try_emplace({s.catalog->partition.str(), s.catalog->name_space.str(),
-                                           s.catalog->node, s.catalog->service_id.str()},
+                                           s.catalog->node.str(), s.catalog->service_id.str()},
                                           victims.size());
       if (!fresh) {
         victims[at->second].checks.emplace_back(key_of(*s.catalog), s.catalog->create_index);

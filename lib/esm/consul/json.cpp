@@ -74,12 +74,14 @@ void put_if(json::object& o, std::string_view key, const std::string& v) {
   if (!v.empty()) o[key] = v;
 }
 
-void put_if(json::object& o, std::string_view key, const rare_string& v) {
+template <std::size_t B>
+void put_if(json::object& o, std::string_view key, const compact_string<B>& v) {
   if (!v.empty()) o[key] = v.view();
 }
 
 // As get<std::string>: the same members accepted, the same errors.
-void get(const json::object& o, std::string_view key, rare_string& out) {
+template <std::size_t B>
+void get(const json::object& o, std::string_view key, compact_string<B>& out) {
   auto* v = o.if_contains(key);
   if (!v || v->is_null()) return;
   if (v->is_string()) {
@@ -268,9 +270,9 @@ check_definition tag_invoke(json::value_to_tag<check_definition>, const json::va
 
 void tag_invoke(json::value_from_tag, json::value& jv, const health_check& v) {
   json::object o = v.extra.object();
-  o["Node"] = v.node;
-  o["CheckID"] = v.check_id;
-  o["Name"] = v.name;
+  o["Node"] = v.node.view();
+  o["CheckID"] = v.check_id.view();
+  o["Name"] = v.name.view();
   o["Status"] = v.status.view();
   o["Notes"] = v.notes.view();
   o["Output"] = v.output.view();

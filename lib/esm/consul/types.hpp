@@ -28,38 +28,40 @@ namespace esm::consul {
 
 using string_map = std::map<std::string, std::string>;
 
-// A string for the members of a check that are empty in most checks (a Definition carries
-// one probe's fields, most checks have no Notes) or short (Status, Type, Method): one
-// pointer's 8 bytes instead of std::string's 32. Empty: all zero. Up to 7 bytes ("passing",
-// "http", "GET"): inline, in the pointer's place, its least significant byte tagged (bit 0
-// set, the length above it; a heap pointer from new[] is even). Longer: one allocation of its
-// size and 4 bytes. An esmd check object held for each check of the share has twenty of them
-// (see check_definition, health_check).
+// A string for the members of a check object, held for each check of the share: `Bytes`
+// bytes (8 or 16) instead of std::string's 32. Empty: all zero. Up to Bytes - 1 bytes: inline,
+// the first byte (the last on a big-endian machine) tagged: bit 0 set, the length above it.
+// Longer: a pointer (even, from new[]) to one allocation of its size and 4 bytes, in the
+// first 8 bytes (the last 8 on a big-endian machine), so the tag byte is the pointer's least
+// significant one and 0 in its bit 0.
 // Assigned from and compared with anything that converts to std::string_view; read as one
 // (view(), or the implicit conversion, e.g. `std::string s; s = c.notes;`).
-class rare_string {
- public:
-  static constexpr std::size_t inline_capacity = sizeof(char*) - 1;
+template <std::size_t Bytes>
+class compact_string {
+  static_assert(Bytes >= sizeof(char*) && Bytes < 128);
 
-  rare_string() noexcept = default;
-  explicit rare_string(std::string_view v) { assign(v); }
-  rare_string(const rare_string& o) { assign(o.view()); }
-  rare_string(rare_string&& o) noexcept : b_(std::exchange(o.b_, bytes{})) {}
-  rare_string& operator=(const rare_string& o) {
+ public:
+  static constexpr std::size_t inline_capacity = Bytes - 1;
+
+  compact_string() noexcept = default;
+  explicit compact_string(std::string_view v) { assign(v); }
+  compact_string(const compact_string& o) { assign(o.view()); }
+  compact_string(compact_string&& o) noexcept : b_(std::exchange(o.b_, bytes{})) {}
+  compact_string& operator=(const compact_string& o) {
     if (this != &o) assign(o.view());
     return *this;
   }
-  rare_string& operator=(rare_string&& o) noexcept {
+  compact_string& operator=(compact_string&& o) noexcept {
     std::swap(b_, o.b_);
     return *this;
   }
-  rare_string& operator=(std::string_view v) {
+  compact_string& operator=(std::string_view v) {
     assign(v);
     return *this;
   }
-  rare_string& operator=(const char* v) { return *this = std::string_view(v); }
-  rare_string& operator=(const std::string& v) { return *this = std::string_view(v); }
-  ~rare_string() { release(); }
+  compact_string& operator=(const char* v) { return *this = std::string_view(v); }
+  compact_string& operator=(const std::string& v) { return *this = std::string_view(v); }
+  ~compact_string() { release(); }
 
   bool empty() const noexcept { return b_ == bytes{}; }
   void clear() noexcept {
@@ -82,31 +84,31 @@ class rare_string {
   operator std::string_view() const noexcept { return view(); }
   std::string str() const { return std::string(view()); }
 
-  friend bool operator==(const rare_string& a, const rare_string& b) noexcept {
+  friend bool operator==(const compact_string& a, const compact_string& b) noexcept {
     return a.view() == b.view();
   }
-  friend bool operator==(const rare_string& a, std::string_view b) noexcept { return a.view() == b; }
-  friend bool operator==(const rare_string& a, const std::string& b) noexcept { return a.view() == b; }
-  friend bool operator==(const rare_string& a, const char* b) noexcept { return a.view() == b; }
-  friend std::strong_ordering operator<=>(const rare_string& a, const rare_string& b) noexcept {
+  friend bool operator==(const compact_string& a, std::string_view b) noexcept { return a.view() == b; }
+  friend bool operator==(const compact_string& a, const std::string& b) noexcept { return a.view() == b; }
+  friend bool operator==(const compact_string& a, const char* b) noexcept { return a.view() == b; }
+  friend std::strong_ordering operator<=>(const compact_string& a, const compact_string& b) noexcept {
     return a.view() <=> b.view();
   }
-  friend std::string operator+(std::string a, const rare_string& b) { return a.append(b.view()); }
-  friend std::string operator+(const char* a, const rare_string& b) { return std::string(a).append(b.view()); }
-  friend std::string operator+(const rare_string& a, std::string_view b) { return a.str().append(b); }
-  friend std::string operator+(const rare_string& a, const char* b) { return a.str().append(b); }
+  friend std::string operator+(std::string a, const compact_string& b) { return a.append(b.view()); }
+  friend std::string operator+(const char* a, const compact_string& b) { return std::string(a).append(b.view()); }
+  friend std::string operator+(const compact_string& a, std::string_view b) { return a.str().append(b); }
+  friend std::string operator+(const compact_string& a, const char* b) { return a.str().append(b); }
 
  private:
-  using bytes = std::array<unsigned char, sizeof(char*)>;
-  // The pointer's least significant byte holds the tag; the inline bytes are the others.
+  using bytes = std::array<unsigned char, Bytes>;
   static constexpr bool little = std::endian::native == std::endian::little;
-  static constexpr std::size_t tag_at = little ? 0 : sizeof(char*) - 1;
+  static constexpr std::size_t ptr_at = little ? 0 : Bytes - sizeof(char*);
+  static constexpr std::size_t tag_at = little ? 0 : Bytes - 1;
   static constexpr std::size_t data_at = little ? 1 : 0;
 
   bool is_inline() const noexcept { return b_[tag_at] & 1u; }
   char* heap() const noexcept {  // only when !is_inline()
     char* p;
-    std::memcpy(&p, b_.data(), sizeof p);
+    std::memcpy(&p, b_.data() + ptr_at, sizeof p);
     return p;
   }
   void release() noexcept {
@@ -124,15 +126,21 @@ class rare_string {
       char* p = new char[sizeof n + n];
       std::memcpy(p, &n, sizeof n);
       std::memcpy(p + sizeof n, v.data(), n);
-      std::memcpy(next.data(), &p, sizeof p);
+      std::memcpy(next.data() + ptr_at, &p, sizeof p);
     }
     release();
     b_ = next;
   }
   alignas(char*) bytes b_{};  // all zero when empty; see the class comment
 };
+// For the members that are empty in most checks (a Definition carries one probe's fields,
+// most checks have no Notes) or short (Status, Type, Method: "passing", "http" and "GET" are
+// inline): 8 bytes. A check object has twenty of them (check_definition, health_check).
+using rare_string = compact_string<sizeof(char*)>;
+// For the names every check has (Node, CheckID, Name): 16 bytes, inline up to 15.
+using name_string = compact_string<2 * sizeof(char*)>;
 // A heap pointer is even: new char[n] with n > 8 is aligned for any 8-byte type.
-static_assert(sizeof(rare_string) == sizeof(char*));
+static_assert(sizeof(rare_string) == sizeof(char*) && sizeof(name_string) == 2 * sizeof(char*));
 
 // The members of a check or a Definition that esmd does not model, written back unchanged
 // (a newer Consul's fields): none in most checks, so a pointer (8 bytes, null while there are
@@ -232,9 +240,9 @@ struct check_definition {
 };
 
 struct health_check {
-  std::string node;
-  std::string check_id;
-  std::string name;
+  name_string node;
+  name_string check_id;
+  name_string name;
   rare_string status;  // "passing", "warning", "critical", "maintenance"
   rare_string notes;
   rare_string output;

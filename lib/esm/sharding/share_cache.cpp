@@ -178,7 +178,7 @@ follower_work share_cache::work() const {
   return {{work_->health.begin(), work_->health.end()}, {work_->ping.begin(), work_->ping.end()}};
 }
 
-bool share_cache::has(const std::vector<std::string>& sorted, const std::string& name) {
+bool share_cache::has(const std::vector<std::string>& sorted, std::string_view name) {
   return std::binary_search(sorted.begin(), sorted.end(), name);
 }
 

@@ -153,7 +153,7 @@ class share_cache {
     std::vector<std::string> ping;    // Probes
     bool operator==(const names&) const = default;
   };
-  static bool has(const std::vector<std::string>& sorted, const std::string& name);
+  static bool has(const std::vector<std::string>& sorted, std::string_view name);
   // The work in force and the work last applied (followed()): the same object, not a copy,
   // once apply_assignment() has run. Never null.
   std::shared_ptr<const names> work_ = std::make_shared<const names>();

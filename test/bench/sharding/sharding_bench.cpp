@@ -298,7 +298,7 @@ int main() {
       ops[0].check = op;
       auto r = co_await admin.txn(ops);
       if (!r || !r->committed) throw std::runtime_error("check update failed");
-      if (!co_await eventually([&] { return seen(target, c.check_id); }, 60s))
+      if (!co_await eventually([&] { return seen(target, c.check_id.str()); }, 60s))
         throw std::runtime_error("status change not seen");
     }(), 90s);
     return ms_since(t);

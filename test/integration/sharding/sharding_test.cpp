@@ -573,7 +573,7 @@ TEST_CASE("node names with regex and quote characters are selected exactly by th
     CHECK(ok);
     CHECK(wa.sink.node_names() == want);
     std::set<std::string> check_nodes;
-    for (auto& c : wa.sink.checks) check_nodes.insert(c->node);
+    for (auto& c : wa.sink.checks) check_nodes.insert(c->node.str());
     CHECK(check_nodes == want);
     CHECK(wa.stats.errors == 0);
   }(), 30s);

@@ -336,20 +336,21 @@ TEST_CASE("rare_string: one pointer, empty when null; copies, moves, compares an
   CHECK(a == c);
 }
 
-TEST_CASE("rare_string: up to 7 bytes inline, longer on the heap; every length round-trips") {
-  static_assert(rare_string::inline_capacity == sizeof(void*) - 1);
+TEST_CASE_TEMPLATE("compact_string: up to Bytes - 1 bytes inline, longer on the heap; every length round-trips",
+                   S, rare_string, name_string) {
+  static_assert(S::inline_capacity == sizeof(S) - 1);
   constexpr char raw[] = "p\0assing\xff-critical-maintenance";  // a NUL and a high byte
   const std::string bytes(raw, sizeof raw - 1);
   for (std::size_t n = 0; n <= bytes.size(); ++n) {
     CAPTURE(n);
     const std::string_view want(bytes.data(), n);
-    rare_string a(want);
+    S a(want);
     CHECK(a.size() == n);
     CHECK(a.view() == want);
     CHECK(a.empty() == (n == 0));
-    rare_string copy = a;
+    S copy = a;
     CHECK(copy == a);
-    rare_string moved = std::move(copy);
+    S moved = std::move(copy);
     CHECK(moved.view() == want);
     CHECK(copy.empty());  // NOLINT: moved-from is empty
     // Assigned from a view of its own bytes (inline ones too): the new value is built first.
@@ -358,20 +359,21 @@ TEST_CASE("rare_string: up to 7 bytes inline, longer on the heap; every length r
     a = moved.view();
     CHECK(a == moved);
     // Across the inline bound in both directions, with no stale length or bytes.
-    rare_string b("longer than seven bytes");
+    S b("longer than any inline string");
     b = want;
     CHECK(b.view() == want);
-    b = "longer than seven bytes";
-    CHECK(b == "longer than seven bytes");
+    b = "longer than any inline string";
+    CHECK(b == "longer than any inline string");
     b = want;
     CHECK(b.view() == want);
   }
-  rare_string status("passing"), kind("http"), method("GET");
+  S status("passing"), kind("http"), method("GET");
   CHECK(status == "passing");
   CHECK(kind.size() == 4);
   CHECK(method.view() == "GET");
-  CHECK((status <=> rare_string("warning")) < 0);
-  CHECK((rare_string("critical") <=> rare_string("crit")) > 0);  // heap against inline
+  CHECK((status <=> S("warning")) < 0);
+  CHECK((S("critical-for-a-long-while") <=> S("critical")) > 0);  // heap against inline
+  CHECK("node " + S("web-01") == "node web-01");
 }
 
 TEST_CASE("extra_members: none is empty, copies are deep, members added and read as in an object") {

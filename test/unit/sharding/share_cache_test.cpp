@@ -544,7 +544,7 @@ TEST_CASE("share cache: over random assignment changes, catching up always yield
     std::pair<std::vector<consul::node>, std::vector<consul::health_check>> out;
     for (auto& n : names) out.first.push_back(catalog_nodes.at(n));
     for (auto& c : catalog_checks)
-      if (names.count(c.node)) out.second.push_back(c);
+      if (names.count(c.node.str())) out.second.push_back(c);
     return out;
   };
 
