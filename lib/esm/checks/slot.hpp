@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -16,7 +17,8 @@
 namespace esm::checks {
 
 // std::optional's interface (as the slot uses it) for a value with a sentinel no real one
-// takes: 8 bytes where std::optional of a time point or an index takes 16.
+// takes: 8 bytes where std::optional of a time point or an index takes 16. Only a T is
+// assigned (`x = {}` resets, as for std::optional); assigning the sentinel itself resets too.
 template <class T, T (*none)()>
 class sentinel_optional {
  public:
@@ -24,7 +26,8 @@ class sentinel_optional {
   bool has_value() const noexcept { return v_ != none(); }
   const T& operator*() const noexcept { return v_; }
   void reset() noexcept { v_ = none(); }
-  sentinel_optional& operator=(T v) noexcept {
+  template <std::same_as<T> U>
+  sentinel_optional& operator=(U v) noexcept {
     v_ = v;
     return *this;
   }
@@ -35,7 +38,9 @@ class sentinel_optional {
 inline constexpr std::chrono::steady_clock::time_point no_time() {
   return std::chrono::steady_clock::time_point::min();  // steady_clock counts up from boot
 }
-inline constexpr std::uint64_t no_index() { return UINT64_MAX; }  // Consul's are below 2^63
+// Consul's indexes are raft indexes, far below 2^64 - 1; a CreateIndex of exactly that (only
+// a hostile peer sends it) leaves reaped_create_index empty, and the reaper tries again.
+inline constexpr std::uint64_t no_index() { return UINT64_MAX; }
 using maybe_time = sentinel_optional<std::chrono::steady_clock::time_point, no_time>;
 using maybe_index = sentinel_optional<std::uint64_t, no_index>;
 

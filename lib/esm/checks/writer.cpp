@@ -183,7 +183,7 @@ asio::awaitable<bool> check_engine::write_chunk(std::vector<slot_ref> chunk) {
       consul::txn_check_op op;
       op.verb = "cas";
       op.check = *s.catalog;
-      op.check.status = std::string(to_string(s.desired->status));
+      op.check.status = to_string(s.desired->status);
       op.check.output = s.desired->output;
       consul::txn_op t;
       t.check = std::move(op);
@@ -333,7 +333,7 @@ asio::awaitable<bool> check_engine::write_by_registration(std::vector<slot_ref> 
       auto& s = *held;
       auto c = *s.catalog;
       if (s.desired) {
-        c.status = std::string(to_string(s.desired->status));
+        c.status = to_string(s.desired->status);
         c.output = s.desired->output;
       }
       r.checks.push_back(std::move(c));

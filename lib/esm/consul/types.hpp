@@ -35,7 +35,10 @@ using string_map = std::map<std::string, std::string>;
 // first 8 bytes (the last 8 on a big-endian machine), so the tag byte is the pointer's least
 // significant one and 0 in its bit 0.
 // Assigned from and compared with anything that converts to std::string_view; read as one
-// (view(), or the implicit conversion, e.g. `std::string s; s = c.notes;`).
+// (view(), or the implicit conversion, e.g. `std::string s; s = c.notes;`). A short value's
+// view points into the object itself: it lives as long as the object stays where it is (a
+// move of the object ends it), unlike a std::string's heap bytes. The moved-from side of a
+// move assignment holds the target's old value (a swap).
 template <std::size_t Bytes>
 class compact_string {
   static_assert(Bytes >= sizeof(char*) && Bytes < 128);
@@ -59,7 +62,8 @@ class compact_string {
     assign(v);
     return *this;
   }
-  compact_string& operator=(const char* v) { return *this = std::string_view(v); }
+  // Null clears it (`s = {}` picks this overload, and clears a std::string too).
+  compact_string& operator=(const char* v) { return *this = v ? std::string_view(v) : std::string_view(); }
   compact_string& operator=(const std::string& v) { return *this = std::string_view(v); }
   ~compact_string() { release(); }
 
@@ -93,7 +97,10 @@ class compact_string {
   friend std::strong_ordering operator<=>(const compact_string& a, const compact_string& b) noexcept {
     return a.view() <=> b.view();
   }
-  friend std::string operator+(std::string a, const compact_string& b) { return a.append(b.view()); }
+  friend std::string operator+(std::string a, const compact_string& b) {
+    a.append(b.view());
+    return a;
+  }
   friend std::string operator+(const char* a, const compact_string& b) { return std::string(a).append(b.view()); }
   friend std::string operator+(const compact_string& a, std::string_view b) { return a.str().append(b); }
   friend std::string operator+(const compact_string& a, const char* b) { return a.str().append(b); }
@@ -122,7 +129,8 @@ class compact_string {
         std::memcpy(next.data() + data_at, v.data(), v.size());
       }
     } else {
-      auto n = static_cast<std::uint32_t>(v.size());  // a check's member, far below 4 GiB
+      if (v.size() > UINT32_MAX) throw std::length_error("compact_string: 4 GiB or more");
+      auto n = static_cast<std::uint32_t>(v.size());
       char* p = new char[sizeof n + n];
       std::memcpy(p, &n, sizeof n);
       std::memcpy(p + sizeof n, v.data(), n);
@@ -134,10 +142,11 @@ class compact_string {
   alignas(char*) bytes b_{};  // all zero when empty; see the class comment
 };
 // For the members that are empty in most checks (a Definition carries one probe's fields,
-// most checks have no Notes) or short (Status, Type, Method: "passing", "http" and "GET" are
-// inline): 8 bytes. A check object has twenty of them (check_definition, health_check).
+// most checks have no Notes) or short (Type, Method: "http" and "GET" are inline): 8 bytes. A
+// check object has nineteen of them (check_definition, health_check).
 using rare_string = compact_string<sizeof(char*)>;
-// For the names every check has (Node, CheckID, Name): 16 bytes, inline up to 15.
+// For the names every check has (Node, CheckID, Name) and its Status ("critical" and
+// "maintenance" are longer than 7): 16 bytes, inline up to 15.
 using name_string = compact_string<2 * sizeof(char*)>;
 // A heap pointer is even: new char[n] with n > 8 is aligned for any 8-byte type.
 static_assert(sizeof(rare_string) == sizeof(char*) && sizeof(name_string) == 2 * sizeof(char*));
@@ -206,10 +215,11 @@ struct node {
 
 // A check's Definition as Consul stores it in the catalog. Durations arrive as Go duration
 // strings ("10s") or integer nanoseconds; both are accepted, strings are written.
-// One probe's fields are set in a definition, the others empty: those that are not HTTP's
-// (the most common kind) are rare_strings, the Header one block, and the flags sit together.
-// sizeof 216 B (552 B with std::string members and the flags between them, 280 B with the
-// Header as a std::map).
+// One probe's fields are set in a definition, the others empty: they are rare_strings (the
+// URL too: any URL is longer than std::string's 15 inline bytes), the Header one block, the
+// unmodelled members a pointer, and the flags sit together. sizeof 176 B (552 B with
+// std::string members and the flags between them, 280 B with the Header as a std::map, 216 B
+// with the URL a std::string and the unmodelled members a json::object).
 struct check_definition {
   rare_string http;
   util::header_block header;  // Go's map[string][]string, in one allocation
@@ -243,7 +253,7 @@ struct health_check {
   name_string node;
   name_string check_id;
   name_string name;
-  rare_string status;  // "passing", "warning", "critical", "maintenance"
+  name_string status;  // "passing", "warning", "critical", "maintenance": inline
   rare_string notes;
   rare_string output;
   rare_string service_id;

@@ -828,7 +828,7 @@ asio::awaitable<bool> node_prober::write_chunk(std::vector<slot_ref> chunk) {
           c.check.node = s->name;
           c.check.check_id = std::string(node_check_id);
           c.check.name = std::string(node_check_name);
-          c.check.status = std::string(to_string(d.status));
+          c.check.status = to_string(d.status);
           c.check.output = std::string(d.status == node_status::alive ? node_alive_output : node_dead_output);
           c.check.partition = s->partition.empty() ? settings_.partition : s->partition;
           consul::txn_op t;

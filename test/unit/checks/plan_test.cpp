@@ -7,6 +7,7 @@
 
 #include "esm/checks/engine.hpp"
 #include "esm/checks/plan.hpp"
+#include "esm/checks/slot.hpp"
 
 using namespace esm::checks;
 using namespace std::chrono_literals;
@@ -237,4 +238,27 @@ TEST_CASE("plan_run is plan_check without the strings; spec_of builds the same p
   CHECK(hs.body == "{}");
   CHECK(hs.headers.values("X-A") == std::vector<std::string>{"1"});
   CHECK(std::holds_alternative<std::string>(plan_run(health_check{}, {})));
+}
+
+TEST_CASE("sentinel_optional: empty by default, holds what is assigned, resets, and = {} resets") {
+  using esm::checks::maybe_index;
+  using esm::checks::maybe_time;
+  static_assert(sizeof(maybe_time) == 8 && sizeof(maybe_index) == 8);
+  maybe_time t;
+  CHECK_FALSE(t);
+  CHECK_FALSE(t.has_value());
+  auto now = std::chrono::steady_clock::now();
+  t = now;
+  REQUIRE(t);
+  CHECK(*t == now);
+  t.reset();
+  CHECK_FALSE(t);
+  maybe_index i;
+  i = std::uint64_t{0};  // 0 is a value, not none
+  REQUIRE(i.has_value());
+  CHECK(*i == 0);
+  i = {};
+  CHECK_FALSE(i.has_value());
+  i = std::uint64_t{UINT64_MAX};  // the sentinel: none (no Consul index reaches it)
+  CHECK_FALSE(i.has_value());
 }

@@ -306,7 +306,7 @@ TEST_CASE("check_key_of reads a check's key as the decode does, and refuses what
   CHECK_FALSE(key_of(R"({"Node": "n1", "CheckID": "c", "ModifyIndex": "7"})"));
 }
 
-TEST_CASE("rare_string: one pointer, empty when null; copies, moves, compares and converts") {
+TEST_CASE("rare_string: one pointer, empty when all zero; copies, moves, compares and converts") {
   static_assert(sizeof(rare_string) == sizeof(void*));
   rare_string a;
   CHECK(a.empty());
@@ -338,13 +338,20 @@ TEST_CASE("rare_string: one pointer, empty when null; copies, moves, compares an
 
 TEST_CASE_TEMPLATE("compact_string: up to Bytes - 1 bytes inline, longer on the heap; every length round-trips",
                    S, rare_string, name_string) {
-  static_assert(S::inline_capacity == sizeof(S) - 1);
-  constexpr char raw[] = "p\0assing\xff-critical-maintenance";  // a NUL and a high byte
+  // A NUL and a high byte; long enough that half of it is on the heap for both widths.
+  constexpr char raw[] = "p\0assing\xff-critical-maintenance-warning-passing";
   const std::string bytes(raw, sizeof raw - 1);
   for (std::size_t n = 0; n <= bytes.size(); ++n) {
     CAPTURE(n);
     const std::string_view want(bytes.data(), n);
     S a(want);
+    // Up to Bytes - 1 bytes the string's bytes are inside the object, longer ones are not.
+    auto inside = [](const S& s) {
+      auto* p = reinterpret_cast<const unsigned char*>(s.view().data());
+      auto* o = reinterpret_cast<const unsigned char*>(&s);
+      return std::less_equal<>()(o, p) && std::less<>()(p, o + sizeof s);
+    };
+    CHECK(inside(a) == (n > 0 && n <= S::inline_capacity));
     CHECK(a.size() == n);
     CHECK(a.view() == want);
     CHECK(a.empty() == (n == 0));
@@ -366,13 +373,27 @@ TEST_CASE_TEMPLATE("compact_string: up to Bytes - 1 bytes inline, longer on the 
     CHECK(b == "longer than any inline string");
     b = want;
     CHECK(b.view() == want);
+    // Move assignment in the four combinations of inline and heap: a swap, no leak (ASan).
+    for (std::string_view other : {std::string_view("ok"), std::string_view("a value of the heap kind!")}) {
+      S target(other), source(want);
+      target = std::move(source);
+      CHECK(target.view() == want);
+      CHECK(source.view() == other);  // NOLINT: moved-from holds the target's old value
+    }
+    S self(want);
+    auto& alias = self;
+    self = std::move(alias);
+    CHECK(self.view() == want);
   }
+  S cleared("some value that is long enough");
+  cleared = {};  // as for std::string: empty, no null strlen
+  CHECK(cleared.empty());
   S status("passing"), kind("http"), method("GET");
   CHECK(status == "passing");
   CHECK(kind.size() == 4);
   CHECK(method.view() == "GET");
   CHECK((status <=> S("warning")) < 0);
-  CHECK((S("critical-for-a-long-while") <=> S("critical")) > 0);  // heap against inline
+  CHECK((S("critical-for-a-long-while") <=> S("crit")) > 0);  // heap against inline
   CHECK("node " + S("web-01") == "node web-01");
 }
 
@@ -404,6 +425,13 @@ TEST_CASE("extra_members: none is empty, copies are deep, members added and read
   auto o = c.object();
   o["More"] = true;  // a copy: c is unchanged
   CHECK(c.if_contains("More") == nullptr);
+  c = none;  // copied from none: none again
+  CHECK(c.members() == nullptr);
+  // Compared as json::object compares: the same members in another order are equal.
+  extra_members x, y;
+  x = json::parse(R"({"A": 1, "B": [2]})").as_object();
+  y = json::parse(R"({"B": [2], "A": 1})").as_object();
+  CHECK(x == y);
   // A check's unmodelled members and a Definition's round-trip through JSON.
   auto v = json::parse(R"({"Node": "n", "CheckID": "c", "Status": "passing", "ExposedPort": 21500,
                            "Definition": {"HTTP": "http://h/", "Future": [1, "x"]}})");
