@@ -28,7 +28,8 @@ stops esmd for a moment. For the live bytes by structure see `bench_engine --sha
 Env: CONSUL_BIN (default /root/.cache/consul-bin/consul), ESMD_BIN (default
 build/release/app/esmd), ESMD_BENCH_CHECKS, ESMD_BENCH_SHAPE ("fat", the default, or "lean"),
 ESMD_BENCH_SETTLE (seconds after the last write, default 5), ESMD_BENCH_HEAP ("1": glibc's
-heap too). Every process it starts is stopped by its own pid.
+heap too), ESMD_BENCH_TRIM ("1": then gdb makes esmd call malloc_trim(0) and VmRSS is read
+again). Every process it starts is stopped by its own pid.
 """
 import http.server
 import os
@@ -51,6 +52,7 @@ SIZES = [int(x) for x in os.environ.get("ESMD_BENCH_CHECKS", "0 2000 20000").spl
 SETTLE = float(os.environ.get("ESMD_BENCH_SETTLE", "5"))
 SHAPE = os.environ.get("ESMD_BENCH_SHAPE", "fat")
 HEAP = os.environ.get("ESMD_BENCH_HEAP", "") == "1"
+TRIM = os.environ.get("ESMD_BENCH_TRIM", "") == "1"
 if SHAPE not in ("fat", "lean"):
     raise SystemExit(f"ESMD_BENCH_SHAPE: {SHAPE!r} is neither fat nor lean")
 PER_NODE = 10 if SHAPE == "fat" else 1
@@ -187,6 +189,18 @@ def heap_bytes(pid, log_path):
     return figures["system bytes"], figures["in use bytes"]
 
 
+def trimmed_rss(pid):
+    """VmRSS of esmd after gdb made it call malloc_trim(0): what the heap's free pages cost,
+    or None when gdb is missing."""
+    gdb = shutil.which("gdb")
+    if not gdb:
+        return None
+    subprocess.run([gdb, "-p", str(pid), "-batch", "-ex", "call (int)malloc_trim(0)"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                   timeout=120)
+    return rss_kib(pid)
+
+
 def measure(addr, n, port):
     register(addr, n // PER_NODE, port)
     admin = free_ports(1)[0]
@@ -227,6 +241,8 @@ def measure(addr, n, port):
         rss = rss_kib(p.pid)
         runs = status()["checks"]["runs"]
         heap = heap_bytes(p.pid, log_path) if HEAP else None
+        if TRIM:
+            print(f"  after malloc_trim(0): VmRSS {trimmed_rss(p.pid)} KiB (before {rss} KiB)", flush=True)
         return rss, peak, took, runs, heap
     finally:
         stop_pid(p)
