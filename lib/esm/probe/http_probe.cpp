@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory_resource>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -29,6 +30,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/container/small_vector.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url.hpp>
 
@@ -68,9 +70,10 @@ std::string url_error_op(std::string_view method) {
   return s;
 }
 
-// The URL as Go's client names it in errors: a password is shown as "***".
-std::string error_url(const urls::url_view& u, const std::string& text) {
-  if (!u.has_password()) return text;
+// The URL as Go's client names it in errors when it differs from the URL's own text: with
+// its password shown as "***". Nothing (no copy) for a URL without a password.
+std::optional<std::string> masked_url(const urls::url_view_base& u) {
+  if (!u.has_password()) return std::nullopt;
   urls::url copy(u);
   copy.set_password("***");
   return std::string(copy.buffer());
@@ -173,8 +176,25 @@ std::string header_error(const util::header_block& headers) {
   return {};
 }
 
-// Views into the spec's block (the spec outlives the run) and into constants.
-using header_list = std::vector<std::pair<std::string_view, std::string_view>>;
+// Views into the spec's block (the spec outlives the run) and into constants; a definition
+// rarely has more than a few headers, so the list lives in the coroutine's frame.
+using header_list = boost::container::small_vector<std::pair<std::string_view, std::string_view>, 8>;
+
+// The request's and the response's header fields, from a buffer inside the probe's coroutine
+// frame instead of a heap block each: Beast allocates every field, the request target and
+// the reason phrase separately (eleven allocations in a run against nginx). A response with
+// more or longer headers than the buffer holds takes the rest from the heap; all of it is
+// freed with the arena, at the end of the request/response. Not shared between coroutines.
+struct field_arena {
+  alignas(std::max_align_t) std::byte buffer[2048];
+  std::pmr::monotonic_buffer_resource resource{buffer, sizeof buffer, std::pmr::new_delete_resource()};
+  field_arena() = default;
+  field_arena(const field_arena&) = delete;
+  field_arena& operator=(const field_arena&) = delete;
+};
+using field_allocator = std::pmr::polymorphic_allocator<char>;
+using fields = http::basic_fields<field_allocator>;
+using request = http::request<http::string_body, fields>;
 
 const std::string_view* find_header(const header_list& h, std::string_view name) {
   for (const auto& [k, v] : h)
@@ -183,7 +203,8 @@ const std::string_view* find_header(const header_list& h, std::string_view name)
 }
 
 void remove_header(header_list& h, std::string_view name) {
-  std::erase_if(h, [&](const auto& kv) { return iequals(kv.first, name); });
+  h.erase(std::remove_if(h.begin(), h.end(), [&](const auto& kv) { return iequals(kv.first, name); }),
+          h.end());
 }
 
 struct target {
@@ -194,7 +215,7 @@ struct target {
   std::string request_target;
 };
 
-std::optional<target> target_of(const urls::url_view& u, std::string& err) {
+std::optional<target> target_of(const urls::url_view_base& u, std::string& err) {
   target t;
   std::string scheme(u.scheme());
   for (auto& c : scheme) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -251,7 +272,7 @@ std::string read_error_text(const error_code& ec, beast::tcp_stream& lowest,
 template <class Stream>
 asio::awaitable<void> talk(Stream& stream, beast::tcp_stream& lowest, SSL* ssl,
                            const std::string& server_name,
-                           const http::request<http::string_body>& req, bool want_body,
+                           const request& req, field_arena& arena, bool want_body,
                            const probe_limits& lim, clock::time_point deadline, exchange& out) {
   auto [wec, wn] = co_await http::async_write(stream, req, token);
   (void)wn;
@@ -262,7 +283,8 @@ asio::awaitable<void> talk(Stream& stream, beast::tcp_stream& lowest, SSL* ssl,
     co_return;
   }
   beast::flat_buffer buf(lim.max_header_bytes + 16 * 1024);
-  http::response_parser<http::buffer_body> p;
+  http::parser<false, http::buffer_body, field_allocator> p(
+      std::piecewise_construct, std::make_tuple(), std::make_tuple(field_allocator(&arena.resource)));
   p.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
       lim.max_header_bytes, std::numeric_limits<std::uint32_t>::max())));
   // The body is bounded by our own count (max_body_bytes), not by the parser: a long body
@@ -343,7 +365,7 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
   // in the loop below.
   const bool is_http = iequals(parsed->scheme(), "http") || iequals(parsed->scheme(), "https");
   if (auto err = is_http ? header_error(spec.headers) : std::string(); !err.empty())
-    co_return critical(op + " " + go_quote(error_url(*parsed, spec.url)) + ": " + err);
+    co_return critical(op + " " + go_quote(masked_url(*parsed).value_or(spec.url)) + ": " + err);
 
   // Headers as Consul builds them: the definition's, a Host header taken as the request
   // host, then the default User-Agent and Accept when absent.
@@ -363,18 +385,31 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
     headers.emplace_back("Accept", default_accept);
   }
 
-  urls::url current(*parsed);
-  std::string current_text = error_url(current, spec.url);  // the URL Go names in a url.Error
+  // The URL of this hop: the definition's until a redirect, then `redirected`. The text Go
+  // names in a url.Error is the definition's own unless a password had to be masked (no copy
+  // of the URL on the common path). A pointer, not a url_view copied from the parse result:
+  // making a url from such a copy had Boost.URL 1.81 write a byte past the url's buffer
+  // (valgrind, the redirect test).
+  const urls::url_view_base* current = &*parsed;
+  urls::url redirected;
+  std::string current_text_owned;
+  const std::string* current_text = &spec.url;
+  if (auto m = masked_url(*current)) {
+    current_text_owned = std::move(*m);
+    current_text = &current_text_owned;
+  }
   std::string method = first_method;
   bool send_body = true;
   auto ex = co_await asio::this_coro::executor;
 
   for (int hop = 0;; ++hop) {
     std::string err;
-    auto t = target_of(current, err);
-    if (!t) co_return critical(op + " \"" + current_text + "\": " + err);
+    auto t = target_of(*current, err);
+    if (!t) co_return critical(op + " \"" + *current_text + "\": " + err);
 
-    http::request<http::string_body> req;
+    field_arena arena;  // before the request: its fields live in it
+    request req(std::piecewise_construct, std::make_tuple(),
+                std::make_tuple(field_allocator(&arena.resource)));
     req.method_string(method);
     req.target(t->request_target);
     req.version(11);
@@ -397,28 +432,28 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
       if (cancelled(cs.cancelled())) co_return canceled_result();
       if (!dial_err.empty()) {
         if (clock::now() >= deadline) dial_err += timeout_suffix;
-        co_return critical(op + " \"" + current_text + "\": " + dial_err);
+        co_return critical(op + " \"" + *current_text + "\": " + dial_err);
       }
       const bool want_body = true;
       if (t->tls) {
         beast::ssl_stream<beast::tcp_stream> s(std::move(tcp), ctx.tls());
         if (!prepare_tls_client(s.native_handle(), server_name, spec.tls_skip_verify, {}))
-          co_return critical(op + " \"" + current_text + "\": tls: cannot configure the connection");
+          co_return critical(op + " \"" + *current_text + "\": tls: cannot configure the connection");
         s.next_layer().expires_at(deadline);
         auto [hec] = co_await s.async_handshake(asio::ssl::stream_base::client, token);
         cs = co_await asio::this_coro::cancellation_state;
         if (cancelled(cs.cancelled())) co_return canceled_result();
         if (hec) {
           if (hec == beast::error::timeout)
-            co_return critical(op + " \"" + current_text + "\": context deadline exceeded" +
+            co_return critical(op + " \"" + *current_text + "\": context deadline exceeded" +
                                std::string(timeout_suffix));
           std::string text = tls_error_text(hec, s.native_handle(), server_name);
           if (text.empty()) text = go_error_text(hec);
-          co_return critical(op + " \"" + current_text + "\": " + text);
+          co_return critical(op + " \"" + *current_text + "\": " + text);
         }
-        co_await talk(s, s.next_layer(), s.native_handle(), server_name, req, want_body, lim, deadline, x);
+        co_await talk(s, s.next_layer(), s.native_handle(), server_name, req, arena, want_body, lim, deadline, x);
       } else {
-        co_await talk(tcp, tcp, nullptr, server_name, req, want_body, lim, deadline, x);
+        co_await talk(tcp, tcp, nullptr, server_name, req, arena, want_body, lim, deadline, x);
       }
       cs = co_await asio::this_coro::cancellation_state;
       if (cancelled(cs.cancelled())) co_return canceled_result();
@@ -427,7 +462,7 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
     if (x.status == 0) {
       std::string text = x.timed_out ? std::string("context deadline exceeded") + std::string(timeout_suffix)
                                      : x.error;
-      co_return critical(op + " \"" + current_text + "\": " + text);
+      co_return critical(op + " \"" + *current_text + "\": " + text);
     }
 
     // Go's redirect policy (net/http client.go redirectBehavior).
@@ -437,19 +472,19 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
       const std::string& loc = *x.location;
       auto ref = urls::parse_uri_reference(loc);
       if (!ref)
-        co_return critical(op + " \"" + current_text + "\": failed to parse Location header \"" +
+        co_return critical(op + " \"" + *current_text + "\": failed to parse Location header \"" +
                            loc + "\": " + ref.error().message());
       if (hop + 1 >= max_redirects)
         co_return critical(op + " \"" + loc + "\": stopped after " +
                            std::to_string(max_redirects) + " redirects");
       urls::url next;
-      if (auto r = urls::resolve(current, *ref, next); !r)
-        co_return critical(op + " \"" + current_text + "\": failed to parse Location header \"" +
+      if (auto r = urls::resolve(*current, *ref, next); !r)
+        co_return critical(op + " \"" + *current_text + "\": failed to parse Location header \"" +
                            loc + "\": " + r.error().message());
       next.remove_fragment();
       // Sensitive headers do not follow a redirect to another host; a custom Host only
       // follows a relative redirect; Referer names the previous URL unless https -> http.
-      if (!iequals(next.host_address(), current.host_address())) {
+      if (!iequals(next.host_address(), current->host_address())) {
         remove_header(headers, "Authorization");
         remove_header(headers, "Www-Authenticate");
         remove_header(headers, "Cookie");
@@ -457,8 +492,8 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
       }
       if (ref->has_scheme() || ref->has_authority()) host_override.reset();
       remove_header(headers, "Referer");
-      if (!(iequals(current.scheme(), "https") && iequals(next.scheme(), "http"))) {
-        urls::url referer(current);
+      if (!(iequals(current->scheme(), "https") && iequals(next.scheme(), "http"))) {
+        urls::url referer(*current);
         referer.remove_userinfo();
         referer.remove_fragment();
         referer_value = referer.buffer();  // its old view was removed above
@@ -469,13 +504,19 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
         send_body = false;
         remove_header(headers, "Content-Type");
       }
-      current = std::move(next);
-      current_text = error_url(current, std::string(current.buffer()));
+      redirected = std::move(next);
+      current = &redirected;
+      current_text_owned = masked_url(redirected).value_or(std::string(redirected.buffer()));
+      current_text = &current_text_owned;
       continue;
     }
 
-    std::string output = "HTTP " + first_method + " " + spec.url + ": " + x.status_text +
-                         " Output: " + x.body_tail;
+    std::string output;  // one allocation, not one per piece
+    constexpr std::string_view http_word = "HTTP ", output_word = " Output: ";
+    output.reserve(http_word.size() + first_method.size() + 1 + spec.url.size() + 2 +
+                   x.status_text.size() + output_word.size() + x.body_tail.size());
+    output.append(http_word).append(first_method).append(" ").append(spec.url).append(": ");
+    output.append(x.status_text).append(output_word).append(x.body_tail);
     if (s >= 200 && s <= 299) co_return probe_result{check_status::passing, std::move(output)};
     if (s == 429) co_return probe_result{check_status::warning, std::move(output)};
     co_return critical(std::move(output));
