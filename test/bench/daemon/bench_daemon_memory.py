@@ -7,7 +7,10 @@ Header, a few hundred bytes of Notes and Output, registered critical), starts on
 mode (its own consul_service and consul_kv_path), waits until every check has been run and its
 result written (Consul holds no non-passing check on those nodes, and esmd's /v1/status counts
 N passing checks with no probe in flight and nothing queued), lets it settle, reads VmRSS of
-esmd and stops it. Prints RSS(N) and (RSS(N) - RSS(0)) / N, the bytes of growth per check.
+esmd and stops it. Prints RSS(N) and (RSS(N) - RSS(0)) / N, the bytes of growth per check, and
+VmRSS split into RssAnon (esmd's own memory) and RssFile (pages of the binary and its libraries
+it has touched: code paged in on first use, a fixed cost that a run with checks pays once and
+a run with none does not), each as growth per check too.
 
 ESMD_BENCH_SHAPE=lean registers the lean shape instead, as test/bench/checks/bench_engine.cpp
 does: N nodes with one HTTP check each (URL, Interval and Timeout only, no Notes, a one-line
@@ -149,6 +152,21 @@ def node_body(n, port):
             "NodeMeta": {"external-node": "true", "rack": f"r{n % 40}"}, "Checks": checks}
 
 
+def rss_split_kib(pid):
+    """(RssAnon, RssFile) of `pid` in KiB from /proc/PID/status: the process's own memory and
+    the pages of the binary and libraries it has touched (shared, clean, reclaimable), or None."""
+    got = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("RssAnon", "RssFile"):
+                    got[k] = int(v.split()[0])
+    except OSError:
+        return None
+    return (got["RssAnon"], got["RssFile"]) if len(got) == 2 else None
+
+
 def register(addr, nodes, port):
     """(Re)registers nodes 0..nodes-1, every check critical with the long Output."""
     for n in range(nodes):
@@ -239,11 +257,12 @@ def measure(addr, n, port):
             peak = max(peak, rss_kib(p.pid))
             time.sleep(0.5)
         rss = rss_kib(p.pid)
+        split = rss_split_kib(p.pid)
         runs = status()["checks"]["runs"]
         heap = heap_bytes(p.pid, log_path) if HEAP else None
         if TRIM:
             print(f"  after malloc_trim(0): VmRSS {trimmed_rss(p.pid)} KiB (before {rss} KiB)", flush=True)
-        return rss, peak, took, runs, heap
+        return rss, peak, took, runs, heap, split
     finally:
         stop_pid(p)
 
@@ -264,15 +283,23 @@ def main():
               flush=True)
         base = None
         base_heap = None
+        base_split = None
         for n in SIZES:
-            rss, peak, took, runs, heap = measure(addr, n, target.port)
+            rss, peak, took, runs, heap, split = measure(addr, n, target.port)
             if n == 0:
                 base = rss
                 base_heap = heap
+                base_split = split
             line = f"checks {n:6d}: VmRSS {rss:8d} KiB (max of 5 samples {peak} KiB), ready in {took:5.1f} s, runs {runs}"
             if n and base is not None:
                 line += f", growth per check {(rss - base) * 1024 / n:7.0f} B"
             print(line, flush=True)
+            if split:
+                line = f"  VmRSS = RssAnon {split[0]} KiB + RssFile {split[1]} KiB"
+                if n and base_split:
+                    line += (f"; growth per check: anon {(split[0] - base_split[0]) * 1024 / n:.0f} B, "
+                             f"file {(split[1] - base_split[1]) * 1024 / n:.0f} B")
+                print(line, flush=True)
             if HEAP:
                 if heap is None:
                     print("  glibc heap: not read (gdb missing, or no malloc_stats output)", flush=True)
