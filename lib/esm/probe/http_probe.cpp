@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <map>
@@ -16,7 +17,6 @@
 #include <string>
 #include <string_view>
 #include <utility>
-#include <vector>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -183,8 +183,12 @@ using header_list = boost::container::small_vector<std::pair<std::string_view, s
 // The request's and the response's header fields, from a buffer inside the probe's coroutine
 // frame instead of a heap block each: Beast allocates every field, the request target and
 // the reason phrase separately (eleven allocations in a run against nginx). A response with
-// more or longer headers than the buffer holds takes the rest from the heap; all of it is
-// freed with the arena, at the end of the request/response. Not shared between coroutines.
+// more or longer headers than the buffer holds takes the rest from the heap (bounded by the
+// header limit); all of it is freed with the arena, at the end of each hop. One arena per hop,
+// used by run_http and the talk() it awaits, on one thread. A message with this allocator must
+// be built with the arena's allocator (a default-constructed or copied one silently uses the
+// global heap), never swapped with another arena's, and never released from its parser: it
+// must not outlive the hop.
 struct field_arena {
   alignas(std::max_align_t) std::byte buffer[2048];
   std::pmr::monotonic_buffer_resource resource{buffer, sizeof buffer, std::pmr::new_delete_resource()};
@@ -387,9 +391,11 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
 
   // The URL of this hop: the definition's until a redirect, then `redirected`. The text Go
   // names in a url.Error is the definition's own unless a password had to be masked (no copy
-  // of the URL on the common path). A pointer, not a url_view copied from the parse result:
-  // making a url from such a copy had Boost.URL 1.81 write a byte past the url's buffer
-  // (valgrind, the redirect test).
+  // of the URL on the common path). A pointer to the url itself, never a url_view assigned
+  // from a url: in Boost.URL 1.81 such a view points at the url's parts but keeps its own
+  // earlier ones (url_view::operator=), and url_base::copy (making a url, resolve) reserves by
+  // the first and copies the second: the copy got the previous URL's offsets and a terminator
+  // written past its buffer (valgrind; the 10-redirect test sent a broken request).
   const urls::url_view_base* current = &*parsed;
   urls::url redirected;
   std::string current_text_owned;
@@ -506,7 +512,10 @@ asio::awaitable<probe_result> run_http(const http_spec& spec, probe_context& ctx
       }
       redirected = std::move(next);
       current = &redirected;
-      current_text_owned = masked_url(redirected).value_or(std::string(redirected.buffer()));
+      if (auto m = masked_url(redirected))
+        current_text_owned = std::move(*m);
+      else
+        current_text_owned.assign(redirected.buffer());
       current_text = &current_text_owned;
       continue;
     }
